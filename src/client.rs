@@ -1,0 +1,326 @@
+//! The public client API: connect (with the handshake), submit images through warm shared-memory segments,
+//! and ask for status and stats. Used by the CLI and `examples/`; any program can use it.
+//!
+//! ```no_run
+//! use luna_daemon::client::{Client, ImageRef, JobOptions, Pixels};
+//! let mut client = Client::connect(&luna_daemon::paths::default_socket(), "my-tool")?;
+//! let pixels = vec![0.5f32; 64 * 64 * 3];
+//! let image = ImageRef { width: 64, height: 64, channels: 3, pixels: Pixels::F32(&pixels) };
+//! let job = JobOptions::new("/tmp/out");
+//! let accepted = client.submit(&job, &[image])?;
+//! let status = client.wait(&accepted.job_id, |_| {})?;
+//! # Ok::<(), luna_daemon::client::ClientError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use interprocess::local_socket::{Stream, prelude::*};
+
+use crate::ipc::connect_name;
+use crate::protocol::{
+    self, Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor, JobStatus,
+    PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response, SampleType, StatusQuery, SubmitJob, Welcome,
+};
+use crate::shm::{SegmentCreateError, SegmentPool};
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon answers on the socket.
+    #[error("cannot reach luna-daemon at {socket}: {source} (is it running? start it with `luna-daemon serve`)")]
+    Connect { socket: PathBuf, source: std::io::Error },
+    /// The two sides speak different protocol versions.
+    #[error("protocol version mismatch: {0}")]
+    VersionMismatch(String),
+    /// The daemon refused the request.
+    #[error("daemon error: {0}")]
+    Daemon(ErrorReply),
+    /// The daemon answered with something that does not fit the request.
+    #[error("unexpected reply from the daemon: {0}")]
+    Unexpected(String),
+    /// Reading or writing a frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A segment could not be created.
+    #[error(transparent)]
+    Segment(#[from] SegmentCreateError),
+    /// An image does not match its declared size.
+    #[error("image {index}: {message}")]
+    BadImage { index: usize, message: String },
+}
+
+impl ClientError {
+    /// The daemon's error code, if the daemon refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Daemon(reply) => Some(reply.code),
+            _ => None,
+        }
+    }
+}
+
+/// Pixels in memory, tightly packed rows, channels interleaved.
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// 8-bit samples.
+    U8(&'a [u8]),
+    /// 16-bit samples.
+    U16(&'a [u16]),
+    /// Float samples, nominally 0..1.
+    F32(&'a [f32]),
+}
+
+impl Pixels<'_> {
+    fn dtype(&self) -> SampleType {
+        match self {
+            Self::U8(_) => SampleType::U8,
+            Self::U16(_) => SampleType::U16,
+            Self::F32(_) => SampleType::F32,
+        }
+    }
+
+    fn samples(&self) -> usize {
+        match self {
+            Self::U8(p) => p.len(),
+            Self::U16(p) => p.len(),
+            Self::F32(p) => p.len(),
+        }
+    }
+
+    /// Copies the samples little-endian into `out` (exactly `samples * size` bytes).
+    fn write_le(&self, out: &mut [u8]) {
+        match self {
+            Self::U8(p) => out.copy_from_slice(p),
+            Self::U16(p) => out.chunks_exact_mut(2).zip(p.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+            Self::F32(p) => out.chunks_exact_mut(4).zip(p.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+        }
+    }
+}
+
+/// One image to submit.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageRef<'a> {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// 1, 3 or 4.
+    pub channels: u8,
+    /// `width * height * channels` samples.
+    pub pixels: Pixels<'a>,
+}
+
+/// Where and how to save a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Absolute output root.
+    pub output_dir: String,
+    /// Relative sub-directory.
+    pub save_path: String,
+    /// File name stem.
+    pub filename: String,
+    /// PNG level 0..9.
+    pub png_compression: u8,
+    /// Send a CRC-32 of the pixels so the daemon verifies them.
+    pub checksum: bool,
+}
+
+impl JobOptions {
+    /// Defaults: no sub-directory, stem `luna`, PNG level 4, checksums on. A relative `output_dir` is made
+    /// absolute against the current directory.
+    pub fn new(output_dir: impl AsRef<Path>) -> Self {
+        let dir = output_dir.as_ref();
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Self {
+            output_dir: dir.to_string_lossy().into_owned(),
+            save_path: String::new(),
+            filename: "luna".to_owned(),
+            png_compression: 4,
+            checksum: true,
+        }
+    }
+}
+
+/// Images inside a segment start at multiples of this many bytes.
+const IMAGE_ALIGN: u64 = 64;
+
+/// A connection to the daemon, with its own pool of warm segments.
+#[derive(Debug)]
+pub struct Client {
+    stream: Stream,
+    welcome: Welcome,
+    segments: SegmentPool,
+}
+
+impl Client {
+    /// Connects and performs the handshake. `client_name` shows up in the daemon's logs and stats.
+    pub fn connect(socket: &Path, client_name: &str) -> Result<Self, ClientError> {
+        let connect_err = |source| ClientError::Connect { socket: socket.into(), source };
+        let name = connect_name(socket).map_err(connect_err)?;
+        let stream = Stream::connect(name).map_err(connect_err)?;
+        let mut client = Self {
+            stream,
+            welcome: Welcome {
+                version: 0,
+                daemon_version: String::new(),
+                spool_dir: String::new(),
+                max_frame_len: 0,
+                segment_header_len: 0,
+            },
+            segments: SegmentPool::new(PathBuf::new(), "luna"),
+        };
+        let hello = Hello {
+            protocol: PROTOCOL_NAME.to_owned(),
+            version: PROTOCOL_VERSION,
+            client: client_name.to_owned(),
+            pid: Some(std::process::id()),
+        };
+        match client.request(&Request::Hello(hello))? {
+            Response::Welcome(w) if w.version == PROTOCOL_VERSION => client.welcome = w,
+            Response::Welcome(w) => {
+                return Err(ClientError::VersionMismatch(format!(
+                    "daemon answered with protocol version {}, this client speaks {PROTOCOL_VERSION}",
+                    w.version
+                )));
+            }
+            other => return Err(unexpected(other)),
+        }
+        client.segments = SegmentPool::new(&client.welcome.spool_dir, &segment_prefix(client_name));
+        Ok(client)
+    }
+
+    /// What the daemon said in the handshake.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends one request and reads its reply. Error replies become [`ClientError::Daemon`] (or
+    /// [`ClientError::VersionMismatch`]).
+    pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let body = protocol::encode_message(request)?;
+        protocol::write_frame(&mut self.stream, &body)?;
+        let reply = protocol::read_frame(&mut self.stream)?;
+        match protocol::decode_message::<Response>(&reply)? {
+            Response::Error(e) if e.code == ErrorCode::VersionMismatch => {
+                Err(ClientError::VersionMismatch(e.message))
+            }
+            Response::Error(e) => Err(ClientError::Daemon(e)),
+            other => Ok(other),
+        }
+    }
+
+    /// Copies the images into one warm segment and submits them as one job. Returns once the daemon has
+    /// accepted the job (and owns the segment); the save happens in the background.
+    pub fn submit(&mut self, options: &JobOptions, images: &[ImageRef<'_>]) -> Result<Accepted, ClientError> {
+        let mut offsets = Vec::with_capacity(images.len());
+        let mut total = 0u64;
+        for (index, image) in images.iter().enumerate() {
+            let expected = image.width as usize * image.height as usize * usize::from(image.channels);
+            if image.pixels.samples() != expected {
+                return Err(ClientError::BadImage {
+                    index,
+                    message: format!(
+                        "{} samples, but {}x{}x{} needs {expected}",
+                        image.pixels.samples(),
+                        image.width,
+                        image.height,
+                        image.channels
+                    ),
+                });
+            }
+            offsets.push(total);
+            total += (expected as u64 * image.pixels.dtype().size()).next_multiple_of(IMAGE_ALIGN);
+        }
+        let header = self.welcome.segment_header_len;
+        let segment = self.segments.acquire(total)?;
+        let name = segment.name().to_owned();
+        let data = segment.data_mut().expect("the pool hands out client-owned segments");
+        let mut descriptors = Vec::with_capacity(images.len());
+        for (image, &start) in images.iter().zip(&offsets) {
+            let dtype = image.pixels.dtype();
+            let length = image.pixels.samples() as u64 * dtype.size();
+            let dst = &mut data[start as usize..(start + length) as usize];
+            image.pixels.write_le(dst);
+            descriptors.push(ImageDescriptor {
+                segment: name.clone(),
+                offset: header + start,
+                length,
+                width: image.width,
+                height: image.height,
+                channels: image.channels,
+                dtype,
+                row_stride: u64::from(image.width) * u64::from(image.channels) * dtype.size(),
+                crc32: options.checksum.then(|| crc32fast::hash(dst)),
+            });
+        }
+        let job = SubmitJob {
+            output_dir: options.output_dir.clone(),
+            save_path: options.save_path.clone(),
+            filename: options.filename.clone(),
+            format: "png".to_owned(),
+            png_compression: options.png_compression,
+            timestamp_ms: Some(now_ms()),
+            images: descriptors,
+        };
+        match self.request(&Request::Submit(job))? {
+            Response::Accepted(a) => Ok(a),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A job's per-image status.
+    pub fn status(&mut self, job_id: &str) -> Result<JobStatus, ClientError> {
+        match self.request(&Request::Status(StatusQuery { job_id: job_id.to_owned() }))? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Polls a job until every image is final and its segments are released, calling `progress` on each poll.
+    pub fn wait(&mut self, job_id: &str, mut progress: impl FnMut(&JobStatus)) -> Result<JobStatus, ClientError> {
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let status = self.status(job_id)?;
+            progress(&status);
+            if status.finished && status.segments_released {
+                return Ok(status);
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Daemon-wide counters.
+    pub fn stats(&mut self) -> Result<DaemonStats, ClientError> {
+        match self.request(&Request::Stats(Empty {}))? {
+            Response::Stats(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the daemon to finish its queue and exit.
+    pub fn stop(&mut self) -> Result<(), ClientError> {
+        match self.request(&Request::Stop(Empty {}))? {
+            Response::Stopping(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(reply: Response) -> ClientError {
+    ClientError::Unexpected(format!("{reply:?}").chars().take(200).collect())
+}
+
+fn segment_prefix(client_name: &str) -> String {
+    let cleaned: String =
+        client_name.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect::<String>().to_ascii_lowercase();
+    if cleaned.is_empty() { "luna".to_owned() } else { cleaned }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

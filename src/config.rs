@@ -1,0 +1,164 @@
+//! Daemon configuration: embedded defaults, overridden by a TOML file, overridden by environment variables,
+//! overridden by command-line flags (flags and environment are merged by the CLI before they get here).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::paths;
+use crate::workers::PoolConfig;
+
+/// The daemon's effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Socket path (pipe name on Windows).
+    pub socket: PathBuf,
+    /// Directory where clients create segments.
+    pub spool_dir: PathBuf,
+    /// Directory for the instance lock (and, later, the journal).
+    pub state_dir: PathBuf,
+    /// Worker pool sizing.
+    pub pool: PoolConfig,
+    /// How long finished jobs stay queryable.
+    pub job_retention: Duration,
+    /// Most pixel bytes held by unfinished jobs; beyond it a submit gets `busy`.
+    pub queue_budget_bytes: u64,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+}
+
+/// Settings that may come from a file, the environment or flags; `None` means "not set here".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Socket path.
+    pub socket: Option<PathBuf>,
+    /// Spool directory.
+    pub spool_dir: Option<PathBuf>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// Minimum workers.
+    pub min_workers: Option<usize>,
+    /// Maximum workers.
+    pub max_workers: Option<usize>,
+    /// Idle timeout in seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// Finished-job retention in seconds.
+    pub job_retention_secs: Option<u64>,
+    /// Queue budget in MiB.
+    pub queue_budget_mib: Option<u64>,
+    /// Connection limit.
+    pub max_connections: Option<usize>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("could not read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// `self` where set, else `fallback`.
+    pub fn or(self, fallback: Settings) -> Settings {
+        Settings {
+            socket: self.socket.or(fallback.socket),
+            spool_dir: self.spool_dir.or(fallback.spool_dir),
+            state_dir: self.state_dir.or(fallback.state_dir),
+            min_workers: self.min_workers.or(fallback.min_workers),
+            max_workers: self.max_workers.or(fallback.max_workers),
+            idle_timeout_secs: self.idle_timeout_secs.or(fallback.idle_timeout_secs),
+            job_retention_secs: self.job_retention_secs.or(fallback.job_retention_secs),
+            queue_budget_mib: self.queue_budget_mib.or(fallback.queue_budget_mib),
+            max_connections: self.max_connections.or(fallback.max_connections),
+        }
+    }
+}
+
+impl Config {
+    /// Resolves the configuration: `overrides` (flags and environment) over the config file over defaults.
+    /// `config_file` is the explicitly named file (must exist); without one the default location is read if
+    /// it exists.
+    pub fn load(config_file: Option<&Path>, overrides: Settings) -> Result<Self, ConfigError> {
+        let from_file = match config_file {
+            Some(path) => Settings::from_file(path)?,
+            None => match paths::default_config_file().filter(|p| p.is_file()) {
+                Some(path) => Settings::from_file(&path)?,
+                None => Settings::default(),
+            },
+        };
+        Self::from_settings(overrides.or(from_file))
+    }
+
+    /// Fills unset settings with the embedded defaults and checks ranges.
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let defaults = PoolConfig::default();
+        let pool = PoolConfig {
+            min_workers: s.min_workers.unwrap_or(defaults.min_workers),
+            max_workers: s.max_workers.unwrap_or(defaults.max_workers),
+            idle_timeout: s.idle_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
+        };
+        if pool.max_workers == 0 || pool.min_workers > pool.max_workers {
+            return Err(ConfigError::Invalid(format!(
+                "need 0 <= min_workers ({}) <= max_workers ({}) and max_workers >= 1",
+                pool.min_workers, pool.max_workers
+            )));
+        }
+        let max_connections = s.max_connections.unwrap_or(256);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid("max_connections must be at least 1".to_owned()));
+        }
+        Ok(Self {
+            socket: s.socket.unwrap_or_else(paths::default_socket),
+            spool_dir: s.spool_dir.unwrap_or_else(paths::default_spool_dir),
+            state_dir: s.state_dir.unwrap_or_else(paths::default_state_dir),
+            pool,
+            job_retention: Duration::from_secs(s.job_retention_secs.unwrap_or(3600)),
+            queue_budget_bytes: s.queue_budget_mib.unwrap_or(4096).saturating_mul(1 << 20),
+            max_connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "min_workers = 1\nmax_workers = 8\nsocket = \"/from/file.sock\"\n").unwrap();
+        let overrides = Settings { max_workers: Some(3), ..Settings::default() };
+        let config = Config::load(Some(&file), overrides).unwrap();
+        assert_eq!(config.pool.min_workers, 1);
+        assert_eq!(config.pool.max_workers, 3);
+        assert_eq!(config.socket, PathBuf::from("/from/file.sock"));
+        assert_eq!(config.pool.idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "max_wrokers = 8\n").unwrap();
+        let err = Config::load(Some(&file), Settings::default()).unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_wrokers`"), "{err}");
+        let err = Config::from_settings(Settings { min_workers: Some(5), ..Settings::default() }).unwrap_err();
+        assert!(err.to_string().contains("min_workers (5)"), "{err}");
+    }
+}

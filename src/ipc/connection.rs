@@ -1,0 +1,126 @@
+//! One client connection: peer check, handshake, then request/reply until the client hangs up.
+
+use std::time::Duration;
+
+use interprocess::local_socket::{Stream, prelude::*};
+
+use super::Context;
+use crate::protocol::{
+    self, ErrorCode, ErrorReply, FrameError, Hello, PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response,
+};
+
+/// How long a new connection may take to send its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: bool) {
+    if over_limit {
+        let _ = send(&mut stream, &error(ErrorCode::Busy, "too many connections; try again later"));
+        return;
+    }
+    if let Err(reason) = check_peer(&stream) {
+        tracing::warn!("refused a connection: {reason}");
+        let _ = send(&mut stream, &error(ErrorCode::PermissionDenied, reason));
+        return;
+    }
+    let _ = stream.set_recv_timeout(Some(HANDSHAKE_TIMEOUT));
+    let Some(client) = handshake(&mut stream, ctx) else { return };
+    let _ = stream.set_recv_timeout(None);
+    tracing::debug!(client = %client.client, pid = ?client.pid, "client connected");
+    loop {
+        let reply = match protocol::read_frame(&mut stream) {
+            Ok(body) => match protocol::decode_message::<Request>(&body) {
+                Ok(request) => ctx.handle(&client, request),
+                Err(e) => error(ErrorCode::MalformedFrame, e.to_string()),
+            },
+            Err(FrameError::Closed) => return,
+            Err(e @ FrameError::TooLarge { .. }) => {
+                // The oversized body is not read, so the stream cannot be resynchronised: reply and hang up.
+                let _ = send(&mut stream, &error(ErrorCode::FrameTooLarge, e.to_string()));
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("connection ended: {e}");
+                return;
+            }
+        };
+        let stop_after = matches!(reply, Response::Stopping(_));
+        if send(&mut stream, &reply).is_err() {
+            return;
+        }
+        if stop_after {
+            ctx.request_stop();
+            return;
+        }
+    }
+}
+
+/// Reads and answers the handshake; returns the client's hello if both sides speak the same version.
+fn handshake(stream: &mut Stream, ctx: &Context) -> Option<Hello> {
+    let body = match protocol::read_frame(stream) {
+        Ok(body) => body,
+        Err(e @ FrameError::TooLarge { .. }) => {
+            let _ = send(stream, &error(ErrorCode::FrameTooLarge, e.to_string()));
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let hello = match protocol::decode_message::<Request>(&body) {
+        Ok(Request::Hello(hello)) => hello,
+        Ok(_) => {
+            let _ = send(stream, &error(ErrorCode::HandshakeRequired, "the first message must be a hello"));
+            return None;
+        }
+        Err(e) => {
+            let _ = send(stream, &error(ErrorCode::MalformedFrame, format!("bad handshake: {e}")));
+            return None;
+        }
+    };
+    if hello.protocol != PROTOCOL_NAME {
+        let msg = format!("unknown protocol {:?}; this is a {PROTOCOL_NAME} socket", hello.protocol);
+        let _ = send(stream, &error(ErrorCode::VersionMismatch, msg));
+        return None;
+    }
+    if hello.version != PROTOCOL_VERSION {
+        let mut reply = ErrorReply::new(
+            ErrorCode::VersionMismatch,
+            format!(
+                "client speaks protocol version {}, this daemon ({}) speaks version {PROTOCOL_VERSION}; \
+                 upgrade the older side",
+                hello.version,
+                env!("CARGO_PKG_VERSION")
+            ),
+        );
+        reply.supported_versions = vec![PROTOCOL_VERSION];
+        tracing::warn!(client = %hello.client, "refused handshake: {}", reply.message);
+        let _ = send(stream, &Response::Error(reply));
+        return None;
+    }
+    send(stream, &Response::Welcome(ctx.welcome())).ok()?;
+    Some(hello)
+}
+
+#[cfg(unix)]
+fn check_peer(stream: &Stream) -> Result<(), String> {
+    let creds = stream.peer_creds().map_err(|e| format!("could not read peer credentials: {e}"))?;
+    let me = crate::paths::user_id();
+    match creds.euid() {
+        Some(uid) if uid == me => Ok(()),
+        Some(uid) => Err(format!("peer runs as user id {uid}; only user id {me} may use this daemon")),
+        None => Err("the platform did not report the peer's user id".to_owned()),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_peer(_stream: &Stream) -> Result<(), String> {
+    // Windows: the pipe's security descriptor admits only the owner.
+    Ok(())
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(ErrorReply::new(code, message))
+}
+
+fn send(stream: &mut Stream, reply: &Response) -> Result<(), FrameError> {
+    let body = protocol::encode_message(reply)?;
+    protocol::write_frame(stream, &body)
+}

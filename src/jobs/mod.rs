@@ -1,0 +1,15 @@
+//! Jobs: turning a submission into a validated plan, job ids, the per-image state machine
+//! (queued -> encoding -> written | failed), the table `status` and `stats` read, and segment hand-back once
+//! every image from a segment is final.
+
+mod plan;
+mod table;
+
+pub use plan::{ImageTask, JobPlan, PlanError, plan_job};
+pub use table::{ClientKey, Counters, JobTable};
+
+/// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.
+pub fn new_job_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..12].to_owned()
+}

@@ -1,0 +1,32 @@
+//! Luna Daemon: a same-machine image-saving daemon for ComfyUI.
+//!
+//! Clients put pixels into shared-memory segments and send a small MessagePack descriptor over a local socket;
+//! the daemon's worker pool converts, encodes and writes each image atomically, never overwriting.
+//!
+//! Modules and what each owns (dependencies point one way, leaves first):
+//! - [`protocol`]: frames, messages, versions, error codes (leaf).
+//! - [`shm`]: segments: names, header, daemon reads, client mappings (leaf; the only `unsafe`).
+//! - [`encode`]: pure pixel conversion and encoding.
+//! - [`output`]: path confinement and atomic no-clobber writes.
+//! - [`jobs`]: submission validation, job ids, the job table.
+//! - [`workers`]: the scaling, fair worker pool.
+//! - [`ipc`]: listener, peer checks, handshake, request handlers.
+//! - [`config`] and [`paths`]: settings and default locations.
+//! - [`daemon`]: wires everything together.
+//! - [`client`]: the public client API.
+//! - [`synthetic`]: generated realistic test images.
+
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod encode;
+pub mod ipc;
+pub mod jobs;
+pub mod output;
+pub mod paths;
+pub mod protocol;
+pub mod shm;
+pub mod synthetic;
+pub mod workers;

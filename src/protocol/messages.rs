@@ -1,0 +1,299 @@
+//! Every request and reply of protocol version 1. All structs travel as MessagePack maps with the field names
+//! below; an enum is a map whose `type` field names the variant. Unknown fields are ignored, missing optional
+//! fields take the documented default.
+
+use serde::{Deserialize, Serialize};
+
+use super::ErrorCode;
+
+/// A client request. The first request on a connection must be [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Handshake: which protocol and version the client speaks.
+    Hello(Hello),
+    /// Submit a job: images already written to shared-memory segments, plus where to save them.
+    Submit(SubmitJob),
+    /// Ask for a job's per-image progress.
+    Status(StatusQuery),
+    /// Ask for daemon-wide counters.
+    Stats(Empty),
+    /// Ask the daemon to stop accepting work, finish its queue and exit.
+    Stop(Empty),
+}
+
+/// A message with no fields (a map holding only `type`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// The handshake request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always `"luna-daemon"`.
+    pub protocol: String,
+    /// The protocol version the client speaks.
+    pub version: u32,
+    /// A free-form client name for logs and stats, e.g. `"comfyui-node/0.1.0"`.
+    #[serde(default)]
+    pub client: String,
+    /// The client's process id, for stats and cleanup.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+/// Sample type of the pixels in shared memory. Multi-byte samples are little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleType {
+    /// 8-bit unsigned, taken as is.
+    U8,
+    /// 16-bit unsigned, 0..65535 mapped to 0..1 then converted like f32.
+    U16,
+    /// 32-bit IEEE float, nominally 0..1: `clip(255 * x, 0, 255)` truncated, as ComfyUI does.
+    F32,
+}
+
+impl SampleType {
+    /// Bytes per sample.
+    pub fn size(self) -> u64 {
+        match self {
+            Self::U8 => 1,
+            Self::U16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// Where one image's pixels are: a byte range of a shared-memory segment, row-major, channels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDescriptor {
+    /// The segment's name: a plain file name inside the daemon's spool directory, never a path.
+    pub segment: String,
+    /// Byte offset of the first pixel from the start of the segment (at or after the segment header).
+    pub offset: u64,
+    /// Bytes of pixel data starting at `offset`; at least `row_stride * (height - 1) + width * channels * size`.
+    pub length: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// 1 (gray), 3 (RGB) or 4 (RGBA).
+    pub channels: u8,
+    /// Sample type.
+    pub dtype: SampleType,
+    /// Bytes from the start of one row to the start of the next.
+    pub row_stride: u64,
+    /// CRC-32 (IEEE, as zlib's `crc32`) of the `length` bytes at `offset`, or absent to skip the check.
+    #[serde(default)]
+    pub crc32: Option<u32>,
+}
+
+/// A job: the images of one node execution and how to save them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitJob {
+    /// Absolute path of the output root; every file lands at or below it.
+    pub output_dir: String,
+    /// Sub-directory of `output_dir` (relative, `/`-separated, no `..`); empty for the root.
+    #[serde(default)]
+    pub save_path: String,
+    /// File name stem; the batch index is appended when the job has more than one image.
+    #[serde(default = "default_filename")]
+    pub filename: String,
+    /// Output format. Version 1 knows `"png"`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// PNG compression level 0..9 (ComfyUI's `compress_level`).
+    #[serde(default = "default_png_compression")]
+    pub png_compression: u8,
+    /// Milliseconds since the Unix epoch when the client ran (used by templates); the daemon's clock if absent.
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
+    /// The images, in batch order.
+    pub images: Vec<ImageDescriptor>,
+}
+
+fn default_filename() -> String {
+    "luna".to_owned()
+}
+
+fn default_format() -> String {
+    "png".to_owned()
+}
+
+fn default_png_compression() -> u8 {
+    4
+}
+
+/// Which job to report on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusQuery {
+    /// The id from the `accepted` reply.
+    pub job_id: String,
+}
+
+/// A daemon reply. Exactly one reply answers each request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// The handshake succeeded.
+    Welcome(Welcome),
+    /// The job was accepted: from now on the daemon owns its segments.
+    Accepted(Accepted),
+    /// A job's progress.
+    Status(JobStatus),
+    /// Daemon-wide counters.
+    Stats(DaemonStats),
+    /// The daemon is shutting down after finishing its queue.
+    Stopping(Empty),
+    /// The request failed; nothing was accepted.
+    Error(ErrorReply),
+}
+
+/// The successful handshake reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version both sides now speak.
+    pub version: u32,
+    /// The daemon's crate version, for humans.
+    pub daemon_version: String,
+    /// Absolute path of the directory where clients create segments.
+    pub spool_dir: String,
+    /// The frame size cap in bytes.
+    pub max_frame_len: u32,
+    /// Size of the segment header in bytes; pixel data starts at or after it.
+    pub segment_header_len: u64,
+}
+
+/// The reply to an accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The job's id, for `status`.
+    pub job_id: String,
+    /// How many images were queued.
+    pub images: u32,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The stable numeric code.
+    pub code: ErrorCode,
+    /// The code's stable name (redundant with `code`, for humans and logs).
+    pub name: String,
+    /// What went wrong, in words, naming the offending field or value.
+    pub message: String,
+    /// For `version_mismatch`: the versions the daemon speaks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supported_versions: Vec<u32>,
+}
+
+impl ErrorReply {
+    /// An error reply with the name filled in from the code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, name: code.name().to_owned(), message: message.into(), supported_versions: Vec::new() }
+    }
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} [{}]", self.message, self.name)
+    }
+}
+
+/// Where one image is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is converting, encoding and writing it.
+    Encoding,
+    /// The file is durably on disk at `path`.
+    Written,
+    /// It could not be saved; `error` says why.
+    Failed,
+}
+
+impl ImageState {
+    /// Whether the image will not change state again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Written | Self::Failed)
+    }
+}
+
+/// One image's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageStatus {
+    /// Position in the submitted `images` list.
+    pub index: u32,
+    /// Current state.
+    pub state: ImageState,
+    /// Final absolute path, once written.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// File size in bytes, once written.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Why it failed, when failed.
+    #[serde(default)]
+    pub error: Option<ErrorReply>,
+}
+
+/// A job's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job id.
+    pub job_id: String,
+    /// True once every image is written or failed.
+    pub finished: bool,
+    /// True once the daemon has handed every segment of the job back to the client.
+    pub segments_released: bool,
+    /// Per image, in submission order.
+    pub images: Vec<ImageStatus>,
+}
+
+/// Per-client counters in [`DaemonStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientStats {
+    /// The client name from its handshake.
+    pub client: String,
+    /// The client's process id from its handshake, if it sent one.
+    pub pid: Option<u32>,
+    /// Jobs accepted from this client.
+    pub jobs: u64,
+    /// Its images waiting or being encoded.
+    pub images_pending: u64,
+    /// Its images written.
+    pub images_written: u64,
+    /// Its images failed.
+    pub images_failed: u64,
+}
+
+/// Daemon-wide counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStats {
+    /// The daemon's crate version.
+    pub daemon_version: String,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// Images waiting for a worker.
+    pub queue_depth: u64,
+    /// Pixel bytes of images not yet finished (what the queue holds in shared memory).
+    pub bytes_held: u64,
+    /// Worker threads alive.
+    pub workers_alive: u32,
+    /// Worker threads encoding right now.
+    pub workers_busy: u32,
+    /// Jobs accepted since start.
+    pub jobs_accepted: u64,
+    /// Jobs whose images were all written.
+    pub jobs_done: u64,
+    /// Jobs with at least one failed image.
+    pub jobs_failed: u64,
+    /// Images written since start.
+    pub images_written: u64,
+    /// Images failed since start.
+    pub images_failed: u64,
+    /// Per client (by client name and pid).
+    pub clients: Vec<ClientStats>,
+}

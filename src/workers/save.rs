@@ -1,0 +1,96 @@
+//! Saving one image: read its rows from the segment (verifying the checksum on the way), convert to 8 bits,
+//! encode, and write the file atomically under a name nothing else holds.
+
+use std::path::PathBuf;
+
+use crate::encode::{EncodeError, Image8, PngOptions, convert_row, encode_png};
+use crate::jobs::ImageTask;
+use crate::output::{self, OutputError, Written};
+use crate::protocol::{ErrorCode, ErrorReply};
+
+/// Why an image could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The segment could not be read (for example truncated by its client after submitting).
+    #[error("reading pixels from segment {segment:?} failed: {source}")]
+    Read { segment: String, source: std::io::Error },
+    /// The pixels do not match the descriptor's CRC-32.
+    #[error("pixels in segment {segment:?} do not match the descriptor's crc32 (expected {expected:08x}, got {actual:08x})")]
+    Checksum { segment: String, expected: u32, actual: u32 },
+    /// The target directory or file could not be prepared or written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The encoder failed.
+    #[error("encoding failed: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+impl SaveError {
+    /// The wire form of the error, for `status`.
+    pub fn to_reply(&self) -> ErrorReply {
+        let code = match self {
+            Self::Read { .. } => ErrorCode::OutOfBounds,
+            Self::Checksum { .. } => ErrorCode::ChecksumMismatch,
+            Self::Output(OutputError::Refused { .. } | OutputError::Escapes { .. }) => ErrorCode::InvalidJob,
+            Self::Output(_) | Self::Encode(_) => ErrorCode::SaveFailed,
+        };
+        ErrorReply::new(code, self.to_string())
+    }
+}
+
+/// Rows are read from the segment in chunks of about this many bytes.
+const READ_CHUNK: u64 = 1 << 20;
+
+/// Reads, converts, encodes and writes one image. Returns where it landed.
+pub fn save_image(task: &ImageTask) -> Result<Written, SaveError> {
+    let image = read_pixels(task)?;
+    let dir = output::resolve_dir(&task.output_root, &task.save_path)?;
+    let options = PngOptions { compression: task.png_compression, ..PngOptions::default() };
+    let written = output::write_new_file(&dir, &task.stem, "png", |w| encode_png(&image, &options, w))??;
+    Ok(written)
+}
+
+/// Reads the image's rows with positioned reads, verifying the CRC-32 over exactly the descriptor's byte range.
+fn read_pixels(task: &ImageTask) -> Result<Image8, SaveError> {
+    let l = &task.layout;
+    let row_bytes = l.row_bytes() as usize;
+    let out_row = l.width as usize * usize::from(l.channels);
+    let mut data = vec![0u8; out_row * l.height as usize];
+    let rows_per_chunk = (READ_CHUNK / l.row_stride).clamp(1, u64::from(l.height));
+    let end = l.offset + l.length;
+    let mut hasher = task.crc32.map(|_| crc32fast::Hasher::new());
+    let mut buf = Vec::new();
+    let mut row = 0u64;
+    while row < u64::from(l.height) {
+        let last = (row + rows_per_chunk).min(u64::from(l.height));
+        let start = l.offset + row * l.row_stride;
+        // The final chunk runs to the end of the descriptor's range so the checksum covers every byte of it.
+        let stop = if last == u64::from(l.height) { end } else { l.offset + last * l.row_stride };
+        let want = if hasher.is_some() { stop - start } else { (last - row - 1) * l.row_stride + row_bytes as u64 };
+        buf.resize(want as usize, 0);
+        task.segment
+            .read_at(start, &mut buf)
+            .map_err(|source| SaveError::Read { segment: task.segment.name().to_owned(), source })?;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf);
+        }
+        for r in row..last {
+            let src = ((r - row) * l.row_stride) as usize;
+            let dst = r as usize * out_row;
+            convert_row(task.format, &buf[src..src + row_bytes], &mut data[dst..dst + out_row]);
+        }
+        row = last;
+    }
+    if let (Some(expected), Some(h)) = (task.crc32, hasher) {
+        let actual = h.finalize();
+        if actual != expected {
+            return Err(SaveError::Checksum { segment: task.segment.name().to_owned(), expected, actual });
+        }
+    }
+    Ok(Image8 { width: l.width, height: l.height, channels: l.channels, data })
+}
+
+/// The final path as a string for the wire.
+pub(crate) fn path_string(path: &PathBuf) -> String {
+    path.to_string_lossy().into_owned()
+}
