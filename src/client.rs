@@ -20,7 +20,8 @@ use interprocess::local_socket::{Stream, prelude::*};
 use crate::ipc::connect_name;
 use crate::protocol::{
     self, Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor, JobStatus,
-    PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response, SampleType, StatusQuery, SubmitJob, Welcome,
+    ImageFormat, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType, Slot, StatusQuery,
+    SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
 
@@ -258,10 +259,19 @@ impl Client {
             output_dir: options.output_dir.clone(),
             save_path: options.save_path.clone(),
             filename: options.filename.clone(),
-            format: "png".to_owned(),
-            png_compression: options.png_compression,
+            model_name: String::new(),
+            filename_index: 0,
             timestamp_ms: Some(now_ms()),
-            images: descriptors,
+            utc_offset_s: None,
+            png_compression: options.png_compression,
+            lossy_quality: 90,
+            lossless_webp: false,
+            quality_gate: QualityGate::Disabled,
+            min_quality_threshold: 0.3,
+            embed_metadata: true,
+            metadata: None,
+            metadata_blob: None,
+            slots: vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: descriptors }],
         };
         match self.request(&Request::Submit(job))? {
             Response::Accepted(a) => Ok(a),

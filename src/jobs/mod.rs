@@ -5,7 +5,7 @@
 mod plan;
 mod table;
 
-pub use plan::{ImageTask, JobPlan, PlanError, plan_job};
+pub use plan::{ImageTask, JobPlan, JobSettings, PlanError, plan_job};
 pub use table::{ClientKey, Counters, JobTable};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.

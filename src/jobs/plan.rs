@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::encode::SampleFormat;
 use crate::output;
-use crate::protocol::{ErrorCode, ImageDescriptor, SampleType, SubmitJob};
+use crate::protocol::{ErrorCode, ImageDescriptor, ImageFormat, SampleType, SubmitJob};
 use crate::shm::{Layout, LayoutError, Segment, SegmentOpenError, SegmentState};
 
 /// Why a submission was refused, with the wire error code it maps to.
@@ -27,6 +27,21 @@ impl PlanError {
     }
 }
 
+/// Settings shared by every image of a job.
+#[derive(Debug)]
+pub struct JobSettings {
+    /// The output root.
+    pub output_root: PathBuf,
+    /// The expanded `save_path` (relative, validated; directories not yet created).
+    pub save_path: String,
+    /// PNG compression level 0..9.
+    pub png_compression: u8,
+    /// JPEG / lossy WebP quality.
+    pub lossy_quality: u8,
+    /// Lossless WebP.
+    pub lossless_webp: bool,
+}
+
 /// Everything a worker needs to save one image.
 #[derive(Debug)]
 pub struct ImageTask {
@@ -38,92 +53,114 @@ pub struct ImageTask {
     pub format: SampleFormat,
     /// Expected CRC-32 of the pixel bytes, if the client sent one.
     pub crc32: Option<u32>,
-    /// The output root.
-    pub output_root: PathBuf,
-    /// The sub-directory below the root (validated, not yet created).
-    pub save_path: String,
-    /// The file name stem (validated).
+    /// Job-wide settings.
+    pub settings: Arc<JobSettings>,
+    /// Output format.
+    pub image_format: ImageFormat,
+    /// Sub-folder below the save path (the affix, when the slot asks for one).
+    pub subdir: Option<String>,
+    /// The final file name stem (validated), before any collision counter.
     pub stem: String,
-    /// PNG compression level 0..9.
-    pub png_compression: u8,
+    /// Slot position.
+    pub slot: u32,
+    /// Position in the slot's batch.
+    pub batch_index: u32,
 }
 
 /// A validated job, ready to be queued.
 #[derive(Debug)]
 pub struct JobPlan {
-    /// One task per image, in submission order.
+    /// One task per image, slots in order, then batch order.
     pub tasks: Vec<Arc<ImageTask>>,
     /// The distinct segments the job uses.
     pub segments: Vec<Arc<Segment>>,
 }
 
-/// Most images one job may carry (a node execution has at most five slots of batches).
+/// Most images one job may carry.
 pub const MAX_IMAGES_PER_JOB: usize = 4096;
+
+fn invalid_job(message: impl Into<String>) -> PlanError {
+    PlanError::new(ErrorCode::InvalidJob, message)
+}
 
 /// Validates `job` against the segments in `spool_dir`. Opens each segment once.
 pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError> {
-    if job.images.is_empty() {
-        return Err(PlanError::new(ErrorCode::InvalidJob, "the job has no images"));
+    let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
+    if count == 0 {
+        return Err(invalid_job("the job has no images"));
     }
-    if job.images.len() > MAX_IMAGES_PER_JOB {
-        return Err(PlanError::new(
-            ErrorCode::InvalidJob,
-            format!("the job has {} images; at most {MAX_IMAGES_PER_JOB} are allowed", job.images.len()),
-        ));
-    }
-    if job.format != "png" {
-        return Err(PlanError::new(
-            ErrorCode::InvalidJob,
-            format!("format {:?} is not supported by protocol version 1 (use \"png\")", job.format),
-        ));
+    if count > MAX_IMAGES_PER_JOB {
+        return Err(invalid_job(format!("the job has {count} images; at most {MAX_IMAGES_PER_JOB} are allowed")));
     }
     if job.png_compression > 9 {
-        return Err(PlanError::new(
-            ErrorCode::InvalidJob,
-            format!("png_compression {} is outside 0..=9", job.png_compression),
-        ));
+        return Err(invalid_job(format!("png_compression {} is outside 0..=9", job.png_compression)));
+    }
+    if !(1..=100).contains(&job.lossy_quality) {
+        return Err(invalid_job(format!("lossy_quality {} is outside 1..=100", job.lossy_quality)));
     }
     let output_root = PathBuf::from(&job.output_dir);
     if !output_root.is_absolute() {
-        return Err(PlanError::new(
-            ErrorCode::InvalidJob,
-            format!("output_dir {:?} must be an absolute path", job.output_dir),
-        ));
+        return Err(invalid_job(format!("output_dir {:?} must be an absolute path", job.output_dir)));
     }
-    output::check_sub_path(&job.save_path).map_err(|e| PlanError::new(ErrorCode::InvalidJob, e.to_string()))?;
-    output::validate_stem(&job.filename).map_err(|e| PlanError::new(ErrorCode::InvalidJob, e.to_string()))?;
+    output::check_sub_path(&job.save_path).map_err(|e| invalid_job(e.to_string()))?;
+    output::validate_stem(&job.filename).map_err(|e| invalid_job(e.to_string()))?;
+    let settings = Arc::new(JobSettings {
+        output_root,
+        save_path: job.save_path.clone(),
+        png_compression: job.png_compression,
+        lossy_quality: job.lossy_quality,
+        lossless_webp: job.lossless_webp,
+    });
 
     let mut segments: HashMap<&str, Arc<Segment>> = HashMap::new();
-    let mut tasks = Vec::with_capacity(job.images.len());
-    let batch = job.images.len() > 1;
-    for (index, desc) in job.images.iter().enumerate() {
-        let segment = match segments.get(desc.segment.as_str()) {
-            Some(s) => Arc::clone(s),
-            None => {
-                let s = Arc::new(open_segment(spool_dir, desc, index)?);
-                segments.insert(&desc.segment, Arc::clone(&s));
-                s
-            }
-        };
-        let layout = layout_of(desc);
-        layout.validate(segment.len()).map_err(|e| {
-            let code = match e {
-                LayoutError::Invalid(_) => ErrorCode::InvalidDescriptor,
-                LayoutError::OutOfBounds { .. } => ErrorCode::OutOfBounds,
+    let mut tasks = Vec::with_capacity(count);
+    for (slot_index, slot) in job.slots.iter().enumerate() {
+        if slot.format != ImageFormat::Png {
+            return Err(invalid_job(format!("slot {slot_index}: format {:?} is not supported yet", slot.format)));
+        }
+        let affix = (!slot.affix.is_empty()).then_some(slot.affix.as_str());
+        if let Some(affix) = affix {
+            output::validate_stem(affix).map_err(|e| invalid_job(format!("slot {slot_index} affix: {e}")))?;
+        }
+        let batch = slot.images.len() > 1;
+        for (batch_index, desc) in slot.images.iter().enumerate() {
+            let index = tasks.len();
+            let segment = match segments.get(desc.segment.as_str()) {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let s = Arc::new(open_segment(spool_dir, desc, index)?);
+                    segments.insert(&desc.segment, Arc::clone(&s));
+                    s
+                }
             };
-            PlanError::new(code, format!("image {index}: {e}"))
-        })?;
-        let stem = if batch { format!("{}_{index}", job.filename) } else { job.filename.clone() };
-        tasks.push(Arc::new(ImageTask {
-            segment,
-            layout,
-            format: sample_format(desc.dtype),
-            crc32: desc.crc32,
-            output_root: output_root.clone(),
-            save_path: job.save_path.clone(),
-            stem,
-            png_compression: job.png_compression,
-        }));
+            let layout = layout_of(desc);
+            layout.validate(segment.len()).map_err(|e| {
+                let code = match e {
+                    LayoutError::Invalid(_) => ErrorCode::InvalidDescriptor,
+                    LayoutError::OutOfBounds { .. } => ErrorCode::OutOfBounds,
+                };
+                PlanError::new(code, format!("image {index}: {e}"))
+            })?;
+            let mut stem = job.filename.clone();
+            if let Some(affix) = affix {
+                stem = format!("{stem}_{affix}");
+            }
+            if batch {
+                stem = format!("{stem}_{batch_index}");
+            }
+            tasks.push(Arc::new(ImageTask {
+                segment,
+                layout,
+                format: sample_format(desc.dtype),
+                crc32: desc.crc32,
+                settings: Arc::clone(&settings),
+                image_format: slot.format,
+                subdir: affix.filter(|_| slot.subdir).map(str::to_owned),
+                stem,
+                slot: slot_index as u32,
+                batch_index: batch_index as u32,
+            }));
+        }
     }
     Ok(JobPlan { tasks, segments: segments.into_values().collect() })
 }

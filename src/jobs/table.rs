@@ -93,8 +93,21 @@ impl JobTable {
         stats.images_pending += n as u64;
         let record = JobRecord {
             client,
-            images: (0..n as u32)
-                .map(|index| ImageStatus { index, state: ImageState::Queued, path: None, bytes: None, error: None })
+            images: plan
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(index, task)| ImageStatus {
+                    index: index as u32,
+                    slot: task.slot,
+                    batch_index: task.batch_index,
+                    state: ImageState::Queued,
+                    path: None,
+                    bytes: None,
+                    error: None,
+                    scores: None,
+                    notes: Vec::new(),
+                })
                 .collect(),
             pixel_bytes,
             segment_of: plan.tasks.iter().map(|t| t.segment.name().to_owned()).collect(),

@@ -26,7 +26,7 @@ where
     F: FnOnce(&mut dyn Write) -> Result<(), E>,
 {
     let write_err = |source| OutputError::Write { path: dir.join(format!("{stem}.{ext}")), source };
-    let mut temp = tempfile::Builder::new().prefix(".luna-").suffix(".tmp").tempfile_in(dir).map_err(write_err)?;
+    let mut temp = temp_builder().tempfile_in(dir).map_err(write_err)?;
     {
         let mut out = BufWriter::with_capacity(1 << 16, temp.as_file_mut());
         if let Err(e) = fill(&mut out) {
@@ -52,6 +52,19 @@ where
         }
     }
     Err(OutputError::NamesExhausted(dir.join(format!("{stem}.{ext}"))))
+}
+
+/// Hidden temp files (`.luna-*.tmp`) so directory listings skip them; created with mode 0666 minus the umask,
+/// like any file a user's program writes (tempfile's default 0600 would hide images from other users).
+fn temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".luna-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder
 }
 
 /// Makes the directory entry durable (a no-op where directories cannot be opened, as on Windows).

@@ -88,40 +88,164 @@ pub struct ImageDescriptor {
     pub crc32: Option<u32>,
 }
 
+/// Output format of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// PNG at `png_compression`, metadata as tEXt chunks.
+    Png,
+    /// WebP, lossy at `lossy_quality` or lossless, metadata as an EXIF chunk.
+    Webp,
+    /// JPEG at `lossy_quality` (alpha dropped), metadata as EXIF in APP1 (64 KiB limit).
+    Jpeg,
+}
+
+impl ImageFormat {
+    /// The file extension (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Webp => "webp",
+            Self::Jpeg => "jpg",
+        }
+    }
+}
+
+/// The quality gate applied to every image on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityGate {
+    /// Every image passes.
+    #[default]
+    Disabled,
+    /// `min(1, var(gray 0..255) / 3000) >= threshold`.
+    Variance,
+    /// `min(1, mean(mean|dy|, mean|dx|) on 0..1 / 0.05) >= threshold`.
+    EdgeDensity,
+    /// Both must pass.
+    Both,
+}
+
+/// One of the node's image inputs: a batch of images saved with the same affix, format and sub-folder choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Appended to the file name as `_<affix>` (and used as the sub-folder); empty for none.
+    #[serde(default)]
+    pub affix: String,
+    /// Output format.
+    pub format: ImageFormat,
+    /// Save under an `<affix>/` sub-folder.
+    #[serde(default)]
+    pub subdir: bool,
+    /// The batch, in order; `_<batch index>` is appended to names when there is more than one.
+    pub images: Vec<ImageDescriptor>,
+}
+
+/// A byte range of a segment holding a MessagePack-encoded [`JobMetadata`] (for metadata too large for a
+/// frame, such as big workflows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Segment name.
+    pub segment: String,
+    /// Byte offset (at or after the segment header).
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// CRC-32 of the bytes, or absent.
+    #[serde(default)]
+    pub crc32: Option<u32>,
+}
+
+/// Metadata to embed, already serialised by the client exactly as it should appear (for ComfyUI clients:
+/// Python's `json.dumps` of each value), so both save paths write identical text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMetadata {
+    /// `json.dumps(prompt)`: the API-format graph.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// `(key, json.dumps(value))` for each `extra_pnginfo` key, in order (normally `workflow` first).
+    #[serde(default)]
+    pub extra_pnginfo: Vec<(String, String)>,
+    /// `json.dumps(metadata)` when a metadata dict was given (it overrides `custom_metadata`).
+    #[serde(default)]
+    pub generation_metadata: Option<String>,
+    /// `(key, str(value))` for each key of the metadata dict, in order (written as `gen_<key>`).
+    #[serde(default)]
+    pub generation_fields: Vec<(String, String)>,
+    /// Free text, used when there is no metadata dict.
+    #[serde(default)]
+    pub custom_metadata: Option<String>,
+}
+
 /// A job: the images of one node execution and how to save them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitJob {
     /// Absolute path of the output root; every file lands at or below it.
     pub output_dir: String,
-    /// Sub-directory of `output_dir` (relative, `/`-separated, no `..`); empty for the root.
+    /// Sub-directory template below `output_dir`; empty for the root.
     #[serde(default)]
     pub save_path: String,
-    /// File name stem; the batch index is appended when the job has more than one image.
+    /// File name template; `_<affix>` and `_<batch index>` are appended.
     #[serde(default = "default_filename")]
     pub filename: String,
-    /// Output format. Version 1 knows `"png"`.
-    #[serde(default = "default_format")]
-    pub format: String,
+    /// Raw model name (`Illustrious/3DCG/foo_v60.safetensors`) for `%model_name%` and friends.
+    #[serde(default)]
+    pub model_name: String,
+    /// The value of `%index%`.
+    #[serde(default)]
+    pub filename_index: u32,
+    /// When the client ran (ms since the Unix epoch); templates use it. The daemon's clock if absent.
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
+    /// The client's local-time offset from UTC in seconds at `timestamp_ms`; the daemon's if absent.
+    #[serde(default)]
+    pub utc_offset_s: Option<i32>,
     /// PNG compression level 0..9 (ComfyUI's `compress_level`).
     #[serde(default = "default_png_compression")]
     pub png_compression: u8,
-    /// Milliseconds since the Unix epoch when the client ran (used by templates); the daemon's clock if absent.
+    /// JPEG and lossy WebP quality, 70..100.
+    #[serde(default = "default_lossy_quality")]
+    pub lossy_quality: u8,
+    /// WebP lossless instead of lossy.
     #[serde(default)]
-    pub timestamp_ms: Option<i64>,
-    /// The images, in batch order.
-    pub images: Vec<ImageDescriptor>,
+    pub lossless_webp: bool,
+    /// The quality gate.
+    #[serde(default)]
+    pub quality_gate: QualityGate,
+    /// The gate's threshold, 0..1.
+    #[serde(default = "default_threshold")]
+    pub min_quality_threshold: f64,
+    /// Embed metadata at all (false: `embed_workflow` off or ComfyUI's `--disable-metadata`).
+    #[serde(default = "default_true")]
+    pub embed_metadata: bool,
+    /// Metadata sent inline.
+    #[serde(default)]
+    pub metadata: Option<JobMetadata>,
+    /// Metadata in shared memory (takes precedence over `metadata`).
+    #[serde(default)]
+    pub metadata_blob: Option<BlobRef>,
+    /// The slots, in order (a "no save" slot is simply not sent).
+    pub slots: Vec<Slot>,
 }
 
 fn default_filename() -> String {
     "luna".to_owned()
 }
 
-fn default_format() -> String {
-    "png".to_owned()
-}
-
 fn default_png_compression() -> u8 {
     4
+}
+
+fn default_lossy_quality() -> u8 {
+    90
+}
+
+fn default_threshold() -> f64 {
+    0.3
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Which job to report on.
@@ -210,6 +334,8 @@ pub enum ImageState {
     Encoding,
     /// The file is durably on disk at `path`.
     Written,
+    /// The image failed the quality gate; it was saved under `_discarded` at `path`, with its `scores`.
+    Discarded,
     /// It could not be saved; `error` says why.
     Failed,
 }
@@ -217,15 +343,30 @@ pub enum ImageState {
 impl ImageState {
     /// Whether the image will not change state again.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Written | Self::Failed)
+        matches!(self, Self::Written | Self::Discarded | Self::Failed)
     }
 }
 
+/// Quality-gate scores, each in 0..1 (absent when that check did not run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateScores {
+    /// The variance score.
+    #[serde(default)]
+    pub variance: Option<f64>,
+    /// The edge-density score.
+    #[serde(default)]
+    pub edge_density: Option<f64>,
+}
+
 /// One image's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageStatus {
-    /// Position in the submitted `images` list.
+    /// Position among all the job's images (slots in order, then batch order).
     pub index: u32,
+    /// Which slot (0-based position in `slots`).
+    pub slot: u32,
+    /// Position in the slot's batch.
+    pub batch_index: u32,
     /// Current state.
     pub state: ImageState,
     /// Final absolute path, once written.
@@ -237,10 +378,16 @@ pub struct ImageStatus {
     /// Why it failed, when failed.
     #[serde(default)]
     pub error: Option<ErrorReply>,
+    /// Gate scores, when a gate ran.
+    #[serde(default)]
+    pub scores: Option<GateScores>,
+    /// Things the user should know about a saved file (e.g. metadata dropped to fit JPEG's 64 KiB APP1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A job's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     /// The job id.
     pub job_id: String,

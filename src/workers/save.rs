@@ -44,8 +44,12 @@ const READ_CHUNK: u64 = 1 << 20;
 /// Reads, converts, encodes and writes one image. Returns where it landed.
 pub fn save_image(task: &ImageTask) -> Result<Written, SaveError> {
     let image = read_pixels(task)?;
-    let dir = output::resolve_dir(&task.output_root, &task.save_path)?;
-    let options = PngOptions { compression: task.png_compression, ..PngOptions::default() };
+    let mut sub_path = task.settings.save_path.clone();
+    if let Some(subdir) = &task.subdir {
+        sub_path = format!("{sub_path}/{subdir}");
+    }
+    let dir = output::resolve_dir(&task.settings.output_root, &sub_path)?;
+    let options = PngOptions { compression: task.settings.png_compression, ..PngOptions::default() };
     let written = output::write_new_file(&dir, &task.stem, "png", |w| encode_png(&image, &options, w))??;
     Ok(written)
 }

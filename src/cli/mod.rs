@@ -1,0 +1,72 @@
+//! Command-line parsing and one module per subcommand. `anyhow` lives here and in `main.rs` only.
+
+mod serve;
+mod stats;
+mod status;
+mod stop;
+mod submit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use luna_daemon::client::Client;
+
+/// Luna Daemon: saves ComfyUI images from shared memory, off the generation thread.
+#[derive(Debug, Parser)]
+#[command(name = "luna-daemon", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "LUNA_DAEMON_LOG", default_value = "info")]
+    pub log: String,
+    /// The daemon's socket (a pipe name on Windows). Default: see `luna-daemon serve --help`.
+    #[arg(long, global = true, env = "LUNA_DAEMON_SOCKET")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (no arguments needed: embedded defaults).
+    Serve(serve::ServeArgs),
+    /// Submit image files or generated test images.
+    Submit(submit::SubmitArgs),
+    /// Show a job's per-image state.
+    Status(status::StatusArgs),
+    /// Follow a job until it finishes, with a progress bar on a terminal.
+    Watch(status::WatchArgs),
+    /// Show daemon-wide counters.
+    Stats(stats::StatsArgs),
+    /// Ask the daemon to finish its queue and exit.
+    Stop,
+}
+
+/// Sends logs to stderr, filtered by `--log` / `LUNA_DAEMON_LOG`.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Serve(args) => serve::run(args, socket),
+        Command::Submit(args) => submit::run(args, &socket_or_default(socket)),
+        Command::Status(args) => status::run_status(args, &socket_or_default(socket)),
+        Command::Watch(args) => status::run_watch(args, &socket_or_default(socket)),
+        Command::Stats(args) => stats::run(args, &socket_or_default(socket)),
+        Command::Stop => stop::run(&socket_or_default(socket)),
+    }
+}
+
+fn socket_or_default(socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(luna_daemon::paths::default_socket)
+}
+
+/// Connects as the CLI.
+fn connect(socket: &std::path::Path) -> anyhow::Result<Client> {
+    Ok(Client::connect(socket, concat!("luna-cli/", env!("CARGO_PKG_VERSION")))?)
+}

@@ -1,0 +1,56 @@
+//! `luna-daemon serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use luna_daemon::config::{Config, Settings};
+
+/// Flags of `serve`. Each overrides its environment variable, which overrides the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (default: the per-user config file, if it exists).
+    #[arg(long, env = "LUNA_DAEMON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory where clients create shared-memory segments.
+    #[arg(long, env = "LUNA_DAEMON_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Directory for the instance lock (and the journal).
+    #[arg(long, env = "LUNA_DAEMON_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Workers kept alive when idle [default: 2].
+    #[arg(long, env = "LUNA_DAEMON_MIN_WORKERS")]
+    min_workers: Option<usize>,
+    /// Most workers under backlog [default: 4].
+    #[arg(long, env = "LUNA_DAEMON_MAX_WORKERS")]
+    max_workers: Option<usize>,
+    /// Seconds an extra worker idles before exiting [default: 300].
+    #[arg(long, env = "LUNA_DAEMON_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Seconds finished jobs stay queryable [default: 3600].
+    #[arg(long, env = "LUNA_DAEMON_JOB_RETENTION")]
+    job_retention: Option<u64>,
+    /// MiB of pixels unfinished jobs may hold before submits get `busy` [default: 4096].
+    #[arg(long, env = "LUNA_DAEMON_QUEUE_BUDGET_MIB")]
+    queue_budget_mib: Option<u64>,
+    /// Most simultaneous client connections [default: 256].
+    #[arg(long, env = "LUNA_DAEMON_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+}
+
+pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let overrides = Settings {
+        socket,
+        spool_dir: args.spool_dir,
+        state_dir: args.state_dir,
+        min_workers: args.min_workers,
+        max_workers: args.max_workers,
+        idle_timeout_secs: args.idle_timeout,
+        job_retention_secs: args.job_retention,
+        queue_budget_mib: args.queue_budget_mib,
+        max_connections: args.max_connections,
+    };
+    let config = Config::load(args.config.as_deref(), overrides)?;
+    luna_daemon::daemon::run(&config)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,99 @@
+//! `luna-daemon status` and `luna-daemon watch`, plus the progress display `submit --wait` shares.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use luna_daemon::client::Client;
+use luna_daemon::protocol::{ImageState, JobStatus};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job id printed by `submit`.
+    job_id: String,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The job id printed by `submit`.
+    job_id: String,
+    /// Print the final status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_status(args: StatusArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    let status = super::connect(socket)?.status(&args.job_id)?;
+    print_status(&status, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_watch(args: WatchArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    let mut client = super::connect(socket)?;
+    let status = wait_with_progress(&mut client, &args.job_id)?;
+    print_status(&status, args.json)?;
+    Ok(exit_code(&status))
+}
+
+/// Follows a job to the end; a progress bar is drawn only when stderr is a terminal.
+pub fn wait_with_progress(client: &mut Client, job_id: &str) -> anyhow::Result<JobStatus> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} job {msg} [{bar:30}] {pos}/{len} images ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(job_id.to_owned());
+    let status = client.wait(job_id, |s| {
+        bar.set_length(s.images.len() as u64);
+        bar.set_position(s.images.iter().filter(|i| i.state.is_final()).count() as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(status)
+}
+
+/// 0 when every image was written, 1 otherwise.
+pub fn exit_code(status: &JobStatus) -> ExitCode {
+    if status.images.iter().all(|i| i.state == ImageState::Written) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+pub fn print_status(status: &JobStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+        return Ok(());
+    }
+    let state = if status.finished { "finished" } else { "in progress" };
+    println!("job {} ({state}, {} images)", status.job_id, status.images.len());
+    for image in &status.images {
+        match image.state {
+            ImageState::Written => println!(
+                "  #{} written {} ({} bytes)",
+                image.index,
+                image.path.as_deref().unwrap_or("?"),
+                image.bytes.unwrap_or(0)
+            ),
+            ImageState::Failed => match &image.error {
+                Some(e) => println!("  #{} failed: {e}", image.index),
+                None => println!("  #{} failed", image.index),
+            },
+            ImageState::Discarded => {
+                let s = image.scores.unwrap_or_default();
+                let fmt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "  #{} discarded by the quality gate (variance {}, edge density {}) -> {}",
+                    image.index,
+                    fmt(s.variance),
+                    fmt(s.edge_density),
+                    image.path.as_deref().unwrap_or("?")
+                );
+            }
+            ImageState::Queued => println!("  #{} queued", image.index),
+            ImageState::Encoding => println!("  #{} encoding", image.index),
+        }
+    }
+    Ok(())
+}
