@@ -118,8 +118,9 @@ mod tests {
     #[test]
     fn racing_writers_never_share_a_name() {
         let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
         let paths: Vec<PathBuf> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8u8).map(|i| s.spawn(move || write(dir.path(), &[i]).path)).collect();
+            let handles: Vec<_> = (0..8u8).map(|i| s.spawn(move || write(root, &[i]).path)).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let unique: std::collections::HashSet<_> = paths.iter().collect();
