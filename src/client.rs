@@ -19,8 +19,8 @@ use interprocess::local_socket::{Stream, prelude::*};
 
 use crate::ipc::connect_name;
 use crate::protocol::{
-    self, Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor, JobStatus,
-    ImageFormat, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType, Slot, StatusQuery,
+    self, Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor, ImageFormat,
+    JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType, Slot, StatusQuery,
     SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
@@ -93,8 +93,12 @@ impl Pixels<'_> {
     fn write_le(&self, out: &mut [u8]) {
         match self {
             Self::U8(p) => out.copy_from_slice(p),
-            Self::U16(p) => out.chunks_exact_mut(2).zip(p.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
-            Self::F32(p) => out.chunks_exact_mut(4).zip(p.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+            Self::U16(p) => {
+                out.chunks_exact_mut(2).zip(p.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes()))
+            }
+            Self::F32(p) => {
+                out.chunks_exact_mut(4).zip(p.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes()))
+            }
         }
     }
 }
@@ -203,9 +207,7 @@ impl Client {
         protocol::write_frame(&mut self.stream, &body)?;
         let reply = protocol::read_frame(&mut self.stream)?;
         match protocol::decode_message::<Response>(&reply)? {
-            Response::Error(e) if e.code == ErrorCode::VersionMismatch => {
-                Err(ClientError::VersionMismatch(e.message))
-            }
+            Response::Error(e) if e.code == ErrorCode::VersionMismatch => Err(ClientError::VersionMismatch(e.message)),
             Response::Error(e) => Err(ClientError::Daemon(e)),
             other => Ok(other),
         }
@@ -273,7 +275,7 @@ impl Client {
             metadata_blob: None,
             slots: vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: descriptors }],
         };
-        match self.request(&Request::Submit(job))? {
+        match self.request(&Request::Submit(Box::new(job)))? {
             Response::Accepted(a) => Ok(a),
             other => Err(unexpected(other)),
         }
@@ -329,8 +331,5 @@ fn segment_prefix(client_name: &str) -> String {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -40,10 +40,10 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     dir("state", &config.state_dir)?;
     let _lock = lock_instance(&config.state_dir)?;
     dir("spool", &config.spool_dir)?;
-    if cfg!(unix) {
-        if let Some(parent) = config.socket.parent() {
-            dir("socket", parent)?;
-        }
+    if cfg!(unix)
+        && let Some(parent) = config.socket.parent()
+    {
+        dir("socket", parent)?;
     }
     let listener = ipc::bind(&config.socket)?;
     let table = Arc::new(JobTable::new(config.job_retention));
@@ -90,8 +90,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
 fn lock_instance(state_dir: &Path) -> Result<File, DaemonError> {
     let path = state_dir.join("daemon.lock");
     let lock_err = |source| DaemonError::Lock { path: path.clone(), source };
-    let mut file =
-        File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(lock_err)?;
+    let mut file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(lock_err)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -57,7 +57,10 @@ pub fn default_spool_dir() -> PathBuf {
 
 /// The default state directory (lock file, later the journal).
 pub fn default_state_dir() -> PathBuf {
-    dirs::state_dir().or_else(dirs::data_local_dir).map(|d| d.join("luna-daemon")).unwrap_or_else(|| runtime_dir().join("state"))
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|d| d.join("luna-daemon"))
+        .unwrap_or_else(|| runtime_dir().join("state"))
 }
 
 /// The default config file path (read only if it exists).
@@ -100,7 +103,12 @@ fn restrict_existing(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     if meta.uid() != user_id() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{} belongs to user id {}, not to you ({}); refusing to use it", dir.display(), meta.uid(), user_id()),
+            format!(
+                "{} belongs to user id {}, not to you ({}); refusing to use it",
+                dir.display(),
+                meta.uid(),
+                user_id()
+            ),
         ));
     }
     if meta.mode() & 0o077 != 0 {

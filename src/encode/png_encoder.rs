@@ -53,10 +53,7 @@ impl From<png::EncodingError> for EncodeError {
 /// Encodes `image` as PNG into `out`.
 pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Result<(), EncodeError> {
     if options.compression > 9 {
-        return Err(EncodeError::InvalidOption(format!(
-            "png_compression {} is outside 0..=9",
-            options.compression
-        )));
+        return Err(EncodeError::InvalidOption(format!("png_compression {} is outside 0..=9", options.compression)));
     }
     let color = match image.channels {
         1 => png::ColorType::Grayscale,

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::jobs::{ClientKey, JobTable, new_job_id, plan_job};
 use crate::protocol::{
-    Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Request,
-    Response, StatusQuery, SubmitJob, Welcome,
+    Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Request, Response,
+    StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::HEADER_LEN;
 use crate::workers::{Pool, WorkItem};

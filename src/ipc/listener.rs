@@ -14,7 +14,9 @@ use super::connection::handle_connection;
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// Another daemon answers on this socket.
-    #[error("another luna-daemon is already listening on {0}; stop it with `luna-daemon stop` or pick another --socket")]
+    #[error(
+        "another luna-daemon is already listening on {0}; stop it with `luna-daemon stop` or pick another --socket"
+    )]
     InUse(PathBuf),
     /// Binding failed.
     #[error("could not listen on {path}: {source}")]
@@ -79,10 +81,8 @@ pub fn serve(listener: interprocess::local_socket::Listener, ctx: Arc<Context>) 
         let ctx = Arc::clone(&ctx);
         let open_now = Arc::clone(&open);
         let over_limit = open.fetch_add(1, Ordering::SeqCst) >= ctx.max_connections;
-        let spawned = std::thread::Builder::new()
-            .name("luna-conn".to_owned())
-            .stack_size(512 * 1024)
-            .spawn(move || {
+        let spawned =
+            std::thread::Builder::new().name("luna-conn".to_owned()).stack_size(512 * 1024).spawn(move || {
                 handle_connection(stream, &ctx, over_limit);
                 open_now.fetch_sub(1, Ordering::SeqCst);
             });

@@ -80,8 +80,7 @@ impl JobTable {
         expire(&mut inner, self.retention);
         let mut pending_per_segment: HashMap<String, (usize, Arc<Segment>)> = HashMap::new();
         for task in &plan.tasks {
-            pending_per_segment.entry(task.segment.name().to_owned()).or_insert((0, Arc::clone(&task.segment))).0 +=
-                1;
+            pending_per_segment.entry(task.segment.name().to_owned()).or_insert((0, Arc::clone(&task.segment))).0 += 1;
         }
         let pixel_bytes: Vec<u64> = plan.tasks.iter().map(|t| t.layout.length).collect();
         let n = plan.tasks.len();
@@ -128,7 +127,12 @@ impl JobTable {
 
     /// Records an image's final outcome. Returns the segment to hand back if this was the last pending image
     /// that used it.
-    pub fn finish(&self, job_id: &str, index: usize, outcome: Result<(String, u64), ErrorReply>) -> Option<Arc<Segment>> {
+    pub fn finish(
+        &self,
+        job_id: &str,
+        index: usize,
+        outcome: Result<(String, u64), ErrorReply>,
+    ) -> Option<Arc<Segment>> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let job = inner.jobs.get_mut(job_id)?;
@@ -166,14 +170,26 @@ impl JobTable {
         let c = &mut inner.counters;
         c.images_pending -= 1;
         c.bytes_held -= bytes;
-        if failed { c.images_failed += 1 } else { c.images_written += 1 }
+        if failed {
+            c.images_failed += 1
+        } else {
+            c.images_written += 1
+        }
         if job_finished {
-            if job_failed { c.jobs_failed += 1 } else { c.jobs_done += 1 }
+            if job_failed {
+                c.jobs_failed += 1
+            } else {
+                c.jobs_done += 1
+            }
             inner.finished.push_back((Instant::now(), job_id.to_owned()));
         }
         let stats = client_stats(inner, &client);
         stats.images_pending -= 1;
-        if failed { stats.images_failed += 1 } else { stats.images_written += 1 }
+        if failed {
+            stats.images_failed += 1
+        } else {
+            stats.images_written += 1
+        }
         release
     }
 

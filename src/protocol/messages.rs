@@ -13,7 +13,7 @@ pub enum Request {
     /// Handshake: which protocol and version the client speaks.
     Hello(Hello),
     /// Submit a job: images already written to shared-memory segments, plus where to save them.
-    Submit(SubmitJob),
+    Submit(Box<SubmitJob>),
     /// Ask for a job's per-image progress.
     Status(StatusQuery),
     /// Ask for daemon-wide counters.

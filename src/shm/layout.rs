@@ -60,7 +60,7 @@ impl Layout {
         if self.offset < HEADER_LEN {
             return invalid(format!("offset {} overlaps the {HEADER_LEN}-byte segment header", self.offset));
         }
-        if self.offset % self.sample_size != 0 || self.row_stride % self.sample_size != 0 {
+        if !self.offset.is_multiple_of(self.sample_size) || !self.row_stride.is_multiple_of(self.sample_size) {
             return invalid(format!(
                 "offset {} and row_stride {} must be multiples of the {}-byte sample size",
                 self.offset, self.row_stride, self.sample_size

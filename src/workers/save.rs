@@ -1,7 +1,7 @@
 //! Saving one image: read its rows from the segment (verifying the checksum on the way), convert to 8 bits,
 //! encode, and write the file atomically under a name nothing else holds.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::encode::{EncodeError, Image8, PngOptions, convert_row, encode_png};
 use crate::jobs::ImageTask;
@@ -15,7 +15,9 @@ pub enum SaveError {
     #[error("reading pixels from segment {segment:?} failed: {source}")]
     Read { segment: String, source: std::io::Error },
     /// The pixels do not match the descriptor's CRC-32.
-    #[error("pixels in segment {segment:?} do not match the descriptor's crc32 (expected {expected:08x}, got {actual:08x})")]
+    #[error(
+        "pixels in segment {segment:?} do not match the descriptor's crc32 (expected {expected:08x}, got {actual:08x})"
+    )]
     Checksum { segment: String, expected: u32, actual: u32 },
     /// The target directory or file could not be prepared or written.
     #[error(transparent)]
@@ -95,6 +97,6 @@ fn read_pixels(task: &ImageTask) -> Result<Image8, SaveError> {
 }
 
 /// The final path as a string for the wire.
-pub(crate) fn path_string(path: &PathBuf) -> String {
+pub(crate) fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }

@@ -1,0 +1,145 @@
+//! Starting, refusing a second instance, replacing a stale socket, stopping, and who may connect.
+
+use std::process::Stdio;
+
+use luna_daemon::client::{Client, ClientError, ImageRef, JobOptions, Pixels};
+use luna_daemon::protocol::ImageState;
+
+use crate::support::{TestDaemon, file_names};
+
+#[test]
+fn a_second_instance_with_the_same_state_dir_is_refused() {
+    let daemon = TestDaemon::start();
+    let output = daemon.serve_command(&[]).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("another luna-daemon (pid {}) is already running with state directory", daemon.pid());
+    assert!(stderr.contains(&expected), "{stderr}");
+    // The first daemon is unharmed.
+    daemon.client().stats().unwrap();
+}
+
+#[test]
+fn a_second_instance_on_the_same_socket_is_refused() {
+    let daemon = TestDaemon::start();
+    let other_state = daemon.dir.path().join("other-state");
+    let output =
+        daemon.serve_command(&["--state-dir", other_state.to_str().unwrap()]).stderr(Stdio::piped()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another luna-daemon is already listening on"), "{stderr}");
+    daemon.client().stats().unwrap();
+}
+
+#[test]
+fn a_stale_socket_left_by_a_killed_daemon_is_replaced() {
+    let mut daemon = TestDaemon::start();
+    daemon.kill();
+    assert!(daemon.socket.exists(), "SIGKILL leaves the socket file behind");
+    assert!(matches!(Client::connect(&daemon.socket, "t"), Err(ClientError::Connect { .. })));
+    daemon.restart();
+    assert!(daemon.log().contains("replacing stale socket"), "{}", daemon.log());
+    daemon.client().stats().unwrap();
+}
+
+#[test]
+fn stop_finishes_the_queue_then_exits_cleanly() {
+    let mut daemon = TestDaemon::start_with(&["--min-workers", "1", "--max-workers", "1"]);
+    let mut client = daemon.client();
+    let pixels = luna_daemon::synthetic::rgb_f32(256, 256, 1);
+    let images: Vec<ImageRef<'_>> =
+        (0..6).map(|_| ImageRef { width: 256, height: 256, channels: 3, pixels: Pixels::F32(&pixels) }).collect();
+    client.submit(&JobOptions::new(&daemon.output), &images).unwrap();
+    client.stop().unwrap();
+    let status = daemon.wait_exit();
+    assert!(status.success(), "{status}\n{}", daemon.log());
+    assert_eq!(file_names(&daemon.output).len(), 6, "every queued image is written before exit");
+    assert!(!daemon.socket.exists(), "the socket is removed on a clean exit");
+    assert!(matches!(Client::connect(&daemon.socket, "t"), Err(ClientError::Connect { .. })));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_finishes_the_queue_then_exits_cleanly() {
+    let mut daemon = TestDaemon::start_with(&["--min-workers", "1", "--max-workers", "1"]);
+    let mut client = daemon.client();
+    let pixels = luna_daemon::synthetic::rgb_f32(256, 256, 2);
+    let images: Vec<ImageRef<'_>> =
+        (0..4).map(|_| ImageRef { width: 256, height: 256, channels: 3, pixels: Pixels::F32(&pixels) }).collect();
+    client.submit(&JobOptions::new(&daemon.output), &images).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), nix::sys::signal::SIGTERM).unwrap();
+    let status = daemon.wait_exit();
+    assert!(status.success(), "{status}\n{}", daemon.log());
+    assert_eq!(file_names(&daemon.output).len(), 4);
+}
+
+#[test]
+fn a_client_that_exits_right_after_the_acknowledgement_loses_nothing() {
+    let daemon = TestDaemon::start();
+    let pixels = luna_daemon::synthetic::rgb_u8(64, 48, 3);
+    let job_id = {
+        let mut client = daemon.client();
+        let image = ImageRef { width: 64, height: 48, channels: 3, pixels: Pixels::U8(&pixels) };
+        client.submit(&JobOptions::new(&daemon.output), &[image]).unwrap().job_id
+        // The client and its segment pool are dropped here, while the daemon may still own the segment.
+    };
+    let status = daemon.client().wait(&job_id, |_| {}).unwrap();
+    assert_eq!(status.images[0].state, ImageState::Written);
+    let (_, _, _, data) = crate::support::decode_png(status.images[0].path.as_ref().unwrap().as_ref());
+    assert_eq!(data, pixels);
+    assert!(file_names(&daemon.spool).is_empty(), "the orphaned segment is unlinked: {:?}", file_names(&daemon.spool));
+}
+
+#[test]
+fn released_segments_are_reused_warm() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let pixels = vec![1u8; 32 * 32 * 3];
+    for _ in 0..5 {
+        let image = ImageRef { width: 32, height: 32, channels: 3, pixels: Pixels::U8(&pixels) };
+        let job = client.submit(&JobOptions::new(&daemon.output), &[image]).unwrap();
+        client.wait(&job.job_id, |_| {}).unwrap();
+    }
+    assert_eq!(file_names(&daemon.spool).len(), 1, "one segment serves every job");
+    assert_eq!(file_names(&daemon.output).len(), 5);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_socket_dir_and_spool_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = TestDaemon::start();
+    for dir in [daemon.socket.parent().unwrap(), daemon.spool.as_path(), daemon.state.as_path()] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+}
+
+/// Runs a client as another user (possible when the tests run as root, as in CI) with the socket directory
+/// opened up, so that only the daemon's peer-credential check stands in the way.
+#[cfg(unix)]
+#[test]
+fn a_peer_of_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let daemon = TestDaemon::start();
+    let open = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(daemon.dir.path(), open.clone()).unwrap();
+    std::fs::set_permissions(daemon.socket.parent().unwrap(), open.clone()).unwrap();
+    std::fs::set_permissions(&daemon.socket, open).unwrap();
+    let output = std::process::Command::new(crate::support::daemon_exe())
+        .args(["--socket", daemon.socket.to_str().unwrap(), "stats"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("peer runs as user id 65534; only user id 0 may use this daemon"), "{stderr}");
+    assert!(stderr.contains("permission_denied"), "{stderr}");
+    assert!(daemon.log().contains("refused a connection"));
+}

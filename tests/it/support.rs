@@ -1,0 +1,214 @@
+//! The test fixture: a real daemon process in a temp dir, and raw protocol helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use interprocess::local_socket::{Stream, prelude::*};
+use luna_daemon::client::Client;
+use luna_daemon::ipc::connect_name;
+use luna_daemon::protocol::{self, Hello, PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response};
+
+/// The daemon binary built by cargo for these tests.
+pub fn daemon_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_luna-daemon")
+}
+
+/// A daemon process with its own socket, spool and state directories.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub spool: PathBuf,
+    pub state: PathBuf,
+    pub output: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon and waits until it answers a handshake.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("run").join("luna.sock");
+        let spool = dir.path().join("spool");
+        let state = dir.path().join("state");
+        let output = dir.path().join("out");
+        let mut daemon = Self { dir, socket, spool, state, output, child: None };
+        daemon.spawn(extra);
+        daemon
+    }
+
+    /// The `serve` command for this daemon's directories.
+    pub fn serve_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(daemon_exe());
+        cmd.arg("--log")
+            .arg("debug")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("serve")
+            .arg("--spool-dir")
+            .arg(&self.spool)
+            .args(extra)
+            .env_remove("LUNA_DAEMON_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"));
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(&self.state);
+        }
+        cmd
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
+        let child = self.serve_command(extra).stdout(Stdio::null()).stderr(log).spawn().expect("spawn daemon");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Polls until a handshake succeeds (no fixed sleep); panics with the daemon's log if it exits first.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if Client::connect(&self.socket, "probe").is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+                panic!("daemon exited early with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "daemon did not become ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A connected client.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket, "it-test").expect("connect")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILLs the daemon.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
+    }
+
+    /// Starts the daemon again in the same directories.
+    pub fn restart(&mut self) {
+        self.spawn(&[]);
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A raw connection for sending hand-made frames.
+pub struct RawConn {
+    pub stream: Stream,
+}
+
+impl RawConn {
+    pub fn connect(socket: &Path) -> Self {
+        Self { stream: Stream::connect(connect_name(socket).unwrap()).expect("connect") }
+    }
+
+    /// Connects and completes the handshake.
+    pub fn handshaken(socket: &Path) -> Self {
+        let mut conn = Self::connect(socket);
+        let reply = conn.request(&Request::Hello(hello(PROTOCOL_VERSION)));
+        assert!(matches!(reply, Response::Welcome(_)), "{reply:?}");
+        conn
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        protocol::write_frame(&mut self.stream, body).expect("send frame");
+    }
+
+    pub fn read_reply(&mut self) -> Response {
+        let body = protocol::read_frame(&mut self.stream).expect("reply frame");
+        protocol::decode_message(&body).expect("reply decodes")
+    }
+
+    pub fn request(&mut self, request: &Request) -> Response {
+        self.send_frame(&protocol::encode_message(request).unwrap());
+        self.read_reply()
+    }
+
+    /// True once the daemon has closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        matches!(protocol::read_frame(&mut self.stream), Err(protocol::FrameError::Closed))
+    }
+}
+
+pub fn hello(version: u32) -> Hello {
+    Hello { protocol: PROTOCOL_NAME.to_owned(), version, client: "raw-test".to_owned(), pid: Some(std::process::id()) }
+}
+
+/// Reads a little-endian float32 `.npy` file: (shape, data).
+pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).expect("read npy");
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
+    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_text.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let data = bytes[start + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    (shape, data)
+}
+
+/// The shared reference folder (`../shared/reference/comfyui`), if present.
+pub fn reference_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/comfyui");
+    dir.is_dir().then_some(dir)
+}
+
+/// Decodes a PNG into (width, height, channels, pixels) without conversion.
+pub fn decode_png(path: &Path) -> (u32, u32, u8, Vec<u8>) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+    let (w, h) = (img.width(), img.height());
+    match img {
+        image::DynamicImage::ImageLuma8(b) => (w, h, 1, b.into_raw()),
+        image::DynamicImage::ImageRgb8(b) => (w, h, 3, b.into_raw()),
+        image::DynamicImage::ImageRgba8(b) => (w, h, 4, b.into_raw()),
+        other => panic!("unexpected color type {:?}", other.color()),
+    }
+}
+
+/// Files in `dir` (names), sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
