@@ -1,0 +1,31 @@
+# One place for the commands CI and developers run. `make test` is the README's test command.
+PYTHON ?= python3
+CARGO ?= cargo
+
+.PHONY: serve test test-rust test-python python-deps lint bench
+
+## Run the daemon with its embedded defaults.
+serve:
+	$(CARGO) run --release -- serve
+
+## Every test: Rust (unit + integration) and Python (node pack). Installs the Python test dependencies first.
+test: python-deps test-rust test-python
+
+test-rust:
+	$(CARGO) test --all-targets
+
+# The Python tests drive the same debug binary the Rust integration tests use.
+test-python:
+	$(CARGO) build --bin luna-daemon
+	LUNA_DAEMON_BIN=$(CURDIR)/target/debug/luna-daemon $(PYTHON) -m pytest -q comfyui/tests
+
+python-deps:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r comfyui/requirements-dev.txt
+
+## Formatting and lints, exactly as CI runs them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+	$(PYTHON) -m ruff check comfyui
+	$(PYTHON) -m ruff format --check comfyui
