@@ -19,9 +19,9 @@ use interprocess::local_socket::{Stream, prelude::*};
 
 use crate::ipc::connect_name;
 use crate::protocol::{
-    self, Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor, ImageFormat,
-    JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType, Slot, StatusQuery,
-    SubmitJob, Welcome,
+    self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor,
+    ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType,
+    Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
 
@@ -116,24 +116,46 @@ pub struct ImageRef<'a> {
     pub pixels: Pixels<'a>,
 }
 
-/// Where and how to save a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and how to save a job: every per-job option of the protocol, for one slot of images.
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobOptions {
     /// Absolute output root.
     pub output_dir: String,
-    /// Relative sub-directory.
+    /// Sub-directory template.
     pub save_path: String,
-    /// File name stem.
+    /// File name template.
     pub filename: String,
+    /// The slot's affix (`_<affix>` in names, and the sub-folder when `subdir`); empty for none.
+    pub affix: String,
+    /// Save under an `<affix>/` sub-folder.
+    pub subdir: bool,
+    /// Output format.
+    pub format: ImageFormat,
+    /// Raw model name for templates and metadata.
+    pub model_name: String,
+    /// The value of `%index%`.
+    pub filename_index: u32,
     /// PNG level 0..9.
     pub png_compression: u8,
+    /// JPEG / lossy WebP quality.
+    pub lossy_quality: u8,
+    /// Lossless WebP.
+    pub lossless_webp: bool,
+    /// Quality gate.
+    pub quality_gate: QualityGate,
+    /// Gate threshold.
+    pub min_quality_threshold: f64,
+    /// Embed metadata at all.
+    pub embed_metadata: bool,
+    /// What to embed.
+    pub metadata: Option<JobMetadata>,
     /// Send a CRC-32 of the pixels so the daemon verifies them.
     pub checksum: bool,
 }
 
 impl JobOptions {
-    /// Defaults: no sub-directory, stem `luna`, PNG level 4, checksums on. A relative `output_dir` is made
-    /// absolute against the current directory.
+    /// Defaults: no sub-directory, stem `luna`, no affix, PNG level 4, quality 90, no gate, checksums on. A
+    /// relative `output_dir` is made absolute against the current directory.
     pub fn new(output_dir: impl AsRef<Path>) -> Self {
         let dir = output_dir.as_ref();
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -141,11 +163,25 @@ impl JobOptions {
             output_dir: dir.to_string_lossy().into_owned(),
             save_path: String::new(),
             filename: "luna".to_owned(),
+            affix: String::new(),
+            subdir: true,
+            format: ImageFormat::Png,
+            model_name: String::new(),
+            filename_index: 0,
             png_compression: 4,
+            lossy_quality: 90,
+            lossless_webp: false,
+            quality_gate: QualityGate::Disabled,
+            min_quality_threshold: 0.3,
+            embed_metadata: true,
+            metadata: None,
             checksum: true,
         }
     }
 }
+
+/// Metadata larger than this travels through shared memory instead of the frame.
+const INLINE_METADATA_LIMIT: usize = 256 * 1024;
 
 /// Images inside a segment start at multiples of this many bytes.
 const IMAGE_ALIGN: u64 = 64;
@@ -204,8 +240,12 @@ impl Client {
     /// [`ClientError::VersionMismatch`]).
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let body = protocol::encode_message(request)?;
-        protocol::write_frame(&mut self.stream, &body)?;
-        let reply = protocol::read_frame(&mut self.stream)?;
+        let sent = protocol::write_frame(&mut self.stream, &body);
+        // If the daemon hung up on us, it may have said why first: prefer its reply to the write error.
+        let reply = match (sent, protocol::read_frame(&mut self.stream)) {
+            (_, Ok(reply)) => reply,
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e.into()),
+        };
         match protocol::decode_message::<Response>(&reply)? {
             Response::Error(e) if e.code == ErrorCode::VersionMismatch => Err(ClientError::VersionMismatch(e.message)),
             Response::Error(e) => Err(ClientError::Daemon(e)),
@@ -213,8 +253,8 @@ impl Client {
         }
     }
 
-    /// Copies the images into one warm segment and submits them as one job. Returns once the daemon has
-    /// accepted the job (and owns the segment); the save happens in the background.
+    /// Copies the images (and large metadata) into one warm segment and submits them as one job. Returns
+    /// once the daemon has accepted the job (and owns the segment); the save happens in the background.
     pub fn submit(&mut self, options: &JobOptions, images: &[ImageRef<'_>]) -> Result<Accepted, ClientError> {
         let mut offsets = Vec::with_capacity(images.len());
         let mut total = 0u64;
@@ -235,6 +275,15 @@ impl Client {
             offsets.push(total);
             total += (expected as u64 * image.pixels.dtype().size()).next_multiple_of(IMAGE_ALIGN);
         }
+        let blob = match &options.metadata {
+            Some(m) if options.embed_metadata => {
+                let bytes = protocol::encode_message(m)?;
+                (bytes.len() > INLINE_METADATA_LIMIT).then_some(bytes)
+            }
+            _ => None,
+        };
+        let blob_offset = total;
+        total += blob.as_ref().map_or(0, |b| b.len() as u64);
         let header = self.welcome.segment_header_len;
         let segment = self.segments.acquire(total)?;
         let name = segment.name().to_owned();
@@ -257,23 +306,39 @@ impl Client {
                 crc32: options.checksum.then(|| crc32fast::hash(dst)),
             });
         }
+        let metadata_blob = blob.map(|bytes| {
+            let dst = &mut data[blob_offset as usize..blob_offset as usize + bytes.len()];
+            dst.copy_from_slice(&bytes);
+            BlobRef {
+                segment: name.clone(),
+                offset: header + blob_offset,
+                length: bytes.len() as u64,
+                crc32: Some(crc32fast::hash(&bytes)),
+            }
+        });
+        let (timestamp_ms, utc_offset_s) = now_local();
         let job = SubmitJob {
             output_dir: options.output_dir.clone(),
             save_path: options.save_path.clone(),
             filename: options.filename.clone(),
-            model_name: String::new(),
-            filename_index: 0,
-            timestamp_ms: Some(now_ms()),
-            utc_offset_s: None,
+            model_name: options.model_name.clone(),
+            filename_index: options.filename_index,
+            timestamp_ms: Some(timestamp_ms),
+            utc_offset_s: Some(utc_offset_s),
             png_compression: options.png_compression,
-            lossy_quality: 90,
-            lossless_webp: false,
-            quality_gate: QualityGate::Disabled,
-            min_quality_threshold: 0.3,
-            embed_metadata: true,
-            metadata: None,
-            metadata_blob: None,
-            slots: vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: descriptors }],
+            lossy_quality: options.lossy_quality,
+            lossless_webp: options.lossless_webp,
+            quality_gate: options.quality_gate,
+            min_quality_threshold: options.min_quality_threshold,
+            embed_metadata: options.embed_metadata,
+            metadata: if metadata_blob.is_some() { None } else { options.metadata.clone() },
+            metadata_blob,
+            slots: vec![Slot {
+                affix: options.affix.clone(),
+                format: options.format,
+                subdir: options.subdir,
+                images: descriptors,
+            }],
         };
         match self.request(&Request::Submit(Box::new(job)))? {
             Response::Accepted(a) => Ok(a),
@@ -330,6 +395,8 @@ fn segment_prefix(client_name: &str) -> String {
     if cleaned.is_empty() { "luna".to_owned() } else { cleaned }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+/// Now, in ms since the epoch, and this process's local UTC offset in seconds (what `%time%` templates use).
+fn now_local() -> (i64, i32) {
+    let now = chrono::Local::now();
+    (now.timestamp_millis(), now.offset().local_minus_utc())
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use luna_daemon::client::{ImageRef, JobOptions, Pixels};
+use luna_daemon::encode::pyjson;
+use luna_daemon::protocol::{ImageFormat, JobMetadata, QualityGate};
 use luna_daemon::synthetic;
 
 #[derive(Debug, Args)]
@@ -13,15 +15,54 @@ pub struct SubmitArgs {
     /// Output root directory (made absolute; created if missing).
     #[arg(long)]
     output_dir: PathBuf,
-    /// Sub-directory below the output root.
+    /// Sub-directory below the output root (templates allowed: %model_name%, %time:YYYY-mm-dd%, ...).
     #[arg(long, default_value = "")]
     save_path: String,
-    /// File name stem; `_<index>` is appended for more than one image.
+    /// File name template; `_<affix>` and, for several images, `_<batch index>` are appended.
     #[arg(long, default_value = "luna")]
     filename: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Png)]
+    format: FormatArg,
     /// PNG compression level 0..9 (ComfyUI's default is 4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=9))]
     png_compression: u8,
+    /// JPEG and lossy WebP quality, 70..100.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(70..=100))]
+    quality: u8,
+    /// Lossless WebP.
+    #[arg(long)]
+    lossless: bool,
+    /// Affix appended to file names (and the sub-folder name unless --no-subdir).
+    #[arg(long, default_value = "")]
+    affix: String,
+    /// Do not save into an <affix>/ sub-folder.
+    #[arg(long)]
+    no_subdir: bool,
+    /// Model name for %model_name% / %model_path% / %model_dir% and metadata.
+    #[arg(long, default_value = "")]
+    model_name: String,
+    /// The value of %index%.
+    #[arg(long, default_value_t = 0)]
+    index: u32,
+    /// Quality gate.
+    #[arg(long, value_enum, default_value_t = GateArg::Disabled)]
+    quality_gate: GateArg,
+    /// Quality gate threshold, 0..1.
+    #[arg(long, default_value_t = 0.3)]
+    threshold: f64,
+    /// Embed this API-format prompt (JSON file) as `prompt`.
+    #[arg(long, value_name = "FILE")]
+    prompt_json: Option<PathBuf>,
+    /// Embed this workflow (JSON file) as `workflow`.
+    #[arg(long, value_name = "FILE")]
+    workflow_json: Option<PathBuf>,
+    /// Embed this free text as `custom_metadata`.
+    #[arg(long, value_name = "TEXT")]
+    custom_metadata: Option<String>,
+    /// Embed no metadata at all.
+    #[arg(long)]
+    no_metadata: bool,
     /// Wait until every image is saved; exit non-zero if any failed.
     #[arg(long)]
     wait: bool,
@@ -40,6 +81,21 @@ pub struct SubmitArgs {
     /// Image files to submit (PNG, JPEG, WebP, TIFF, BMP); gray, RGB and RGBA kept, 16-bit kept as u16.
     #[arg(required_unless_present = "synthetic")]
     files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Png,
+    Webp,
+    Jpeg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GateArg {
+    Disabled,
+    Variance,
+    EdgeDensity,
+    Both,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +136,7 @@ impl OwnedImage {
 }
 
 pub fn run(args: SubmitArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    let options = job_options(&args)?;
     let images = match args.synthetic {
         Some(n) => (0..n).map(|i| generate(args.size, args.dtype, u64::from(i))).collect(),
         None => args.files.iter().map(|f| load(f)).collect::<anyhow::Result<Vec<_>>>()?,
@@ -89,10 +146,6 @@ pub fn run(args: SubmitArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("creating output directory {}", args.output_dir.display()))?;
-    let mut options = JobOptions::new(&args.output_dir);
-    options.save_path = args.save_path;
-    options.filename = args.filename;
-    options.png_compression = args.png_compression;
     let mut client = super::connect(socket)?;
     let refs: Vec<ImageRef<'_>> = images.iter().map(OwnedImage::as_ref).collect();
     let accepted = client.submit(&options, &refs)?;
@@ -103,6 +156,53 @@ pub fn run(args: SubmitArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     let status = super::status::wait_with_progress(&mut client, &accepted.job_id)?;
     super::status::print_status(&status, args.json)?;
     Ok(super::status::exit_code(&status))
+}
+
+fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
+    let mut o = JobOptions::new(&args.output_dir);
+    o.save_path = args.save_path.clone();
+    o.filename = args.filename.clone();
+    o.format = match args.format {
+        FormatArg::Png => ImageFormat::Png,
+        FormatArg::Webp => ImageFormat::Webp,
+        FormatArg::Jpeg => ImageFormat::Jpeg,
+    };
+    o.png_compression = args.png_compression;
+    o.lossy_quality = args.quality;
+    o.lossless_webp = args.lossless;
+    o.affix = args.affix.clone();
+    o.subdir = !args.no_subdir;
+    o.model_name = args.model_name.clone();
+    o.filename_index = args.index;
+    o.quality_gate = match args.quality_gate {
+        GateArg::Disabled => QualityGate::Disabled,
+        GateArg::Variance => QualityGate::Variance,
+        GateArg::EdgeDensity => QualityGate::EdgeDensity,
+        GateArg::Both => QualityGate::Both,
+    };
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!("--threshold {} is outside 0..1", args.threshold);
+    }
+    o.min_quality_threshold = args.threshold;
+    o.embed_metadata = !args.no_metadata;
+    let mut metadata = JobMetadata::default();
+    if let Some(path) = &args.prompt_json {
+        metadata.prompt = Some(read_json(path)?);
+    }
+    if let Some(path) = &args.workflow_json {
+        metadata.extra_pnginfo.push(("workflow".to_owned(), read_json(path)?));
+    }
+    metadata.custom_metadata = args.custom_metadata.clone();
+    o.metadata = Some(metadata);
+    Ok(o)
+}
+
+/// A JSON file as Python's `json.dumps` would write it, so files match what ComfyUI embeds.
+fn read_json(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(pyjson::dumps(&value))
 }
 
 fn generate((width, height): (u32, u32), dtype: Dtype, seed: u64) -> OwnedImage {

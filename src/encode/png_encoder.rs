@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use super::Image8;
+use super::{EncodeError, Image8};
 
 /// PNG options. `#[non_exhaustive]`: construct with [`PngOptions::default`] and set fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,28 +24,11 @@ impl Default for PngOptions {
     }
 }
 
-/// Why encoding failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
-    /// An option is out of range.
-    #[error("{0}")]
-    InvalidOption(String),
-    /// The image is inconsistent (a bug in the caller).
-    #[error("invalid image: {0}")]
-    InvalidImage(String),
-    /// The writer failed (disk full, ...).
-    #[error("write failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The encoder failed.
-    #[error("PNG encoder: {0}")]
-    Png(String),
-}
-
 impl From<png::EncodingError> for EncodeError {
     fn from(e: png::EncodingError) -> Self {
         match e {
             png::EncodingError::IoError(io) => Self::Io(io),
-            other => Self::Png(other.to_string()),
+            other => Self::Codec(format!("PNG encoder: {other}")),
         }
     }
 }
@@ -77,7 +60,12 @@ pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Res
         }
     }
     for (key, value) in &options.text {
-        encoder.add_text_chunk(key.clone(), value.clone())?;
+        // Like PIL's PngInfo.add_text: tEXt when the value is Latin-1, iTXt (UTF-8) otherwise.
+        if value.chars().all(|c| u32::from(c) < 256) {
+            encoder.add_text_chunk(key.clone(), value.clone())?;
+        } else {
+            encoder.add_itxt_chunk(key.clone(), value.clone())?;
+        }
     }
     let mut writer = encoder.write_header()?;
     writer.write_image_data(&image.data)?;

@@ -13,17 +13,18 @@ use crate::protocol::{
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: bool) {
-    if over_limit {
-        let _ = send(&mut stream, &error(ErrorCode::Busy, "too many connections; try again later"));
-        return;
-    }
-    if let Err(reason) = check_peer(&stream) {
-        tracing::warn!("refused a connection: {reason}");
-        let _ = send(&mut stream, &error(ErrorCode::PermissionDenied, reason));
-        return;
-    }
     let _ = stream.set_recv_timeout(Some(HANDSHAKE_TIMEOUT));
-    let Some(client) = handshake(&mut stream, ctx) else { return };
+    // Refusals are answered after the client's first frame has been read, so the client is not writing into a
+    // closed socket and always gets to read why.
+    let refusal = if over_limit {
+        Some(error(ErrorCode::Busy, "too many connections; try again later"))
+    } else {
+        check_peer(&stream).err().map(|reason| {
+            tracing::warn!("refused a connection: {reason}");
+            error(ErrorCode::PermissionDenied, reason)
+        })
+    };
+    let Some(client) = handshake(&mut stream, ctx, refusal) else { return };
     let _ = stream.set_recv_timeout(None);
     tracing::debug!(client = %client.client, pid = ?client.pid, "client connected");
     loop {
@@ -54,8 +55,9 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: b
     }
 }
 
-/// Reads and answers the handshake; returns the client's hello if both sides speak the same version.
-fn handshake(stream: &mut Stream, ctx: &Context) -> Option<Hello> {
+/// Reads and answers the handshake (with `refusal` instead of a welcome, if given); returns the client's hello
+/// if both sides speak the same version.
+fn handshake(stream: &mut Stream, ctx: &Context, refusal: Option<Response>) -> Option<Hello> {
     let body = match protocol::read_frame(stream) {
         Ok(body) => body,
         Err(e @ FrameError::TooLarge { .. }) => {
@@ -64,6 +66,10 @@ fn handshake(stream: &mut Stream, ctx: &Context) -> Option<Hello> {
         }
         Err(_) => return None,
     };
+    if let Some(refusal) = refusal {
+        let _ = send(stream, &refusal);
+        return None;
+    }
     let hello = match protocol::decode_message::<Request>(&body) {
         Ok(Request::Hello(hello)) => hello,
         Ok(_) => {

@@ -5,8 +5,8 @@
 mod plan;
 mod table;
 
-pub use plan::{ImageTask, JobPlan, JobSettings, PlanError, plan_job};
-pub use table::{ClientKey, Counters, JobTable};
+pub use plan::{DISCARD_DIR, ImageTask, JobPlan, JobSettings, PlanError, plan_job};
+pub use table::{ClientKey, Counters, JobTable, SavedImage};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.
 pub fn new_job_id() -> String {

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::encode::SampleFormat;
-use crate::output;
-use crate::protocol::{ErrorCode, ImageDescriptor, ImageFormat, SampleType, SubmitJob};
+use chrono::{DateTime, FixedOffset, Local, Utc};
+
+use crate::output::{self, ModelInfo, TemplateContext};
+use crate::protocol::{self, ErrorCode, ImageDescriptor, ImageFormat, JobMetadata, QualityGate, SampleType, SubmitJob};
 use crate::shm::{Layout, LayoutError, Segment, SegmentOpenError, SegmentState};
 
 /// Why a submission was refused, with the wire error code it maps to.
@@ -34,12 +36,24 @@ pub struct JobSettings {
     pub output_root: PathBuf,
     /// The expanded `save_path` (relative, validated; directories not yet created).
     pub save_path: String,
+    /// Directories the expanded file name template asked for (relative, validated), below the affix folder.
+    pub name_dir: String,
     /// PNG compression level 0..9.
     pub png_compression: u8,
     /// JPEG / lossy WebP quality.
     pub lossy_quality: u8,
     /// Lossless WebP.
     pub lossless_webp: bool,
+    /// The quality gate.
+    pub quality_gate: QualityGate,
+    /// The gate's threshold.
+    pub threshold: f64,
+    /// Metadata to embed, or `None` when metadata is off.
+    pub metadata: Option<JobMetadata>,
+    /// The parsed model.
+    pub model: ModelInfo,
+    /// `YYYY_mm_dd_HHMMSS` of the node's run (metadata `save_timestamp`).
+    pub save_timestamp: String,
 }
 
 /// Everything a worker needs to save one image.
@@ -57,8 +71,10 @@ pub struct ImageTask {
     pub settings: Arc<JobSettings>,
     /// Output format.
     pub image_format: ImageFormat,
-    /// Sub-folder below the save path (the affix, when the slot asks for one).
-    pub subdir: Option<String>,
+    /// The slot's affix (empty for none).
+    pub affix: String,
+    /// Save under an `<affix>/` folder.
+    pub affix_dir: bool,
     /// The final file name stem (validated), before any collision counter.
     pub stem: String,
     /// Slot position.
@@ -67,23 +83,44 @@ pub struct ImageTask {
     pub batch_index: u32,
 }
 
+impl ImageTask {
+    /// The directory below the output root: `save_path[/_discarded][/<affix>][/<name dirs>]`.
+    pub fn sub_path(&self, discarded: bool) -> String {
+        let mut parts = vec![self.settings.save_path.as_str()];
+        if discarded {
+            parts.push(DISCARD_DIR);
+        }
+        if self.affix_dir && !self.affix.is_empty() {
+            parts.push(&self.affix);
+        }
+        parts.push(&self.settings.name_dir);
+        parts.into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>().join("/")
+    }
+}
+
+/// Where images that fail the quality gate go, below the save path.
+pub const DISCARD_DIR: &str = "_discarded";
+
 /// A validated job, ready to be queued.
 #[derive(Debug)]
 pub struct JobPlan {
     /// One task per image, slots in order, then batch order.
     pub tasks: Vec<Arc<ImageTask>>,
-    /// The distinct segments the job uses.
+    /// The distinct segments the job uses (pixels and metadata).
     pub segments: Vec<Arc<Segment>>,
 }
 
 /// Most images one job may carry.
 pub const MAX_IMAGES_PER_JOB: usize = 4096;
+/// Largest metadata blob accepted from shared memory.
+pub const MAX_METADATA_BLOB: u64 = 64 << 20;
 
 fn invalid_job(message: impl Into<String>) -> PlanError {
     PlanError::new(ErrorCode::InvalidJob, message)
 }
 
-/// Validates `job` against the segments in `spool_dir`. Opens each segment once.
+/// Validates `job` against the segments in `spool_dir`, expands its templates and loads its metadata. Opens
+/// each segment once.
 pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError> {
     let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
     if count == 0 {
@@ -92,58 +129,51 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
     if count > MAX_IMAGES_PER_JOB {
         return Err(invalid_job(format!("the job has {count} images; at most {MAX_IMAGES_PER_JOB} are allowed")));
     }
-    if job.png_compression > 9 {
-        return Err(invalid_job(format!("png_compression {} is outside 0..=9", job.png_compression)));
-    }
-    if !(1..=100).contains(&job.lossy_quality) {
-        return Err(invalid_job(format!("lossy_quality {} is outside 1..=100", job.lossy_quality)));
-    }
+    check_options(job)?;
     let output_root = PathBuf::from(&job.output_dir);
-    if !output_root.is_absolute() {
-        return Err(invalid_job(format!("output_dir {:?} must be an absolute path", job.output_dir)));
+    let time = job_time(job.timestamp_ms, job.utc_offset_s)?;
+    let ctx = TemplateContext { model: ModelInfo::parse(&job.model_name), index: job.filename_index, time };
+    let save_timestamp = output::save_timestamp(&time);
+    let save_path = output::expand(&job.save_path, &ctx);
+    output::check_sub_path(&save_path).map_err(|e| invalid_job(e.to_string()))?;
+    let mut filename = output::expand(&job.filename, &ctx);
+    if filename.is_empty() {
+        filename = format!("{save_timestamp}_{}", ctx.model.name);
     }
-    output::check_sub_path(&job.save_path).map_err(|e| invalid_job(e.to_string()))?;
-    output::validate_stem(&job.filename).map_err(|e| invalid_job(e.to_string()))?;
+    let (name_dir, base) = filename.rsplit_once('/').unwrap_or(("", filename.as_str()));
+    output::check_sub_path(name_dir).map_err(|e| invalid_job(format!("filename: {e}")))?;
+    output::validate_stem(base).map_err(|e| invalid_job(e.to_string()))?;
+
+    let mut segments: HashMap<String, Arc<Segment>> = HashMap::new();
+    let metadata = if job.embed_metadata { load_metadata(job, spool_dir, &mut segments)? } else { None };
     let settings = Arc::new(JobSettings {
         output_root,
-        save_path: job.save_path.clone(),
+        save_path: save_path.clone(),
+        name_dir: name_dir.to_owned(),
         png_compression: job.png_compression,
         lossy_quality: job.lossy_quality,
         lossless_webp: job.lossless_webp,
+        quality_gate: job.quality_gate,
+        threshold: job.min_quality_threshold,
+        metadata,
+        model: ctx.model.clone(),
+        save_timestamp,
     });
 
-    let mut segments: HashMap<&str, Arc<Segment>> = HashMap::new();
     let mut tasks = Vec::with_capacity(count);
     for (slot_index, slot) in job.slots.iter().enumerate() {
-        if slot.format != ImageFormat::Png {
-            return Err(invalid_job(format!("slot {slot_index}: format {:?} is not supported yet", slot.format)));
-        }
-        let affix = (!slot.affix.is_empty()).then_some(slot.affix.as_str());
-        if let Some(affix) = affix {
-            output::validate_stem(affix).map_err(|e| invalid_job(format!("slot {slot_index} affix: {e}")))?;
+        if !slot.affix.is_empty() {
+            output::validate_stem(&slot.affix).map_err(|e| invalid_job(format!("slot {slot_index} affix: {e}")))?;
         }
         let batch = slot.images.len() > 1;
         for (batch_index, desc) in slot.images.iter().enumerate() {
             let index = tasks.len();
-            let segment = match segments.get(desc.segment.as_str()) {
-                Some(s) => Arc::clone(s),
-                None => {
-                    let s = Arc::new(open_segment(spool_dir, desc, index)?);
-                    segments.insert(&desc.segment, Arc::clone(&s));
-                    s
-                }
-            };
+            let segment = segment_for(spool_dir, &desc.segment, index, &mut segments)?;
             let layout = layout_of(desc);
-            layout.validate(segment.len()).map_err(|e| {
-                let code = match e {
-                    LayoutError::Invalid(_) => ErrorCode::InvalidDescriptor,
-                    LayoutError::OutOfBounds { .. } => ErrorCode::OutOfBounds,
-                };
-                PlanError::new(code, format!("image {index}: {e}"))
-            })?;
-            let mut stem = job.filename.clone();
-            if let Some(affix) = affix {
-                stem = format!("{stem}_{affix}");
+            layout.validate(segment.len()).map_err(|e| layout_error(e, &format!("image {index}")))?;
+            let mut stem = base.to_owned();
+            if !slot.affix.is_empty() {
+                stem = format!("{stem}_{}", slot.affix);
             }
             if batch {
                 stem = format!("{stem}_{batch_index}");
@@ -155,7 +185,8 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
                 crc32: desc.crc32,
                 settings: Arc::clone(&settings),
                 image_format: slot.format,
-                subdir: affix.filter(|_| slot.subdir).map(str::to_owned),
+                affix: slot.affix.clone(),
+                affix_dir: slot.subdir,
                 stem,
                 slot: slot_index as u32,
                 batch_index: batch_index as u32,
@@ -165,30 +196,123 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
     Ok(JobPlan { tasks, segments: segments.into_values().collect() })
 }
 
-fn open_segment(spool_dir: &Path, desc: &ImageDescriptor, index: usize) -> Result<Segment, PlanError> {
-    let segment = Segment::open(spool_dir, &desc.segment).map_err(|e| {
+fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
+    if job.png_compression > 9 {
+        return Err(invalid_job(format!("png_compression {} is outside 0..=9", job.png_compression)));
+    }
+    if !(1..=100).contains(&job.lossy_quality) {
+        return Err(invalid_job(format!("lossy_quality {} is outside 1..=100", job.lossy_quality)));
+    }
+    if !(0.0..=1.0).contains(&job.min_quality_threshold) {
+        return Err(invalid_job(format!("min_quality_threshold {} is outside 0..=1", job.min_quality_threshold)));
+    }
+    if !Path::new(&job.output_dir).is_absolute() {
+        return Err(invalid_job(format!("output_dir {:?} must be an absolute path", job.output_dir)));
+    }
+    Ok(())
+}
+
+/// The node's run time in its own time zone: the client's timestamp and offset, else the daemon's clock and zone.
+fn job_time(timestamp_ms: Option<i64>, utc_offset_s: Option<i32>) -> Result<DateTime<FixedOffset>, PlanError> {
+    let utc = match timestamp_ms {
+        Some(ms) => DateTime::<Utc>::from_timestamp_millis(ms)
+            .ok_or_else(|| invalid_job(format!("timestamp_ms {ms} is out of range")))?,
+        None => Utc::now(),
+    };
+    let offset = match utc_offset_s {
+        Some(s) => FixedOffset::east_opt(s).ok_or_else(|| invalid_job(format!("utc_offset_s {s} is out of range")))?,
+        None => *utc.with_timezone(&Local).offset(),
+    };
+    Ok(utc.with_timezone(&offset))
+}
+
+/// Opens a segment once per job (pixels and metadata may share one).
+fn segment_for(
+    spool_dir: &Path,
+    name: &str,
+    index: usize,
+    segments: &mut HashMap<String, Arc<Segment>>,
+) -> Result<Arc<Segment>, PlanError> {
+    if let Some(s) = segments.get(name) {
+        return Ok(Arc::clone(s));
+    }
+    let s = Arc::new(open_segment(spool_dir, name, &format!("image {index}"))?);
+    segments.insert(name.to_owned(), Arc::clone(&s));
+    Ok(s)
+}
+
+/// The job's metadata: the blob in shared memory if given, else the inline value.
+fn load_metadata(
+    job: &SubmitJob,
+    spool_dir: &Path,
+    segments: &mut HashMap<String, Arc<Segment>>,
+) -> Result<Option<JobMetadata>, PlanError> {
+    let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone()) };
+    let what = "metadata_blob";
+    if blob.length > MAX_METADATA_BLOB {
+        return Err(PlanError::new(
+            ErrorCode::InvalidDescriptor,
+            format!("{what}: {} bytes exceeds the {MAX_METADATA_BLOB}-byte limit", blob.length),
+        ));
+    }
+    let segment = Arc::new(open_segment(spool_dir, &blob.segment, what)?);
+    let end = blob.offset.checked_add(blob.length);
+    if blob.offset < crate::shm::HEADER_LEN || end.is_none_or(|e| e > segment.len()) {
+        return Err(layout_error(
+            LayoutError::OutOfBounds { start: blob.offset, end: end.unwrap_or(u64::MAX), segment_len: segment.len() },
+            what,
+        ));
+    }
+    let mut bytes = vec![0u8; blob.length as usize];
+    segment
+        .read_at(blob.offset, &mut bytes)
+        .map_err(|e| PlanError::new(ErrorCode::OutOfBounds, format!("{what}: reading the segment failed: {e}")))?;
+    if let Some(expected) = blob.crc32 {
+        let actual = crc32fast::hash(&bytes);
+        if actual != expected {
+            return Err(PlanError::new(
+                ErrorCode::ChecksumMismatch,
+                format!("{what}: crc32 {actual:08x} does not match the descriptor's {expected:08x}"),
+            ));
+        }
+    }
+    let metadata = protocol::decode_message::<JobMetadata>(&bytes)
+        .map_err(|e| PlanError::new(ErrorCode::InvalidDescriptor, format!("{what}: {e}")))?;
+    segments.entry(blob.segment.clone()).or_insert(segment);
+    Ok(Some(metadata))
+}
+
+fn layout_error(e: LayoutError, what: &str) -> PlanError {
+    let code = match e {
+        LayoutError::Invalid(_) => ErrorCode::InvalidDescriptor,
+        LayoutError::OutOfBounds { .. } => ErrorCode::OutOfBounds,
+    };
+    PlanError::new(code, format!("{what}: {e}"))
+}
+
+fn open_segment(spool_dir: &Path, name: &str, what: &str) -> Result<Segment, PlanError> {
+    let segment = Segment::open(spool_dir, name).map_err(|e| {
         let code = match e {
             SegmentOpenError::InvalidName(_) => ErrorCode::InvalidSegmentName,
             SegmentOpenError::NotFound { .. } | SegmentOpenError::NotASegment { .. } => ErrorCode::SegmentNotFound,
             SegmentOpenError::Io { .. } => ErrorCode::Internal,
         };
-        PlanError::new(code, format!("image {index}: {e}"))
+        PlanError::new(code, format!("{what}: {e}"))
     })?;
     match segment.state() {
         Ok(SegmentState::Client) => Ok(segment),
         Ok(SegmentState::Daemon) => Err(PlanError::new(
             ErrorCode::SegmentBusy,
             format!(
-                "image {index}: segment {:?} is still owned by the daemon for an earlier job; wait until it is \
-                 released (header state byte back to 0) before reusing it",
-                desc.segment
+                "{what}: segment {name:?} is still owned by the daemon for an earlier job; wait until it is \
+                 released (header state byte back to 0) before reusing it"
             ),
         )),
         Ok(SegmentState::Unknown(b)) => Err(PlanError::new(
             ErrorCode::InvalidDescriptor,
-            format!("image {index}: segment {:?} has unknown state byte {b}", desc.segment),
+            format!("{what}: segment {name:?} has unknown state byte {b}"),
         )),
-        Err(e) => Err(PlanError::new(ErrorCode::Internal, format!("image {index}: reading segment state: {e}"))),
+        Err(e) => Err(PlanError::new(ErrorCode::Internal, format!("{what}: reading segment state: {e}"))),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::JobPlan;
-use crate::protocol::{ClientStats, ErrorReply, ImageState, ImageStatus, JobStatus};
+use crate::protocol::{ClientStats, ErrorReply, GateScores, ImageState, ImageStatus, JobStatus};
 use crate::shm::Segment;
 
 /// Who submitted a job: the handshake's client name and process id.
@@ -19,6 +19,21 @@ pub struct ClientKey {
     pub pid: Option<u32>,
 }
 
+/// A saved image, as reported to the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedImage {
+    /// Final path.
+    pub path: String,
+    /// File size.
+    pub bytes: u64,
+    /// It failed the quality gate and went to `_discarded`.
+    pub discarded: bool,
+    /// Gate scores, when a gate ran.
+    pub scores: Option<GateScores>,
+    /// Notes for the user.
+    pub notes: Vec<String>,
+}
+
 /// Daemon-wide counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -28,7 +43,7 @@ pub struct Counters {
     pub jobs_done: u64,
     /// Jobs with a failed image.
     pub jobs_failed: u64,
-    /// Images written.
+    /// Images written (including those the gate sent to `_discarded`).
     pub images_written: u64,
     /// Images failed.
     pub images_failed: u64,
@@ -127,12 +142,7 @@ impl JobTable {
 
     /// Records an image's final outcome. Returns the segment to hand back if this was the last pending image
     /// that used it.
-    pub fn finish(
-        &self,
-        job_id: &str,
-        index: usize,
-        outcome: Result<(String, u64), ErrorReply>,
-    ) -> Option<Arc<Segment>> {
+    pub fn finish(&self, job_id: &str, index: usize, outcome: Result<SavedImage, ErrorReply>) -> Option<Arc<Segment>> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let job = inner.jobs.get_mut(job_id)?;
@@ -142,10 +152,12 @@ impl JobTable {
         }
         let failed = outcome.is_err();
         match outcome {
-            Ok((path, bytes)) => {
-                image.state = ImageState::Written;
-                image.path = Some(path);
-                image.bytes = Some(bytes);
+            Ok(saved) => {
+                image.state = if saved.discarded { ImageState::Discarded } else { ImageState::Written };
+                image.path = Some(saved.path);
+                image.bytes = Some(saved.bytes);
+                image.scores = saved.scores;
+                image.notes = saved.notes;
             }
             Err(error) => {
                 image.state = ImageState::Failed;

@@ -21,19 +21,29 @@ const MAX_COUNTER: u32 = 99_999;
 /// `dir`, is flushed and fsynced, and is then renamed into place without ever replacing an existing file. If
 /// the name is taken (by a file or by a racing writer), `<stem>_00001.<ext>`, `<stem>_00002.<ext>`, ... are
 /// tried; each attempt is an atomic no-clobber rename, never an existence check. The directory is fsynced.
-pub fn write_new_file<F, E>(dir: &Path, stem: &str, ext: &str, fill: F) -> Result<Result<Written, E>, OutputError>
+/// `fill` writes the content and returns a value that is handed back with the result; if it fails, nothing is
+/// left behind and its error is returned inside `Ok`.
+pub fn write_new_file<F, T, E>(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    fill: F,
+) -> Result<Result<(Written, T), E>, OutputError>
 where
-    F: FnOnce(&mut dyn Write) -> Result<(), E>,
+    F: FnOnce(&mut dyn Write) -> Result<T, E>,
 {
     let write_err = |source| OutputError::Write { path: dir.join(format!("{stem}.{ext}")), source };
     let mut temp = temp_builder().tempfile_in(dir).map_err(write_err)?;
-    {
+    let value = {
         let mut out = BufWriter::with_capacity(1 << 16, temp.as_file_mut());
-        if let Err(e) = fill(&mut out) {
-            return Ok(Err(e));
+        match fill(&mut out) {
+            Ok(value) => {
+                out.flush().map_err(write_err)?;
+                value
+            }
+            Err(e) => return Ok(Err(e)),
         }
-        out.flush().map_err(write_err)?;
-    }
+    };
     temp.as_file().sync_all().map_err(write_err)?;
     let bytes = temp.as_file().metadata().map_err(write_err)?.len();
     for counter in 0..=MAX_COUNTER {
@@ -45,7 +55,7 @@ where
         match temp.persist_noclobber(&path) {
             Ok(_) => {
                 sync_dir(dir).map_err(|source| OutputError::Write { path: path.clone(), source })?;
-                return Ok(Ok(Written { path, bytes }));
+                return Ok(Ok((Written { path, bytes }, value)));
             }
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => temp = e.file,
             Err(e) => return Err(OutputError::Write { path, source: e.error }),
@@ -85,7 +95,7 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, content: &[u8]) -> Written {
-        write_new_file(dir, "img", "png", |w| w.write_all(content)).unwrap().unwrap()
+        write_new_file(dir, "img", "png", |w| w.write_all(content)).unwrap().unwrap().0
     }
 
     #[test]
@@ -110,7 +120,7 @@ mod tests {
     #[test]
     fn a_failing_encoder_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let result = write_new_file(dir.path(), "img", "png", |_| Err("encoder broke")).unwrap();
+        let result = write_new_file(dir.path(), "img", "png", |_| Err::<(), _>("encoder broke")).unwrap();
         assert_eq!(result, Err("encoder broke"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

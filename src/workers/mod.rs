@@ -9,4 +9,4 @@ mod save;
 
 pub use pool::{Pool, PoolConfig, PoolStats};
 pub use queue::WorkItem;
-pub use save::{SaveError, save_image};
+pub use save::{SaveError, Saved, save_image};

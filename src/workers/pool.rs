@@ -8,7 +8,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::queue::{FairQueue, WorkItem};
 use super::save::{path_string, save_image};
-use crate::jobs::{ClientKey, JobTable};
+use crate::jobs::{ClientKey, JobTable, SavedImage};
 use crate::protocol::{ErrorCode, ErrorReply};
 
 /// Pool sizing. Defaults are the original daemon's SAVE_POOL_MIN_WORKERS / MAX / IDLE_TIMEOUT.
@@ -171,9 +171,16 @@ fn run_item(table: &JobTable, item: &WorkItem) {
     table.mark_encoding(&item.job_id, item.index);
     let outcome = catch_unwind(AssertUnwindSafe(|| save_image(&item.task)));
     let outcome = match outcome {
-        Ok(Ok(written)) => {
-            tracing::debug!(job = %item.job_id, index = item.index, path = %written.path.display(), "written");
-            Ok((path_string(&written.path), written.bytes))
+        Ok(Ok(saved)) => {
+            let path = path_string(&saved.written.path);
+            tracing::debug!(job = %item.job_id, index = item.index, %path, discarded = saved.discarded, "written");
+            Ok(SavedImage {
+                path,
+                bytes: saved.written.bytes,
+                discarded: saved.discarded,
+                scores: saved.scores,
+                notes: saved.notes,
+            })
         }
         Ok(Err(e)) => {
             tracing::warn!(job = %item.job_id, index = item.index, "save failed: {e}");

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use crate::encode::{EncodeError, Image8, PngOptions, convert_row, encode_png};
+use crate::encode::{EncodeError, Format, Image8, Metadata, convert_row, encode, scores};
 use crate::jobs::ImageTask;
 use crate::output::{self, OutputError, Written};
-use crate::protocol::{ErrorCode, ErrorReply};
+use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
 
 /// Why an image could not be saved.
 #[derive(Debug, thiserror::Error)]
@@ -43,17 +43,61 @@ impl SaveError {
 /// Rows are read from the segment in chunks of about this many bytes.
 const READ_CHUNK: u64 = 1 << 20;
 
-/// Reads, converts, encodes and writes one image. Returns where it landed.
-pub fn save_image(task: &ImageTask) -> Result<Written, SaveError> {
+/// What happened to a saved image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    /// Where it landed.
+    pub written: Written,
+    /// It failed the quality gate and went to `_discarded`.
+    pub discarded: bool,
+    /// Gate scores, when a gate ran.
+    pub scores: Option<GateScores>,
+    /// Things the user should know (metadata left out, ...).
+    pub notes: Vec<String>,
+}
+
+/// Reads, converts, judges, encodes and writes one image.
+pub fn save_image(task: &ImageTask) -> Result<Saved, SaveError> {
     let image = read_pixels(task)?;
-    let mut sub_path = task.settings.save_path.clone();
-    if let Some(subdir) = &task.subdir {
-        sub_path = format!("{sub_path}/{subdir}");
+    let settings = &task.settings;
+    let (scores, passed) = judge(&image, settings.quality_gate, settings.threshold);
+    let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
+    let format = match task.image_format {
+        ImageFormat::Png => Format::Png { compression: settings.png_compression },
+        ImageFormat::Webp => Format::Webp { lossless: settings.lossless_webp, quality: settings.lossy_quality },
+        ImageFormat::Jpeg => Format::Jpeg { quality: settings.lossy_quality },
+    };
+    let metadata = settings.metadata.as_ref().map(|m| Metadata {
+        prompt: m.prompt.clone(),
+        extra: m.extra_pnginfo.clone(),
+        generation_metadata: m.generation_metadata.clone(),
+        generation_fields: m.generation_fields.clone(),
+        custom_metadata: m.custom_metadata.clone(),
+        image_type: task.affix.clone(),
+        model_name: settings.model.name.clone(),
+        model_path: settings.model.path.clone(),
+        save_timestamp: settings.save_timestamp.clone(),
+        batch_index: task.batch_index,
+    });
+    let ext = task.image_format.extension();
+    let (written, notes) =
+        output::write_new_file(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+    Ok(Saved { written, discarded: !passed, scores, notes })
+}
+
+/// Applies the gate: the scores it computed and whether the image passes.
+fn judge(image: &Image8, gate: QualityGate, threshold: f64) -> (Option<GateScores>, bool) {
+    if gate == QualityGate::Disabled {
+        return (None, true);
     }
-    let dir = output::resolve_dir(&task.settings.output_root, &sub_path)?;
-    let options = PngOptions { compression: task.settings.png_compression, ..PngOptions::default() };
-    let written = output::write_new_file(&dir, &task.stem, "png", |w| encode_png(&image, &options, w))??;
-    Ok(written)
+    let s = scores(image);
+    let (variance, edge) = match gate {
+        QualityGate::Variance => (Some(s.variance), None),
+        QualityGate::EdgeDensity => (None, Some(s.edge_density)),
+        _ => (Some(s.variance), Some(s.edge_density)),
+    };
+    let passed = variance.is_none_or(|v| v >= threshold) && edge.is_none_or(|e| e >= threshold);
+    (Some(GateScores { variance, edge_density: edge }), passed)
 }
 
 /// Reads the image's rows with positioned reads, verifying the CRC-32 over exactly the descriptor's byte range.

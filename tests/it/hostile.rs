@@ -222,7 +222,10 @@ fn bad_job_options_are_refused_naming_the_option() {
         (SubmitJob { output_dir: "relative/dir".to_owned(), ..base.clone() }, "must be an absolute path"),
         (SubmitJob { png_compression: 12, ..base.clone() }, "png_compression 12"),
         (SubmitJob { save_path: "../escape".to_owned(), ..base.clone() }, "'..' would leave"),
-        (SubmitJob { filename: "a/b".to_owned(), ..base.clone() }, "path separator"),
+        (SubmitJob { filename: "a/../../b".to_owned(), ..base.clone() }, "filename: save_path component \"..\""),
+        (SubmitJob { filename: "con".to_owned(), ..base.clone() }, "reserved device name"),
+        (SubmitJob { lossy_quality: 0, ..base.clone() }, "lossy_quality 0"),
+        (SubmitJob { min_quality_threshold: 1.5, ..base.clone() }, "min_quality_threshold 1.5"),
         (SubmitJob { slots: vec![], ..base.clone() }, "no images"),
     ];
     for (job, needle) in cases {
