@@ -1,0 +1,517 @@
+"""A pure-Python client for luna-daemon, protocol version 1 (the twin of ``src/client.rs``; no ComfyUI, no torch).
+
+Frames are a 4-byte big-endian length then that many bytes of MessagePack (maps with named fields, an enum's
+variant in its ``type`` field); either side refuses a frame over 1 MiB before reading it. The first exchange is
+``hello`` -> ``welcome``; a daemon speaking another protocol version is a :class:`VersionMismatch`. Pixels travel
+through warm shared-memory segments (:mod:`.shm`): one job's images and, when it is large, its metadata are laid out
+in one segment at 64-byte-aligned offsets, and only descriptors go over the socket.
+
+::
+
+    client = Client.connect()                      # $LUNA_DAEMON_SOCKET or the daemon's default socket
+    accepted = client.submit(JobOptions(output_dir="/abs/out"), [SlotImages(batch, format="png")])
+    status = client.wait(accepted.job_id)          # until every image is final and the segment is released
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from . import shm
+from .pixels import as_batch
+
+PROTOCOL_NAME = "luna-daemon"
+PROTOCOL_VERSION = 1
+MAX_FRAME_LEN = 1024 * 1024
+DEFAULT_CLIENT_NAME = "luna-python/0.1.0"
+# Metadata whose MessagePack encoding is larger than this goes into the segment instead of the frame.
+INLINE_METADATA_MAX = 64 * 1024
+
+# Stable error codes (src/protocol/error_code.rs).
+ERROR_NAMES = {
+    1: "malformed_frame",
+    2: "frame_too_large",
+    3: "version_mismatch",
+    4: "handshake_required",
+    5: "invalid_descriptor",
+    6: "invalid_segment_name",
+    7: "segment_not_found",
+    8: "out_of_bounds",
+    9: "segment_busy",
+    10: "invalid_job",
+    11: "unknown_job",
+    12: "busy",
+    13: "shutting_down",
+    14: "permission_denied",
+    15: "checksum_mismatch",
+    16: "save_failed",
+    17: "internal",
+}
+VERSION_MISMATCH = 3
+BUSY = 12
+
+
+class ClientError(Exception):
+    """Anything that went wrong talking to the daemon."""
+
+
+class DaemonUnreachable(ClientError):
+    """No daemon answers on the socket."""
+
+
+class ProtocolError(ClientError):
+    """A frame could not be read or decoded, or a reply does not fit the request."""
+
+
+class ConnectionLost(ClientError):
+    """The connection ended (or timed out) before the reply. For a submit, ``job_may_exist`` tells whether the
+    daemon had already taken the segment (the job may still be saved by the daemon)."""
+
+    def __init__(self, message: str, job_may_exist: bool = False):
+        super().__init__(message)
+        self.job_may_exist = job_may_exist
+
+
+class DaemonError(ClientError):
+    """The daemon refused the request; nothing was accepted."""
+
+    def __init__(self, reply: dict):
+        self.code = int(reply.get("code", 0))
+        self.name = str(reply.get("name") or ERROR_NAMES.get(self.code, "unknown"))
+        self.message = str(reply.get("message", ""))
+        self.supported_versions = list(reply.get("supported_versions") or [])
+        super().__init__(f"{self.message} [{self.name}]")
+
+
+class VersionMismatch(DaemonError):
+    """The daemon and this client speak different protocol versions."""
+
+    def __init__(self, reply: dict):
+        super().__init__(reply)
+        supported = ", ".join(str(v) for v in self.supported_versions) or "unknown"
+        self.args = (
+            f"protocol version mismatch: this client speaks luna-daemon protocol {PROTOCOL_VERSION}, the daemon "
+            f"speaks {supported}: {self.message} (upgrade the older side)",
+        )
+
+
+def default_socket() -> str:
+    """The daemon's default socket, as ``src/paths.rs``: ``$LUNA_DAEMON_SOCKET``, else
+    ``$XDG_RUNTIME_DIR/luna-daemon/luna-daemon.sock``, else ``<tmp>/luna-daemon-<uid>/luna-daemon.sock``
+    (a named pipe ``\\\\.\\pipe\\luna-daemon-<user>`` on Windows)."""
+    explicit = os.environ.get("LUNA_DAEMON_SOCKET")
+    if explicit:
+        return explicit
+    if sys.platform == "win32":
+        return rf"\\.\pipe\luna-daemon-{os.environ.get('USERNAME', 'user')}"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "luna-daemon", "luna-daemon.sock")
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    return os.path.join(tmp, f"luna-daemon-{os.geteuid()}", "luna-daemon.sock")
+
+
+def encode_frame(message: dict) -> bytes:
+    """Prefix and body of one message; refuses bodies over the cap."""
+    body = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME_LEN:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME_LEN}-byte limit")
+    return struct.pack(">I", len(body)) + body
+
+
+def decode_message(body: bytes) -> dict:
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ProtocolError(f"malformed message from the daemon: {e}") from e
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(f"malformed message from the daemon: not a map with a type: {message!r:.200}")
+    return message
+
+
+class _PipeTransport:
+    """A Windows named pipe opened as a file (what ``interprocess`` serves there)."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
+
+    def sendall(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def recv(self, n: int) -> bytes:
+        return self._file.read(n)
+
+    def settimeout(self, timeout: float | None) -> None:
+        pass
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything of a ``SubmitJob`` except the slots and metadata (see ``src/protocol/messages.rs``)."""
+
+    output_dir: str
+    save_path: str = ""
+    filename: str = "luna"
+    model_name: str = ""
+    filename_index: int = 0
+    timestamp_ms: int | None = None
+    utc_offset_s: int | None = None
+    png_compression: int = 4
+    lossy_quality: int = 90
+    lossless_webp: bool = False
+    quality_gate: str = "disabled"
+    min_quality_threshold: float = 0.3
+    embed_metadata: bool = True
+
+
+@dataclass(frozen=True)
+class SlotImages:
+    """One slot: a batch ``[B, H, W, C]`` (numpy array or torch tensor) or a list of ``[H, W, C]`` images."""
+
+    images: object
+    format: str = "png"
+    affix: str = ""
+    subdir: bool = False
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    images: int
+    segment: str
+
+
+_WIRE_DTYPES = {"f32": "<f4", "u8": "u1", "u16": "<u2"}
+
+
+def _wire_dtype(array: np.ndarray) -> str:
+    """The sample type sent for ``array``: u8 and u16 as they are, every float as f32 (float32 is copied as is,
+    other floats are cast during the copy into the segment)."""
+    if array.dtype.kind == "f":
+        return "f32"
+    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):
+        return "u8" if array.dtype.itemsize == 1 else "u16"
+    raise ValueError(f"images of dtype {array.dtype} are not supported (float32, uint8 or uint16)")
+
+
+@dataclass
+class _Placed:
+    slot: int
+    image: np.ndarray
+    dtype: str
+    offset: int
+    length: int
+
+
+@dataclass
+class _Layout:
+    placed: list[_Placed] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, length: int) -> int:
+        offset = self.total
+        self.total += shm.align(length)
+        return offset
+
+
+class Client:
+    """One connection to the daemon, with its own pool of warm segments. Not thread-safe: callers serialise."""
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        client_name: str = DEFAULT_CLIENT_NAME,
+        timeout: float | None = 30.0,
+        checksum: bool = False,
+    ):
+        self.socket_path = socket_path or default_socket()
+        self.client_name = client_name
+        self.timeout = timeout
+        self.checksum = checksum
+        self.welcome: dict = {}
+        self.pool: shm.SegmentPool | None = None
+        self._conn = None
+
+    @classmethod
+    def connect(cls, socket_path: str | None = None, client_name: str = DEFAULT_CLIENT_NAME, **kwargs) -> Client:
+        """Connects and performs the handshake."""
+        client = cls(socket_path, client_name, **kwargs)
+        client.reconnect()
+        return client
+
+    # -- connection -------------------------------------------------------------------------------------------
+
+    def reconnect(self) -> None:
+        """(Re)opens the connection and repeats the handshake. Warm segments are kept if the spool directory is
+        the same."""
+        self._drop_connection()
+        try:
+            if sys.platform == "win32":
+                conn = _PipeTransport(self.socket_path)
+            else:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.settimeout(self.timeout)
+                conn.connect(self.socket_path)
+        except OSError as e:
+            raise DaemonUnreachable(
+                f"cannot reach luna-daemon at {self.socket_path}: {e.strerror or e} "
+                "(is it running? start it with `luna-daemon serve`)"
+            ) from e
+        self._conn = conn
+        hello = {
+            "type": "hello",
+            "protocol": PROTOCOL_NAME,
+            "version": PROTOCOL_VERSION,
+            "client": self.client_name,
+            "pid": os.getpid(),
+        }
+        try:
+            welcome = self._request(hello)
+        except ClientError:
+            self._drop_connection()
+            raise
+        if welcome.get("type") != "welcome":
+            self._drop_connection()
+            raise ProtocolError(f"expected a welcome reply to hello, got {welcome.get('type')!r}")
+        if welcome.get("version") != PROTOCOL_VERSION:
+            self._drop_connection()
+            raise VersionMismatch(
+                {"code": VERSION_MISMATCH, "message": f"daemon answered with version {welcome.get('version')}"}
+                | {"supported_versions": [welcome.get("version")]}
+            )
+        if welcome.get("segment_header_len") != shm.HEADER_LEN:
+            self._drop_connection()
+            raise ProtocolError(
+                f"daemon's segment header is {welcome.get('segment_header_len')} bytes; this client writes "
+                f"{shm.HEADER_LEN}-byte headers"
+            )
+        spool_dir = str(welcome.get("spool_dir", ""))
+        if self.pool is None or self.pool.spool_dir != spool_dir:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = shm.SegmentPool(spool_dir, shm.segment_prefix(self.client_name))
+        self.welcome = welcome
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+    def _peer_gone(self) -> bool:
+        """Whether the daemon closed the connection since the last reply (e.g. it was restarted)."""
+        if self._conn is None:
+            return True
+        if not isinstance(self._conn, socket.socket):
+            return False
+        try:
+            readable, _, _ = select.select([self._conn], [], [], 0)
+            if not readable:
+                return False
+            return self._conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def ensure_connected(self) -> None:
+        """Reconnects if the daemon went away since the last request."""
+        if self._peer_gone():
+            self.reconnect()
+
+    def close(self) -> None:
+        """Closes the connection and detaches every segment (the daemon unlinks those it still owns when done)."""
+        self._drop_connection()
+        if self.pool is not None:
+            self.pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- frames -----------------------------------------------------------------------------------------------
+
+    def _recv_exact(self, n: int) -> bytes:
+        chunks = []
+        while n:
+            chunk = self._conn.recv(min(n, 1 << 20))
+            if not chunk:
+                raise ConnectionLost("the daemon closed the connection in the middle of a reply")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def _send(self, message: dict) -> None:
+        """Sends one frame. A failure here means the daemon did not get the whole request."""
+        if self._conn is None:
+            raise DaemonUnreachable("not connected to luna-daemon")
+        frame = encode_frame(message)
+        try:
+            self._conn.sendall(frame)
+        except OSError as e:
+            self._drop_connection()
+            raise DaemonUnreachable(f"luna-daemon went away: {e.strerror or e}") from e
+
+    def _receive(self) -> dict:
+        try:
+            prefix = self._recv_exact(4)
+            (length,) = struct.unpack(">I", prefix)
+            if length > MAX_FRAME_LEN:
+                raise ProtocolError(f"the daemon announced a frame of {length} bytes (limit {MAX_FRAME_LEN})")
+            reply = decode_message(self._recv_exact(length))
+        except (OSError, ClientError) as e:
+            self._drop_connection()
+            if isinstance(e, ClientError):
+                raise
+            raise ConnectionLost(f"no reply from luna-daemon: {e}") from e
+        if reply["type"] == "error":
+            if reply.get("code") == VERSION_MISMATCH:
+                raise VersionMismatch(reply)
+            raise DaemonError(reply)
+        return reply
+
+    def _request(self, message: dict) -> dict:
+        self._send(message)
+        return self._receive()
+
+    def request(self, message: dict) -> dict:
+        """Sends any request (a dict with ``type``) and returns the reply; error replies raise."""
+        self.ensure_connected()
+        return self._request(message)
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    def submit(self, options: JobOptions, slots: Sequence[SlotImages], metadata: dict | None = None) -> Accepted:
+        """Copies every image of every slot (and large metadata) into one warm segment and submits one job.
+        Returns once the daemon has accepted it; from then on the daemon owns the segment."""
+        self.ensure_connected()
+        layout = _Layout()
+        for index, slot in enumerate(slots):
+            for image in _images_of(slot.images):
+                dtype = _wire_dtype(image)
+                length = image.size * np.dtype(_WIRE_DTYPES[dtype]).itemsize
+                layout.placed.append(_Placed(index, image, dtype, layout.add(length), length))
+        if not layout.placed:
+            raise ValueError("the job has no images")
+        blob = None
+        if metadata is not None:
+            encoded = msgpack.packb(metadata, use_bin_type=True)
+            if len(encoded) > INLINE_METADATA_MAX:
+                blob = (layout.add(len(encoded)), encoded)
+        segment = self.pool.acquire(layout.total)
+        base = shm.HEADER_LEN
+        wire_slots = [{"affix": s.affix, "format": s.format, "subdir": bool(s.subdir), "images": []} for s in slots]
+        for placed in layout.placed:
+            height, width, channels = placed.image.shape
+            offset = base + placed.offset
+            target = segment.array(offset, placed.image.shape, _WIRE_DTYPES[placed.dtype])
+            np.copyto(target, placed.image, casting="same_kind")
+            del target
+            descriptor = {
+                "segment": segment.name,
+                "offset": offset,
+                "length": placed.length,
+                "width": width,
+                "height": height,
+                "channels": channels,
+                "dtype": placed.dtype,
+                "row_stride": width * channels * np.dtype(_WIRE_DTYPES[placed.dtype]).itemsize,
+            }
+            if self.checksum:
+                descriptor["crc32"] = zlib.crc32(segment.memory(offset, placed.length))
+            wire_slots[placed.slot]["images"].append(descriptor)
+        job = {"type": "submit", **_options_map(options), "slots": [s for s in wire_slots if s["images"]]}
+        if blob is not None:
+            offset, encoded = blob[0] + base, blob[1]
+            segment.write(offset, encoded)
+            job["metadata_blob"] = {
+                "segment": segment.name,
+                "offset": offset,
+                "length": len(encoded),
+                "crc32": zlib.crc32(encoded),
+            }
+        elif metadata is not None:
+            job["metadata"] = metadata
+        self._send(job)
+        try:
+            reply = self._receive()
+        except (ConnectionLost, ProtocolError) as e:
+            # The daemon got the whole job but its answer is unknown: never reuse the segment.
+            taken = not segment.closed and segment.state == shm.STATE_DAEMON
+            self.pool.discard(segment)
+            raise ConnectionLost(f"{e} (after sending the job)", job_may_exist=taken) from e
+        if reply["type"] != "accepted":
+            raise ProtocolError(f"expected an accepted reply to submit, got {reply['type']!r}")
+        return Accepted(job_id=str(reply["job_id"]), images=int(reply["images"]), segment=segment.name)
+
+    def status(self, job_id: str) -> dict:
+        """A job's status: ``finished``, ``segments_released`` and per-image ``images`` (see ``JobStatus``)."""
+        reply = self.request({"type": "status", "job_id": job_id})
+        return _expect(reply, "status")
+
+    def wait(self, job_id: str, progress: Callable[[dict], None] | None = None) -> dict:
+        """Polls a job until every image is final and its segments are released."""
+        delay = 0.002
+        while True:
+            status = self.status(job_id)
+            if progress is not None:
+                progress(status)
+            if status["finished"] and status["segments_released"]:
+                return status
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def stats(self) -> dict:
+        return _expect(self.request({"type": "stats"}), "stats")
+
+    def stop(self) -> None:
+        _expect(self.request({"type": "stop"}), "stopping")
+
+
+def _expect(reply: dict, kind: str) -> dict:
+    if reply["type"] != kind:
+        raise ProtocolError(f"expected a {kind} reply, got {reply['type']!r}")
+    return reply
+
+
+def _images_of(images: object) -> list[np.ndarray]:
+    if isinstance(images, (list, tuple)):
+        return [as_batch(image)[0] for image in images]
+    batch = as_batch(images)
+    return [batch[i] for i in range(batch.shape[0])]
+
+
+def _options_map(o: JobOptions) -> dict:
+    out = {
+        "output_dir": o.output_dir,
+        "save_path": o.save_path,
+        "filename": o.filename,
+        "model_name": o.model_name,
+        "filename_index": int(o.filename_index),
+        "png_compression": int(o.png_compression),
+        "lossy_quality": int(o.lossy_quality),
+        "lossless_webp": bool(o.lossless_webp),
+        "quality_gate": o.quality_gate,
+        "min_quality_threshold": float(o.min_quality_threshold),
+        "embed_metadata": bool(o.embed_metadata),
+    }
+    if o.timestamp_ms is not None:
+        out["timestamp_ms"] = int(o.timestamp_ms)
+    if o.utc_offset_s is not None:
+        out["utc_offset_s"] = int(o.utc_offset_s)
+    return out

@@ -1,0 +1,192 @@
+"""The in-process save (daemon_save OFF, and the fallback when the daemon cannot take a job), with SPEC section 4
+semantics: templates, confinement, never-overwriting atomic files, per-image quality gates, PNG/WebP/JPEG with
+the metadata ComfyUI writes.
+
+Every path and name of the job is expanded and checked before the first byte is written, so a refused template
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from . import gates, metadata, paths, templates
+from .pixels import as_batch, to_uint8
+
+FORMATS = ("png", "webp", "jpeg")
+EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+DISCARDED_DIR = "_discarded"
+MAX_PARALLEL = 4
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One image input: a batch saved with one affix, format and sub-folder choice."""
+
+    images: object
+    affix: str
+    format: str
+    subdir: bool
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """Job-wide settings (the same fields a daemon job carries)."""
+
+    output_dir: str
+    save_path: str = ""
+    filename: str = "luna"
+    model_name: str = ""
+    filename_index: int = 0
+    timestamp: templates.Timestamp = field(default_factory=templates.Timestamp.now)
+    png_compression: int = 4
+    lossy_quality: int = 90
+    lossless_webp: bool = False
+    quality_gate: str = "disabled"
+    min_quality_threshold: float = 0.3
+    embed_metadata: bool = True
+    metadata: metadata.JobMetadata = field(default_factory=metadata.JobMetadata)
+
+
+@dataclass
+class SavedImage:
+    """Where one image went."""
+
+    slot: int
+    batch_index: int
+    path: str
+    filename: str
+    subfolder: str
+    discarded: bool = False
+    gate: gates.GateResult = field(default_factory=lambda: gates.GateResult(passed=True))
+    notes: list[str] = field(default_factory=list)
+
+    def ui(self) -> dict:
+        return {"filename": self.filename, "subfolder": self.subfolder, "type": "output"}
+
+
+@dataclass(frozen=True)
+class _Task:
+    slot: int
+    batch_index: int
+    pixels: np.ndarray
+    fmt: str
+    stem: str
+    affix_dir: str | None
+    affix: str
+
+
+def _join(*parts: str | None) -> str:
+    return "/".join(p for p in parts if p)
+
+
+class LocalSaver:
+    """Saves one node execution's slots."""
+
+    def __init__(self, options: SaveOptions):
+        self.options = options
+        self.model = templates.parse_model_name(options.model_name)
+        self.save_path = self._expand(options.save_path)
+        self.filename = self._expand(options.filename)
+
+    def _expand(self, template: str) -> str:
+        return templates.expand(template, self.model, self.options.filename_index, self.options.timestamp)
+
+    def plan(self, slots: Sequence[Slot]) -> list[_Task]:
+        """Expands and checks every directory and name of the job, writing nothing."""
+        o = self.options
+        if o.quality_gate not in gates.GATES:
+            raise ValueError(f"quality_gate {o.quality_gate!r} is not one of {', '.join(gates.GATES)}")
+        if not 0 <= o.png_compression <= 9:
+            raise ValueError(f"png_compression {o.png_compression} is outside 0..9")
+        paths.split_sub_path(self.save_path)
+        tasks = []
+        for index, slot in enumerate(slots):
+            if slot.format not in FORMATS:
+                raise ValueError(f"slot {index + 1}: format {slot.format!r} is not one of {', '.join(FORMATS)}")
+            batch = as_batch(slot.images)
+            if slot.affix:
+                paths.check_part("affix", slot.affix)
+            affix_dir = slot.affix if slot.subdir and slot.affix else None
+            base = f"{self.filename}_{slot.affix}" if slot.affix else self.filename
+            for b in range(batch.shape[0]):
+                stem = f"{base}_{b}" if batch.shape[0] > 1 else base
+                paths.check_stem(stem)
+                tasks.append(_Task(index, b, batch[b], slot.format, stem, affix_dir, slot.affix))
+        return tasks
+
+    def save(self, slots: Sequence[Slot], parallel: bool = True) -> list[SavedImage]:
+        """Saves every image; results in slot order, then batch order."""
+        tasks = self.plan(slots)
+        if parallel and len(tasks) > 1:
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(tasks))) as pool:
+                return list(pool.map(self._save_one, tasks))
+        return [self._save_one(task) for task in tasks]
+
+    def _save_one(self, task: _Task) -> SavedImage:
+        o = self.options
+        pixels = to_uint8(task.pixels)
+        verdict = gates.judge(pixels, o.quality_gate, o.min_quality_threshold)
+        sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir)
+        directory = paths.resolve_dir(o.output_dir, sub_path)
+        notes: list[str] = []
+        facts = metadata.ImageFacts(
+            image_type=task.affix,
+            model_name=self.model.name,
+            model_path=self.model.path,
+            save_timestamp=o.timestamp.save_timestamp(),
+            batch_index=task.batch_index,
+        )
+        image = _pil_image(pixels)
+
+        def encode(out) -> None:
+            if task.fmt == "png":
+                info = metadata.png_info(o.metadata, facts) if o.embed_metadata else None
+                image.save(out, "PNG", pnginfo=info, compress_level=o.png_compression)
+            elif task.fmt == "webp":
+                kwargs: dict = {"lossless": o.lossless_webp}
+                if not o.lossless_webp:
+                    kwargs["quality"] = o.lossy_quality
+                if o.embed_metadata:
+                    kwargs["exif"] = metadata.build_exif(o.metadata, facts)
+                image.save(out, "WEBP", **kwargs)
+            else:
+                rgb = image.convert("RGB") if image.mode == "RGBA" else image
+                kwargs = {"quality": o.lossy_quality}
+                if o.embed_metadata:
+                    exif, dropped = metadata.fit_jpeg_exif(o.metadata, facts)
+                    notes.extend(dropped)
+                    if exif is not None:
+                        kwargs["exif"] = exif
+                rgb.save(out, "JPEG", **kwargs)
+
+        written = paths.write_new_file(directory, task.stem, EXTENSIONS[task.fmt], encode)
+        real_root = os.path.realpath(o.output_dir)
+        subfolder = os.path.relpath(os.path.dirname(written.path), real_root)
+        return SavedImage(
+            slot=task.slot,
+            batch_index=task.batch_index,
+            path=written.path,
+            filename=os.path.basename(written.path),
+            subfolder="" if subfolder == "." else subfolder,
+            discarded=not verdict.passed,
+            gate=verdict,
+            notes=notes,
+        )
+
+
+def _pil_image(pixels: np.ndarray) -> Image.Image:
+    if pixels.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]))
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def save_local(options: SaveOptions, slots: Sequence[Slot], parallel: bool = True) -> list[SavedImage]:
+    """Saves a node execution in-process. Raises :class:`paths.PathRefused` (writing nothing) for a refused path."""
+    return LocalSaver(options).save(slots, parallel=parallel)

@@ -1,0 +1,343 @@
+"""The Luna Multi Saver node (SPEC section 3).
+
+daemon_save OFF saves in-process (:mod:`.local_save`). daemon_save ON copies every image of the execution into a
+warm shared-memory segment, submits ONE job to luna-daemon and returns at once with small previews written to
+ComfyUI's temp folder; if the daemon is unreachable, busy or refuses the job, the node says why and saves locally.
+An image is never dropped; it is saved twice only if the daemon took a job and then died before confirming it
+(the node cannot know whether the daemon will finish it, so it saves locally as well and says so).
+
+Nothing here imports torch or ComfyUI at module import time: ``folder_paths`` and ``comfy.cli_args`` are imported
+when the node runs, and tensors are read through duck typing (``.detach().cpu().numpy()``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import threading
+
+import numpy as np
+from PIL import Image
+
+from . import client as daemon
+from . import local_save, templates
+from .metadata import JobMetadata
+from .pixels import as_batch, to_uint8
+
+LOG_PREFIX = "[LunaMultiSaver]"
+FALLBACK_MESSAGE = "[LunaMultiSaver] Daemon save selected but daemon not available..."
+DEFAULT_FILENAME = "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%"
+AFFIX_DEFAULTS = ("ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5")
+FORMATS = ["png", "webp", "jpeg", "no save"]
+SLOTS = 5
+CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
+PREVIEW_MAX_SIDE = 256
+
+
+def submitted_message(images: int, job_id: str) -> str:
+    return f"{LOG_PREFIX} Submitted {images} images to daemon (Job ID: {job_id})"
+
+
+def fallback_message(reason: str) -> str:
+    return f"{FALLBACK_MESSAGE} saving locally instead. Reason: {reason}"
+
+
+def _metadata_disabled() -> bool:
+    """ComfyUI's ``--disable-metadata``, when ComfyUI is there."""
+    try:
+        from comfy.cli_args import args
+    except ImportError:
+        return False
+    return bool(getattr(args, "disable_metadata", False))
+
+
+def _output_directory() -> str:
+    import folder_paths
+
+    return os.path.abspath(folder_paths.get_output_directory())
+
+
+def _temp_directory() -> str:
+    import folder_paths
+
+    return os.path.abspath(folder_paths.get_temp_directory())
+
+
+class _DaemonClients:
+    """One warm client per socket, kept across executions (connection and segments stay warm)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._clients: dict[str, daemon.Client] = {}
+
+    def submit(self, socket_path: str, options: daemon.JobOptions, slots, meta: dict | None) -> daemon.Accepted:
+        with self._lock:
+            client = self._clients.get(socket_path)
+            if client is None:
+                client = daemon.Client.connect(socket_path, CLIENT_NAME)
+                self._clients[socket_path] = client
+            return client.submit(options, slots, metadata=meta)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+DAEMON_CLIENTS = _DaemonClients()
+atexit.register(DAEMON_CLIENTS.close)
+
+
+def _tip(text: str) -> dict:
+    return {"tooltip": text}
+
+
+class LunaMultiSaver:
+    """Saves up to five image inputs with per-input affix, format and sub-folder, locally or through luna-daemon."""
+
+    CATEGORY = "Luna/Image"
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+    DESCRIPTION = (
+        "Saves up to five images (PNG/WebP/JPEG) with templates and quality gates; optionally via luna-daemon."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        optional: dict = {
+            "model_name": (
+                "STRING",
+                {"default": "", **_tip("(Deprecated) Model name, used when no metadata input gives one.")},
+            ),
+        }
+        for i in range(1, SLOTS + 1):
+            optional[f"image_{i}"] = ("IMAGE", _tip(f"Image input {i}"))
+        for i, affix in enumerate(AFFIX_DEFAULTS, start=1):
+            optional[f"affix_{i}"] = ("STRING", {"default": affix, **_tip(f"Affix (and sub-folder) for image_{i}")})
+        for i in range(1, SLOTS + 1):
+            optional[f"format_{i}"] = (
+                FORMATS,
+                {"default": "webp", **_tip(f"Format for image_{i}; 'no save' skips it")},
+            )
+        for i in range(1, SLOTS + 1):
+            optional[f"subdir_{i}"] = (
+                "BOOLEAN",
+                {"default": True, "label_on": "Subdir", "label_off": "Root", **_tip(f"Save image_{i} under <affix>/")},
+            )
+        optional.update(
+            {
+                "png_compression": ("INT", {"default": 4, "min": 0, "max": 9, **_tip("PNG level 0-9; same pixels")}),
+                "lossy_quality": ("INT", {"default": 90, "min": 70, "max": 100, **_tip("JPEG and lossy WebP quality")}),
+                "lossless_webp": (
+                    "BOOLEAN",
+                    {"default": False, "label_on": "Lossless", "label_off": "Lossy", **_tip("Lossless WebP")},
+                ),
+                "embed_workflow": (
+                    "BOOLEAN",
+                    {"default": True, "label_on": "Embed", "label_off": "Skip", **_tip("Embed workflow metadata")},
+                ),
+                "filename_index": ("INT", {"default": 0, "min": 0, "max": 10000, **_tip("Value of %index%")}),
+                "custom_metadata": ("STRING", {"default": "", "multiline": True, **_tip("Text added to all images")}),
+                "metadata": ("METADATA", _tip("Metadata dict from a parameters loader (overrides custom_metadata)")),
+            }
+        )
+        return {
+            "required": {
+                "save_path": (
+                    "STRING",
+                    {
+                        "default": "",
+                        **_tip(
+                            "Folder relative to the output directory. Templates: %model_path%, %model_name%, "
+                            "%model_dir%, %index%, %time:YYYY-mm-dd%, %date:yyyy-MM-dd%. Empty = output root."
+                        ),
+                    },
+                ),
+                "filename": (
+                    "STRING",
+                    {"default": DEFAULT_FILENAME, **_tip("File name template; _<affix> is always appended.")},
+                ),
+                "daemon_save": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "label_on": "Async (Daemon)",
+                        "label_off": "Blocking",
+                        **_tip("Hand the images to luna-daemon and return at once (falls back to a local save)."),
+                    },
+                ),
+                "save_mode": (["parallel", "sequential"], {"default": "parallel", **_tip("How local saves run")}),
+                "quality_gate": (
+                    ["disabled", "variance", "edge_density", "both"],
+                    {"default": "disabled", **_tip("Failing images are saved under _discarded")},
+                ),
+                "min_quality_threshold": (
+                    "FLOAT",
+                    {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05, **_tip("Minimum gate score")},
+                ),
+            },
+            "optional": optional,
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def __init__(self):
+        self.last_job: daemon.Accepted | None = None
+        self.last_saved: list[local_save.SavedImage] = []
+
+    def save_images(
+        self,
+        save_path: str,
+        filename: str,
+        daemon_save: bool,
+        save_mode: str,
+        quality_gate: str,
+        min_quality_threshold: float,
+        model_name: str = "",
+        image_1=None,
+        image_2=None,
+        image_3=None,
+        image_4=None,
+        image_5=None,
+        affix_1: str = "ORIG",
+        affix_2: str = "UPSCALED",
+        affix_3: str = "DETAILED",
+        affix_4: str = "FINAL",
+        affix_5: str = "IMAGE5",
+        format_1: str = "webp",
+        format_2: str = "webp",
+        format_3: str = "webp",
+        format_4: str = "webp",
+        format_5: str = "webp",
+        subdir_1: bool = True,
+        subdir_2: bool = True,
+        subdir_3: bool = True,
+        subdir_4: bool = True,
+        subdir_5: bool = True,
+        png_compression: int = 4,
+        lossy_quality: int = 90,
+        lossless_webp: bool = False,
+        embed_workflow: bool = True,
+        filename_index: int = 0,
+        custom_metadata: str = "",
+        metadata=None,
+        prompt=None,
+        extra_pnginfo=None,
+    ) -> dict:
+        timestamp = templates.Timestamp.now()
+        self.last_job = None
+        self.last_saved = []
+        inputs = zip(
+            (image_1, image_2, image_3, image_4, image_5),
+            (affix_1, affix_2, affix_3, affix_4, affix_5),
+            (format_1, format_2, format_3, format_4, format_5),
+            (subdir_1, subdir_2, subdir_3, subdir_4, subdir_5),
+            strict=True,
+        )
+        slots = []
+        for image, affix, fmt, subdir in inputs:
+            if image is None:
+                continue
+            if fmt == "no save":
+                print(f"{LOG_PREFIX} Skipping {affix} - format set to 'no save'")
+                continue
+            slots.append(local_save.Slot(images=image, affix=affix or "", format=fmt, subdir=bool(subdir)))
+        if not slots:
+            print(f"{LOG_PREFIX} No images to save")
+            return {"ui": {"images": []}}
+
+        embed = bool(embed_workflow) and not _metadata_disabled()
+        job_meta = JobMetadata.from_inputs(prompt, extra_pnginfo, metadata, custom_metadata) if embed else JobMetadata()
+        options = local_save.SaveOptions(
+            output_dir=_output_directory(),
+            save_path=save_path or "",
+            filename=filename or DEFAULT_FILENAME,
+            model_name=templates.model_name_source(metadata, model_name),
+            filename_index=int(filename_index),
+            timestamp=timestamp,
+            png_compression=int(png_compression),
+            lossy_quality=int(lossy_quality),
+            lossless_webp=bool(lossless_webp),
+            quality_gate=quality_gate,
+            min_quality_threshold=float(min_quality_threshold),
+            embed_metadata=embed,
+            metadata=job_meta,
+        )
+        if daemon_save:
+            result = self._via_daemon(options, slots)
+            if result is not None:
+                return result
+        saved = local_save.save_local(options, slots, parallel=save_mode != "sequential")
+        self.last_saved = saved
+        for image in saved:
+            if image.discarded:
+                print(
+                    f"{LOG_PREFIX} Discarded {slots[image.slot].affix} #{image.batch_index} - quality check failed "
+                    f"({image.gate.describe()}, threshold={options.min_quality_threshold}); saved as {image.path}"
+                )
+            for note in image.notes:
+                print(f"{LOG_PREFIX} {image.path}: {note}")
+        return {"ui": {"images": [image.ui() for image in saved]}}
+
+    def _via_daemon(self, options: local_save.SaveOptions, slots: list[local_save.Slot]) -> dict | None:
+        """Submits the execution as one job. Returns the UI result, or None after printing why the caller must
+        save locally."""
+        job = daemon.JobOptions(
+            output_dir=options.output_dir,
+            save_path=options.save_path,
+            filename=options.filename,
+            model_name=options.model_name,
+            filename_index=options.filename_index,
+            timestamp_ms=options.timestamp.ms,
+            utc_offset_s=options.timestamp.utc_offset_s,
+            png_compression=options.png_compression,
+            lossy_quality=options.lossy_quality,
+            lossless_webp=options.lossless_webp,
+            quality_gate=options.quality_gate,
+            min_quality_threshold=options.min_quality_threshold,
+            embed_metadata=options.embed_metadata,
+        )
+        wire_slots = [daemon.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
+        meta = options.metadata.to_wire() if options.embed_metadata else None
+        try:
+            accepted = DAEMON_CLIENTS.submit(daemon.default_socket(), job, wire_slots, meta)
+        except daemon.ConnectionLost as e:
+            reason = str(e)
+            if e.job_may_exist:
+                reason += "; the daemon had taken the job, so it may save these images too"
+            print(fallback_message(reason))
+            return None
+        except Exception as e:  # noqa: BLE001 - any failure to hand over means a local save, never a loss
+            reason = str(e) if isinstance(e, daemon.ClientError) else f"{type(e).__name__}: {e}"
+            print(fallback_message(reason))
+            return None
+        self.last_job = accepted
+        print(submitted_message(accepted.images, accepted.job_id))
+        return {"ui": {"images": _write_previews(slots, accepted.job_id)}}
+
+
+def _write_previews(slots: list[local_save.Slot], job_id: str) -> list[dict]:
+    """Small PNG previews in ComfyUI's temp folder, so the UI shows what was handed to the daemon without waiting
+    for the real files. Subsampled before the uint8 conversion, so this costs a fraction of a full conversion."""
+    try:
+        temp_dir = _temp_directory()
+        os.makedirs(temp_dir, exist_ok=True)
+        tag = "".join(c for c in job_id if c.isalnum())[:16] or secrets.token_hex(6)
+        previews = []
+        for slot in slots:
+            batch = as_batch(slot.images)
+            step = max(1, -(-max(batch.shape[1], batch.shape[2]) // PREVIEW_MAX_SIDE))
+            for b in range(batch.shape[0]):
+                small = to_uint8(np.ascontiguousarray(batch[b, ::step, ::step]))
+                image = Image.fromarray(small[:, :, 0] if small.shape[2] == 1 else small)
+                name = f"LunaMultiSaver_{tag}_{len(previews):03d}.png"
+                with open(os.path.join(temp_dir, name), "xb") as f:
+                    image.save(f, "PNG", compress_level=1)
+                previews.append({"filename": name, "subfolder": "", "type": "temp"})
+        return previews
+    except Exception as e:  # noqa: BLE001 - the images are with the daemon; a missing preview is no error
+        print(f"{LOG_PREFIX} Could not write previews: {e}")
+        return []
