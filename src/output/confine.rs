@@ -90,21 +90,45 @@ pub fn check_sub_path(sub_path: &str) -> Result<Vec<&str>, OutputError> {
     Ok(parts)
 }
 
-/// Joins `sub_path` to `root`, creates the directories and checks that the result, with symlinks resolved,
-/// is still inside `root`. Returns the resolved directory.
+/// Joins `sub_path` to `root` and creates the directories one component at a time, checking each existing
+/// component first: a symlink is followed only if it resolves inside `root`, so nothing (not even an empty
+/// directory) is created outside. Returns the resolved directory.
 pub fn resolve_dir(root: &Path, sub_path: &str) -> Result<PathBuf, OutputError> {
     if !root.is_absolute() {
         return Err(OutputError::RootNotAbsolute(root.display().to_string()));
     }
-    let dir = check_sub_path(sub_path)?.into_iter().fold(root.to_path_buf(), |dir, part| dir.join(part));
-    std::fs::create_dir_all(root).map_err(|source| OutputError::Dir { path: root.into(), source })?;
-    let real_root = root.canonicalize().map_err(|source| OutputError::Dir { path: root.into(), source })?;
-    std::fs::create_dir_all(&dir).map_err(|source| OutputError::Dir { path: dir.clone(), source })?;
-    let real_dir = dir.canonicalize().map_err(|source| OutputError::Dir { path: dir.clone(), source })?;
-    if !real_dir.starts_with(&real_root) {
-        return Err(OutputError::Escapes { dir: real_dir, root: real_root });
+    let parts = check_sub_path(sub_path)?;
+    let dir_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OutputError::Dir { path, source }
+    };
+    std::fs::create_dir_all(root).map_err(dir_err(root))?;
+    let real_root = root.canonicalize().map_err(dir_err(root))?;
+    let mut current = real_root.clone();
+    for part in parts {
+        let next = current.join(part);
+        current = match std::fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = next.canonicalize().map_err(dir_err(&next))?;
+                if !target.starts_with(&real_root) {
+                    return Err(OutputError::Escapes { dir: target, root: real_root });
+                }
+                target
+            }
+            Ok(meta) if meta.is_dir() => next,
+            Ok(_) => {
+                return Err(OutputError::Dir { path: next, source: io::Error::other("exists and is not a directory") });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&next) {
+                Ok(()) => next,
+                // Another writer created it in between: take it if it is a real directory.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !next.is_symlink() && next.is_dir() => next,
+                Err(e) => return Err(OutputError::Dir { path: next, source: e }),
+            },
+            Err(e) => return Err(OutputError::Dir { path: next, source: e }),
+        };
     }
-    Ok(real_dir)
+    Ok(current)
 }
 
 #[cfg(test)]
@@ -129,6 +153,12 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
         let err = resolve_dir(root.path(), "link/sub").unwrap_err();
         assert!(matches!(err, OutputError::Escapes { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "not even a directory is created outside");
+        // A symlink that stays inside the root is followed.
+        std::fs::create_dir(root.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("real"), root.path().join("inside")).unwrap();
+        let dir = resolve_dir(root.path(), "inside/sub").unwrap();
+        assert!(dir.ends_with("real/sub"), "{}", dir.display());
     }
 
     #[test]
