@@ -12,9 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let output_dir = std::env::args().nth(1).unwrap_or_else(|| "luna-example-output".to_owned());
 
     // Connect (honouring LUNA_DAEMON_SOCKET) and shake hands.
-    let socket = std::env::var_os("LUNA_DAEMON_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(luna_daemon::paths::default_socket);
+    let socket =
+        std::env::var_os("LUNA_DAEMON_SOCKET").map(Into::into).unwrap_or_else(luna_daemon::paths::default_socket);
     let mut client = Client::connect(&socket, "example-submit")?;
     println!("connected to luna-daemon {}", client.welcome().daemon_version);
 
