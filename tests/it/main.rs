@@ -1,8 +1,13 @@
 //! Integration tests: one binary, each module against real daemon processes in temp dirs.
 
 mod cli;
+mod fixtures;
 mod hostile;
 mod lifecycle;
+mod props;
 mod races;
+mod readers;
 mod roundtrip;
+mod semantics;
 mod support;
+mod vectors;

@@ -1,0 +1,374 @@
+//! The checked-in MessagePack fixtures of protocol version 1 (`tests/fixtures/protocol/`, written by an
+//! independent Python implementation of `docs/PROTOCOL.md`) decode to exactly the documented values, with
+//! defaults applied for absent fields and unknown fields ignored, and survive an encode/decode round trip.
+
+use std::path::{Path, PathBuf};
+
+use luna_daemon::protocol::{
+    ClientStats, ErrorCode, ImageDescriptor, ImageFormat, ImageState, QualityGate, Request, Response, SampleType,
+    decode_message, encode_message,
+};
+
+/// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
+/// `every_fixture_is_checked`.
+const FIXTURES: [&str; 14] = [
+    "hello",
+    "welcome",
+    "submit",
+    "submit_minimal",
+    "submit_blob",
+    "status_request",
+    "stats_request",
+    "stop_request",
+    "accepted",
+    "status_reply",
+    "stats_reply",
+    "stopping",
+    "error_version_mismatch",
+    "error_unknown_job",
+];
+
+const JOB_ID: &str = "3f9a1c0b7d2e";
+const OUTPUT_DIR: &str = "/home/user/ComfyUI/output";
+const SEGMENT: &str = "comfyuinode-4242-0";
+const F32_ROW: u64 = 1024 * 3 * 4;
+const F32_IMAGE: u64 = F32_ROW * 1024;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/protocol")
+}
+
+fn read_fixture(name: &str) -> Vec<u8> {
+    let path = fixture_dir().join(format!("{name}.msgpack"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Decodes a request fixture and checks that re-encoding it decodes to the same value.
+fn request(name: &str) -> Request {
+    let decoded: Request = decode_message(&read_fixture(name))
+        .unwrap_or_else(|e| panic!("{name}.msgpack does not decode as a request: {e}"));
+    let again: Request = decode_message(&encode_message(&decoded).unwrap()).unwrap();
+    assert_eq!(again, decoded, "{name}.msgpack: round trip changed the request");
+    decoded
+}
+
+/// Decodes a reply fixture and checks that re-encoding it decodes to the same value.
+fn response(name: &str) -> Response {
+    let decoded: Response = decode_message(&read_fixture(name))
+        .unwrap_or_else(|e| panic!("{name}.msgpack does not decode as a reply: {e}"));
+    let again: Response = decode_message(&encode_message(&decoded).unwrap()).unwrap();
+    assert_eq!(again, decoded, "{name}.msgpack: round trip changed the reply");
+    decoded
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assert_descriptor(
+    d: &ImageDescriptor,
+    segment: &str,
+    offset: u64,
+    length: u64,
+    (width, height, channels): (u32, u32, u8),
+    dtype: SampleType,
+    row_stride: u64,
+    crc32: Option<u32>,
+) {
+    assert_eq!(d.segment, segment);
+    assert_eq!(d.offset, offset);
+    assert_eq!(d.length, length);
+    assert_eq!(d.width, width);
+    assert_eq!(d.height, height);
+    assert_eq!(d.channels, channels);
+    assert_eq!(d.dtype, dtype);
+    assert_eq!(d.row_stride, row_stride);
+    assert_eq!(d.crc32, crc32);
+}
+
+#[test]
+fn every_fixture_is_checked() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(fixture_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| n.strip_suffix(".msgpack").map(str::to_owned))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = FIXTURES.iter().map(|s| (*s).to_owned()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn hello() {
+    let Request::Hello(h) = request("hello") else { panic!("not a hello") };
+    assert_eq!(h.protocol, "luna-daemon");
+    assert_eq!(h.protocol, luna_daemon::protocol::PROTOCOL_NAME);
+    assert_eq!(h.version, 1);
+    assert_eq!(h.version, luna_daemon::protocol::PROTOCOL_VERSION);
+    assert_eq!(h.client, "comfyui-node/0.1.0");
+    assert_eq!(h.pid, Some(4242));
+}
+
+#[test]
+fn welcome() {
+    let Response::Welcome(w) = response("welcome") else { panic!("not a welcome") };
+    assert_eq!(w.version, 1);
+    assert_eq!(w.daemon_version, "0.1.0");
+    assert_eq!(w.spool_dir, "/dev/shm/luna-daemon-1000");
+    assert_eq!(w.max_frame_len, 1_048_576);
+    assert_eq!(w.max_frame_len, luna_daemon::protocol::MAX_FRAME_LEN);
+    assert_eq!(w.segment_header_len, 64);
+    assert_eq!(w.segment_header_len, luna_daemon::shm::HEADER_LEN);
+}
+
+#[test]
+fn submit_with_every_field_two_slots_checksums_and_inline_metadata() {
+    let Request::Submit(job) = request("submit") else { panic!("not a submit") };
+    assert_eq!(job.output_dir, OUTPUT_DIR);
+    assert_eq!(job.save_path, "%model_dir%/portraits");
+    assert_eq!(job.filename, "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%");
+    assert_eq!(job.model_name, "Illustrious/3DCG/foo_v60.safetensors");
+    assert_eq!(job.filename_index, 7);
+    assert_eq!(job.timestamp_ms, Some(1_764_253_132_123));
+    assert_eq!(job.utc_offset_s, Some(-18_000));
+    assert_eq!(job.png_compression, 6);
+    assert_eq!(job.lossy_quality, 85);
+    assert!(job.lossless_webp);
+    assert_eq!(job.quality_gate, QualityGate::Both);
+    assert_eq!(job.min_quality_threshold, 0.45);
+    assert!(job.embed_metadata);
+    assert_eq!(job.metadata_blob, None);
+
+    let meta = job.metadata.as_ref().expect("inline metadata");
+    assert_eq!(
+        meta.prompt.as_deref(),
+        Some(r#"{"3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 30}}}"#)
+    );
+    assert_eq!(
+        meta.extra_pnginfo,
+        [
+            ("workflow".to_owned(), r#"{"last_node_id": 9, "nodes": []}"#.to_owned()),
+            ("comment".to_owned(), r#""made with luna""#.to_owned()),
+        ]
+    );
+    assert_eq!(meta.generation_metadata.as_deref(), Some(r#"{"seed": 42, "steps": 30, "sampler": "euler"}"#));
+    let fields: Vec<(&str, &str)> = meta.generation_fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(fields, [("seed", "42"), ("steps", "30"), ("sampler", "euler")]);
+    assert_eq!(meta.custom_metadata.as_deref(), Some("portrait series, take 3"));
+
+    assert_eq!(job.slots.len(), 2);
+    let orig = &job.slots[0];
+    assert_eq!(orig.affix, "ORIG");
+    assert_eq!(orig.format, ImageFormat::Png);
+    assert!(orig.subdir);
+    assert_eq!(orig.images.len(), 2);
+    let square = (1024, 1024, 3);
+    assert_descriptor(&orig.images[0], SEGMENT, 64, F32_IMAGE, square, SampleType::F32, F32_ROW, Some(0x1D2C_3B4A));
+    assert_descriptor(
+        &orig.images[1],
+        SEGMENT,
+        64 + F32_IMAGE,
+        F32_IMAGE,
+        square,
+        SampleType::F32,
+        F32_ROW,
+        Some(0xFFFF_FFFF),
+    );
+
+    let upscaled = &job.slots[1];
+    assert_eq!(upscaled.affix, "UPSCALED");
+    assert_eq!(upscaled.format, ImageFormat::Webp);
+    assert!(!upscaled.subdir);
+    assert_eq!(upscaled.images.len(), 1);
+    assert_descriptor(
+        &upscaled.images[0],
+        SEGMENT,
+        64 + 2 * F32_IMAGE,
+        8256 * 2047 + 2048 * 4,
+        (2048, 2048, 4),
+        SampleType::U8,
+        8256,
+        None,
+    );
+}
+
+#[test]
+fn submit_minimal_takes_the_documented_defaults() {
+    let Request::Submit(job) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!(job.output_dir, "/tmp/luna-out");
+    assert_eq!(job.save_path, "");
+    assert_eq!(job.filename, "luna");
+    assert_eq!(job.model_name, "");
+    assert_eq!(job.filename_index, 0);
+    assert_eq!(job.timestamp_ms, None);
+    assert_eq!(job.utc_offset_s, None);
+    assert_eq!(job.png_compression, 4);
+    assert_eq!(job.lossy_quality, 90);
+    assert!(!job.lossless_webp);
+    assert_eq!(job.quality_gate, QualityGate::Disabled);
+    assert_eq!(job.min_quality_threshold, 0.3);
+    assert!(job.embed_metadata);
+    assert_eq!(job.metadata, None);
+    assert_eq!(job.metadata_blob, None);
+    assert_eq!(job.slots.len(), 1);
+    let slot = &job.slots[0];
+    assert_eq!(slot.affix, "");
+    assert_eq!(slot.format, ImageFormat::Png);
+    assert!(!slot.subdir);
+    assert_eq!(slot.images.len(), 1);
+    assert_descriptor(&slot.images[0], "luna-77-0", 64, 24, (2, 1, 3), SampleType::F32, 24, None);
+}
+
+#[test]
+fn submit_blob_carries_metadata_in_a_segment() {
+    let Request::Submit(job) = request("submit_blob") else { panic!("not a submit") };
+    assert_eq!(job.output_dir, OUTPUT_DIR);
+    assert_eq!(job.save_path, "scans");
+    assert_eq!(job.filename, "page");
+    assert_eq!(job.png_compression, 9);
+    assert!(job.embed_metadata);
+    assert_eq!(job.metadata, None);
+    let blob = job.metadata_blob.as_ref().expect("metadata_blob");
+    assert_eq!(blob.segment, "comfyuinode-4242-1");
+    assert_eq!(blob.offset, 64);
+    assert_eq!(blob.length, 183_457);
+    assert_eq!(blob.crc32, Some(0x0BAD_F00D));
+    // Absent fields still take their defaults.
+    assert_eq!(job.lossy_quality, 90);
+    assert_eq!(job.quality_gate, QualityGate::Disabled);
+    assert_eq!(job.slots.len(), 1);
+    let slot = &job.slots[0];
+    assert_eq!(slot.affix, "FINAL");
+    assert_eq!(slot.format, ImageFormat::Png);
+    assert!(slot.subdir);
+    assert_eq!(slot.images.len(), 1);
+    assert_descriptor(
+        &slot.images[0],
+        SEGMENT,
+        128,
+        1024 * 767 + 500 * 2,
+        (500, 768, 1),
+        SampleType::U16,
+        1024,
+        Some(0),
+    );
+}
+
+#[test]
+fn status_stats_and_stop_requests() {
+    let Request::Status(q) = request("status_request") else { panic!("not a status request") };
+    assert_eq!(q.job_id, JOB_ID);
+    assert!(matches!(request("stats_request"), Request::Stats(_)));
+    assert!(matches!(request("stop_request"), Request::Stop(_)));
+}
+
+#[test]
+fn accepted() {
+    let Response::Accepted(a) = response("accepted") else { panic!("not accepted") };
+    assert_eq!(a.job_id, JOB_ID);
+    assert_eq!(a.images, 3);
+}
+
+#[test]
+fn status_reply_with_written_discarded_and_failed_images() {
+    let Response::Status(s) = response("status_reply") else { panic!("not a status reply") };
+    let base = "/home/user/ComfyUI/output/Illustrious/3DCG/portraits";
+    let stem = "2025_11_27.09.18.52_foo_v60";
+    assert_eq!(s.job_id, JOB_ID);
+    assert!(s.finished);
+    assert!(s.segments_released);
+    assert_eq!(s.images.len(), 3);
+
+    let written = &s.images[0];
+    assert_eq!((written.index, written.slot, written.batch_index), (0, 0, 0));
+    assert_eq!(written.state, ImageState::Written);
+    assert!(written.state.is_final());
+    assert_eq!(written.path.as_deref(), Some(format!("{base}/ORIG/{stem}_ORIG_0.png").as_str()));
+    assert_eq!(written.bytes, Some(1_834_122));
+    assert_eq!(written.error, None);
+    let scores = written.scores.expect("scores of the written image");
+    assert_eq!(scores.variance, Some(0.8213));
+    assert_eq!(scores.edge_density, Some(0.612));
+    assert!(written.notes.is_empty());
+
+    let discarded = &s.images[1];
+    assert_eq!((discarded.index, discarded.slot, discarded.batch_index), (1, 0, 1));
+    assert_eq!(discarded.state, ImageState::Discarded);
+    assert_eq!(discarded.path.as_deref(), Some(format!("{base}/_discarded/ORIG/{stem}_ORIG_1_00001.png").as_str()));
+    assert_eq!(discarded.bytes, Some(402_311));
+    assert_eq!(discarded.error, None);
+    let scores = discarded.scores.expect("scores of the discarded image");
+    assert_eq!(scores.variance, Some(0.0412));
+    assert_eq!(scores.edge_density, None);
+    assert_eq!(discarded.notes, ["quality gate variance: score 0.0412 is below the threshold 0.45"]);
+
+    let failed = &s.images[2];
+    assert_eq!((failed.index, failed.slot, failed.batch_index), (2, 1, 0));
+    assert_eq!(failed.state, ImageState::Failed);
+    assert_eq!(failed.path, None);
+    assert_eq!(failed.bytes, None);
+    assert_eq!(failed.scores, None);
+    assert!(failed.notes.is_empty());
+    let error = failed.error.as_ref().expect("a failed image carries its error");
+    assert_eq!(error.code, ErrorCode::SaveFailed);
+    assert_eq!(error.code.number(), 16);
+    assert_eq!(error.name, "save_failed");
+    assert_eq!(
+        error.message,
+        format!("could not write {base}/{stem}_UPSCALED.webp: No space left on device (os error 28)")
+    );
+    assert!(error.supported_versions.is_empty());
+}
+
+/// `counts` is `[jobs, images_pending, images_written, images_failed]`.
+fn assert_client(c: &ClientStats, client: &str, pid: Option<u32>, counts: [u64; 4]) {
+    assert_eq!(c.client, client);
+    assert_eq!(c.pid, pid);
+    assert_eq!([c.jobs, c.images_pending, c.images_written, c.images_failed], counts);
+}
+
+#[test]
+fn stats_reply() {
+    let Response::Stats(s) = response("stats_reply") else { panic!("not a stats reply") };
+    assert_eq!(s.daemon_version, "0.1.0");
+    assert_eq!(s.uptime_s, 5231);
+    assert_eq!(s.queue_depth, 2);
+    assert_eq!(s.bytes_held, 2 * F32_IMAGE);
+    assert_eq!(s.workers_alive, 3);
+    assert_eq!(s.workers_busy, 2);
+    assert_eq!(s.jobs_accepted, 17);
+    assert_eq!(s.jobs_done, 14);
+    assert_eq!(s.jobs_failed, 1);
+    assert_eq!(s.images_written, 40);
+    assert_eq!(s.images_failed, 1);
+    assert_eq!(s.clients.len(), 2);
+    assert_client(&s.clients[0], "comfyui-node/0.1.0", Some(4242), [15, 2, 38, 1]);
+    assert_client(&s.clients[1], "luna-cli/0.1.0", None, [2, 0, 2, 0]);
+}
+
+#[test]
+fn stopping() {
+    assert!(matches!(response("stopping"), Response::Stopping(_)));
+}
+
+#[test]
+fn error_version_mismatch_lists_the_supported_versions() {
+    let Response::Error(e) = response("error_version_mismatch") else { panic!("not an error") };
+    assert_eq!(e.code, ErrorCode::VersionMismatch);
+    assert_eq!(e.code.number(), 3);
+    assert_eq!(e.name, "version_mismatch");
+    assert_eq!(e.name, e.code.name());
+    assert_eq!(
+        e.message,
+        "client speaks protocol version 2, this daemon (0.1.0) speaks version 1; upgrade the older side"
+    );
+    assert_eq!(e.supported_versions, [1]);
+}
+
+#[test]
+fn error_unknown_job() {
+    let Response::Error(e) = response("error_unknown_job") else { panic!("not an error") };
+    assert_eq!(e.code, ErrorCode::UnknownJob);
+    assert_eq!(e.name, "unknown_job");
+    assert_eq!(e.message, r#"no job with id "000000000000" (unknown or expired)"#);
+    assert!(e.supported_versions.is_empty());
+    assert_eq!(e.code.number(), 11);
+}
