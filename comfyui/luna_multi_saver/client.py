@@ -30,7 +30,7 @@ import msgpack
 import numpy as np
 
 from . import shm
-from .pixels import as_batch
+from .pixels import images_of
 
 PROTOCOL_NAME = "luna-daemon"
 PROTOCOL_VERSION = 1
@@ -402,7 +402,7 @@ class Client:
         self.ensure_connected()
         layout = _Layout()
         for index, slot in enumerate(slots):
-            for image in _images_of(slot.images):
+            for image in images_of(slot.images):
                 dtype = _wire_dtype(image)
                 length = image.size * np.dtype(_WIRE_DTYPES[dtype]).itemsize
                 layout.placed.append(_Placed(index, image, dtype, layout.add(length), length))
@@ -487,13 +487,6 @@ def _expect(reply: dict, kind: str) -> dict:
     if reply["type"] != kind:
         raise ProtocolError(f"expected a {kind} reply, got {reply['type']!r}")
     return reply
-
-
-def _images_of(images: object) -> list[np.ndarray]:
-    if isinstance(images, (list, tuple)):
-        return [as_batch(image)[0] for image in images]
-    batch = as_batch(images)
-    return [batch[i] for i in range(batch.shape[0])]
 
 
 def _options_map(o: JobOptions) -> dict:

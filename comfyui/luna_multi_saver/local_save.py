@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import gates, metadata, paths, templates
-from .pixels import as_batch, to_uint8
+from .pixels import images_of, to_uint8
 
 FORMATS = ("png", "webp", "jpeg")
 EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
@@ -27,7 +27,8 @@ MAX_PARALLEL = 4
 
 @dataclass(frozen=True)
 class Slot:
-    """One image input: a batch saved with one affix, format and sub-folder choice."""
+    """One image input: a batch ``[B, H, W, C]`` (or a list of ``[H, W, C]`` images) saved with one affix, format
+    and sub-folder choice."""
 
     images: object
     affix: str
@@ -87,13 +88,18 @@ def _join(*parts: str | None) -> str:
 
 
 class LocalSaver:
-    """Saves one node execution's slots."""
+    """Saves one node execution's slots.
+
+    The expanded file name may contain ``/``: the part before the last one is a sub-folder below the affix folder,
+    the rest is the name (as the daemon does). An empty expanded file name becomes ``<save_timestamp>_<model_name>``
+    (as the original node did)."""
 
     def __init__(self, options: SaveOptions):
         self.options = options
         self.model = templates.parse_model_name(options.model_name)
         self.save_path = self._expand(options.save_path)
-        self.filename = self._expand(options.filename)
+        filename = self._expand(options.filename) or f"{options.timestamp.save_timestamp()}_{self.model.name}"
+        self.name_dir, _, self.filename = filename.rpartition("/")
 
     def _expand(self, template: str) -> str:
         return templates.expand(template, self.model, self.options.filename_index, self.options.timestamp)
@@ -106,19 +112,21 @@ class LocalSaver:
         if not 0 <= o.png_compression <= 9:
             raise ValueError(f"png_compression {o.png_compression} is outside 0..9")
         paths.split_sub_path(self.save_path)
+        paths.split_sub_path(self.name_dir)
+        paths.check_stem(self.filename)
         tasks = []
         for index, slot in enumerate(slots):
             if slot.format not in FORMATS:
                 raise ValueError(f"slot {index + 1}: format {slot.format!r} is not one of {', '.join(FORMATS)}")
-            batch = as_batch(slot.images)
+            batch = images_of(slot.images)
             if slot.affix:
-                paths.check_part("affix", slot.affix)
+                paths.check_stem(slot.affix, "affix")
             affix_dir = slot.affix if slot.subdir and slot.affix else None
             base = f"{self.filename}_{slot.affix}" if slot.affix else self.filename
-            for b in range(batch.shape[0]):
-                stem = f"{base}_{b}" if batch.shape[0] > 1 else base
+            for b, pixels in enumerate(batch):
+                stem = f"{base}_{b}" if len(batch) > 1 else base
                 paths.check_stem(stem)
-                tasks.append(_Task(index, b, batch[b], slot.format, stem, affix_dir, slot.affix))
+                tasks.append(_Task(index, b, pixels, slot.format, stem, affix_dir, slot.affix))
         return tasks
 
     def save(self, slots: Sequence[Slot], parallel: bool = True) -> list[SavedImage]:
@@ -133,7 +141,7 @@ class LocalSaver:
         o = self.options
         pixels = to_uint8(task.pixels)
         verdict = gates.judge(pixels, o.quality_gate, o.min_quality_threshold)
-        sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir)
+        sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir, self.name_dir)
         directory = paths.resolve_dir(o.output_dir, sub_path)
         notes: list[str] = []
         facts = metadata.ImageFacts(
@@ -150,7 +158,8 @@ class LocalSaver:
                 info = metadata.png_info(o.metadata, facts) if o.embed_metadata else None
                 image.save(out, "PNG", pnginfo=info, compress_level=o.png_compression)
             elif task.fmt == "webp":
-                kwargs: dict = {"lossless": o.lossless_webp}
+                # exact: keep the colour of fully transparent pixels, so lossless decodes to the same samples.
+                kwargs: dict = {"lossless": o.lossless_webp, "exact": o.lossless_webp}
                 if not o.lossless_webp:
                     kwargs["quality"] = o.lossy_quality
                 if o.embed_metadata:

@@ -23,7 +23,7 @@ from PIL import Image
 from . import client as daemon
 from . import local_save, templates
 from .metadata import JobMetadata
-from .pixels import as_batch, to_uint8
+from .pixels import images_of, to_uint8
 
 LOG_PREFIX = "[LunaMultiSaver]"
 FALLBACK_MESSAGE = "[LunaMultiSaver] Daemon save selected but daemon not available..."
@@ -254,7 +254,7 @@ class LunaMultiSaver:
         options = local_save.SaveOptions(
             output_dir=_output_directory(),
             save_path=save_path or "",
-            filename=filename or DEFAULT_FILENAME,
+            filename=filename or "",
             model_name=templates.model_name_source(metadata, model_name),
             filename_index=int(filename_index),
             timestamp=timestamp,
@@ -328,10 +328,9 @@ def _write_previews(slots: list[local_save.Slot], job_id: str) -> list[dict]:
         tag = "".join(c for c in job_id if c.isalnum())[:16] or secrets.token_hex(6)
         previews = []
         for slot in slots:
-            batch = as_batch(slot.images)
-            step = max(1, -(-max(batch.shape[1], batch.shape[2]) // PREVIEW_MAX_SIDE))
-            for b in range(batch.shape[0]):
-                small = to_uint8(np.ascontiguousarray(batch[b, ::step, ::step]))
+            for full in images_of(slot.images):
+                step = max(1, -(-max(full.shape[0], full.shape[1]) // PREVIEW_MAX_SIDE))
+                small = to_uint8(np.ascontiguousarray(full[::step, ::step]))
                 image = Image.fromarray(small[:, :, 0] if small.shape[2] == 1 else small)
                 name = f"LunaMultiSaver_{tag}_{len(previews):03d}.png"
                 with open(os.path.join(temp_dir, name), "xb") as f:

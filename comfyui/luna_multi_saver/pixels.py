@@ -49,3 +49,12 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         x = image.astype(np.float32, copy=False)
     with np.errstate(invalid="ignore"):
         return np.clip(255.0 * x, 0, 255).astype(np.uint8)
+
+
+def images_of(images: object) -> list[np.ndarray]:
+    """The ``[H, W, C]`` images of a batch ``[B, H, W, C]`` (array or tensor), or of a list of single images
+    (which may differ in size and dtype)."""
+    if isinstance(images, (list, tuple)):
+        return [as_batch(image)[0] for image in images]
+    batch = as_batch(images)
+    return [batch[i] for i in range(batch.shape[0])]

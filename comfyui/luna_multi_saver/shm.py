@@ -33,6 +33,7 @@ import mmap
 import os
 import re
 import struct
+import weakref
 
 import numpy as np
 
@@ -129,13 +130,20 @@ class Segment:
         return memoryview(self._bytes[offset : offset + length]).toreadonly()
 
     def close(self) -> None:
-        """Detaches: sets the DETACHED flag and unlinks the file unless the daemon owns it (then the daemon unlinks
-        it on release). Mirrors ``SegmentWriter::detach`` in ``src/shm/writer.rs``."""
+        """Detaches: sets the DETACHED flag, then reads the state, and unlinks the file unless the daemon owns it
+        (then the daemon unlinks it on release). The flag is written and the state read with ``pwrite``/``pread``,
+        as the daemon does, so the two sides' write-then-read sequences cannot both miss each other. Mirrors
+        ``SegmentWriter::detach`` in ``src/shm/writer.rs``."""
         if self.closed:
             return
         self.closed = True
-        self._map[FLAGS_OFFSET] = self._map[FLAGS_OFFSET] | FLAG_DETACHED
-        owned_by_client = self._map[STATE_OFFSET] == STATE_CLIENT
+        if hasattr(os, "pwrite"):
+            flags = os.pread(self._fd, 1, FLAGS_OFFSET)[0]
+            os.pwrite(self._fd, bytes([flags | FLAG_DETACHED]), FLAGS_OFFSET)
+            owned_by_client = os.pread(self._fd, 1, STATE_OFFSET)[0] == STATE_CLIENT
+        else:
+            self._map[FLAGS_OFFSET] = self._map[FLAGS_OFFSET] | FLAG_DETACHED
+            owned_by_client = self._map[STATE_OFFSET] == STATE_CLIENT
         del self._bytes
         # If a caller still holds a view, the mapping goes when that view does.
         with contextlib.suppress(BufferError):
@@ -144,6 +152,12 @@ class Segment:
         if owned_by_client:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def _close_all(segments: list[Segment]) -> None:
+    for segment in segments:
+        segment.close()
+    segments.clear()
 
 
 def segment_prefix(client_name: str) -> str:
@@ -161,6 +175,8 @@ class SegmentPool:
         self.prefix = prefix
         self._next_id = 0
         self.segments: list[Segment] = []
+        # Detach at interpreter exit too (not on SIGKILL: then the daemon sees the creator is dead and unlinks).
+        self._finalizer = weakref.finalize(self, _close_all, self.segments)
 
     def acquire(self, length: int) -> Segment:
         """A client-owned segment with room for ``length`` bytes after the header."""
@@ -186,9 +202,7 @@ class SegmentPool:
         segment.close()
 
     def close(self) -> None:
-        for segment in self.segments:
-            segment.close()
-        self.segments.clear()
+        _close_all(self.segments)
 
     def __len__(self) -> int:
         return len(self.segments)
