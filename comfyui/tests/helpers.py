@@ -216,6 +216,7 @@ class FakeDaemon:
         self.on_submit = on_submit
         self.on_hello = on_hello
         self.requests: list[dict] = []
+        self.connections: list[socket.socket] = []
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self.socket)
         self._server.listen()
@@ -241,6 +242,7 @@ class FakeDaemon:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        self.connections.append(conn)
         with conn:
             while True:
                 message = recv(conn)
@@ -268,6 +270,12 @@ class FakeDaemon:
                     os.pwrite(fd, b"\x01", 12)
                 finally:
                     os.close(fd)
+
+    def hang_up(self) -> None:
+        """Closes every client connection, as a daemon restart would."""
+        for conn in self.connections:
+            conn.shutdown(socket.SHUT_RDWR)
+        self.connections.clear()
 
     def close(self) -> None:
         self._server.close()
