@@ -33,6 +33,8 @@ FORMATS = ["png", "webp", "jpeg", "no save"]
 SLOTS = 5
 CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
 PREVIEW_MAX_SIDE = 256
+# How long the node waits for a daemon reply before it saves locally ($LUNA_DAEMON_TIMEOUT overrides).
+DEFAULT_TIMEOUT_S = 30.0
 
 
 def submitted_message(images: int, job_id: str) -> str:
@@ -75,7 +77,8 @@ class _DaemonClients:
         with self._lock:
             client = self._clients.get(socket_path)
             if client is None:
-                client = daemon.Client.connect(socket_path, CLIENT_NAME)
+                timeout = float(os.environ.get("LUNA_DAEMON_TIMEOUT", DEFAULT_TIMEOUT_S))
+                client = daemon.Client.connect(socket_path, CLIENT_NAME, timeout=timeout)
                 self._clients[socket_path] = client
             return client.submit(options, slots, metadata=meta)
 

@@ -29,6 +29,7 @@ daemon owns gets the DETACHED flag, and the daemon unlinks it when it is done.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import re
@@ -70,6 +71,18 @@ def new_header(pid: int) -> bytes:
     return bytes(header)
 
 
+def _reserve(fd: int, size: int) -> None:
+    """Allocates the segment's pages now, so a full tmpfs is a clean ``OSError`` (ENOSPC) here rather than a
+    SIGBUS that would kill the process when the copy touches a page that cannot be allocated."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
 def align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -86,6 +99,7 @@ class Segment:
         fd = os.open(self.path, flags, 0o600)
         try:
             os.ftruncate(fd, HEADER_LEN + capacity)
+            _reserve(fd, HEADER_LEN + capacity)
             self._map = mmap.mmap(fd, HEADER_LEN + capacity)
         except BaseException:
             os.close(fd)
