@@ -58,6 +58,8 @@ ERROR_NAMES = {
     15: "checksum_mismatch",
     16: "save_failed",
     17: "internal",
+    18: "lost",
+    19: "cancelled",
 }
 VERSION_MISMATCH = 3
 BUSY = 12
@@ -475,6 +477,10 @@ class Client:
                 return status
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def cancel(self, job_id: str) -> int:
+        """Gives up on a job's images that are not saved yet; returns how many were cancelled."""
+        return int(_expect(self.request({"type": "cancel", "job_id": job_id}), "cancelled")["images_cancelled"])
 
     def stats(self) -> dict:
         return _expect(self.request({"type": "stats"}), "stats")
