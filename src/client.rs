@@ -376,6 +376,14 @@ impl Client {
         }
     }
 
+    /// Cancels a job's images that are not saved yet; returns how many were cancelled.
+    pub fn cancel(&mut self, job_id: &str) -> Result<u32, ClientError> {
+        match self.request(&Request::Cancel(StatusQuery { job_id: job_id.to_owned() }))? {
+            Response::Cancelled(c) => Ok(c.images_cancelled),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Asks the daemon to finish its queue and exit.
     pub fn stop(&mut self) -> Result<(), ClientError> {
         match self.request(&Request::Stop(Empty {}))? {

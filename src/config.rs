@@ -26,6 +26,12 @@ pub struct Config {
     pub queue_budget_bytes: u64,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// How long a submit waits for room under the budget before `busy`.
+    pub busy_wait: Duration,
+    /// Age after which the janitor removes what dead clients left (segments, temp files).
+    pub orphan_grace: Duration,
+    /// How often the janitor runs.
+    pub janitor_interval: Duration,
 }
 
 /// Settings that may come from a file, the environment or flags; `None` means "not set here".
@@ -50,6 +56,12 @@ pub struct Settings {
     pub queue_budget_mib: Option<u64>,
     /// Connection limit.
     pub max_connections: Option<usize>,
+    /// Busy wait in milliseconds.
+    pub busy_wait_ms: Option<u64>,
+    /// Janitor grace period in seconds.
+    pub orphan_grace_secs: Option<u64>,
+    /// Janitor interval in seconds.
+    pub janitor_interval_secs: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -85,6 +97,9 @@ impl Settings {
             job_retention_secs: self.job_retention_secs.or(fallback.job_retention_secs),
             queue_budget_mib: self.queue_budget_mib.or(fallback.queue_budget_mib),
             max_connections: self.max_connections.or(fallback.max_connections),
+            busy_wait_ms: self.busy_wait_ms.or(fallback.busy_wait_ms),
+            orphan_grace_secs: self.orphan_grace_secs.or(fallback.orphan_grace_secs),
+            janitor_interval_secs: self.janitor_interval_secs.or(fallback.janitor_interval_secs),
         }
     }
 }
@@ -118,7 +133,7 @@ impl Config {
                 pool.min_workers, pool.max_workers
             )));
         }
-        let max_connections = s.max_connections.unwrap_or(256);
+        let max_connections = s.max_connections.unwrap_or(2048);
         if max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".to_owned()));
         }
@@ -130,6 +145,9 @@ impl Config {
             job_retention: Duration::from_secs(s.job_retention_secs.unwrap_or(3600)),
             queue_budget_bytes: s.queue_budget_mib.unwrap_or(4096).saturating_mul(1 << 20),
             max_connections,
+            busy_wait: Duration::from_millis(s.busy_wait_ms.unwrap_or(500)),
+            orphan_grace: Duration::from_secs(s.orphan_grace_secs.unwrap_or(600)),
+            janitor_interval: Duration::from_secs(s.janitor_interval_secs.unwrap_or(60).max(1)),
         })
     }
 }

@@ -1,16 +1,21 @@
 //! The daemon's wiring: directories, the single-instance lock, the listener, the job table, the worker pool,
 //! signals and graceful shutdown. The only module that sees all the others.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::ipc::{self, BindError, Context};
-use crate::jobs::JobTable;
+use crate::ipc::{self, BindError, Context, Limits};
+use crate::janitor;
+use crate::jobs::journal::{JournalError, SYNC_INTERVAL, Unfinished};
+use crate::jobs::{ClientKey, JobTable, Journal, recover_job};
+use crate::output::OutputDirs;
 use crate::paths;
-use crate::workers::Pool;
+use crate::protocol::ImageStatus;
+use crate::workers::{Pool, WorkItem, release_segment};
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +32,9 @@ pub enum DaemonError {
     /// The socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     /// Installing the signal handler failed.
     #[error("could not install the SIGINT/SIGTERM handler: {0}")]
     Signals(String),
@@ -45,9 +53,13 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     {
         dir("socket", parent)?;
     }
+    let (journal, unfinished) = Journal::open(&config.state_dir)?;
+    let table = Arc::new(JobTable::new(config.job_retention, Some(journal)));
+    let dirs = Arc::new(OutputDirs::default());
     let listener = ipc::bind(&config.socket)?;
-    let table = Arc::new(JobTable::new(config.job_retention));
-    let pool = Pool::start(config.pool, Arc::clone(&table));
+    let pool = Pool::start(config.pool, Arc::clone(&table), Arc::clone(&dirs));
+    recover(&table, &pool, &config.spool_dir, unfinished);
+    table.compact_journal();
     let socket = config.socket.clone();
     let wake = Box::new(move || {
         // Connecting unblocks the accept loop, which then sees the stop flag.
@@ -55,16 +67,15 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             let _ = <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name);
         }
     });
-    let ctx = Arc::new(Context::new(
-        table,
-        pool.clone(),
-        config.spool_dir.clone(),
-        config.queue_budget_bytes,
-        config.max_connections,
-        wake,
-    ));
+    let limits = Limits {
+        queue_budget_bytes: config.queue_budget_bytes,
+        max_connections: config.max_connections,
+        busy_wait: config.busy_wait,
+    };
+    let ctx = Arc::new(Context::new(Arc::clone(&table), pool.clone(), config.spool_dir.clone(), limits, wake));
     let signal_ctx = Arc::clone(&ctx);
     ctrlc::set_handler(move || signal_ctx.request_stop()).map_err(|e| DaemonError::Signals(e.to_string()))?;
+    let background = spawn_background(config, &ctx, &table, &dirs);
     tracing::info!(
         socket = %config.socket.display(),
         spool = %config.spool_dir.display(),
@@ -78,11 +89,74 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let pending = pool.stats();
     tracing::info!(queued = pending.queued, busy = pending.busy, "draining the queue before exit");
     pool.drain_and_stop();
+    for handle in background {
+        let _ = handle.join();
+    }
+    table.sync_journal();
     if cfg!(unix) {
         let _ = std::fs::remove_file(&config.socket);
     }
     tracing::info!("luna-daemon stopped");
     Ok(())
+}
+
+/// Starts the journal flusher and the janitor; both end when the context is stopping.
+fn spawn_background(
+    config: &Config,
+    ctx: &Arc<Context>,
+    table: &Arc<JobTable>,
+    dirs: &Arc<OutputDirs>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let flusher = {
+        let (ctx, table) = (Arc::clone(ctx), Arc::clone(table));
+        std::thread::Builder::new().name("luna-journal".into()).spawn(move || {
+            while !ctx.stopping() {
+                std::thread::sleep(SYNC_INTERVAL);
+                table.sync_journal();
+            }
+        })
+    };
+    let janitor = {
+        let (ctx, table, dirs) = (Arc::clone(ctx), Arc::clone(table), Arc::clone(dirs));
+        let (spool, grace, interval) = (config.spool_dir.clone(), config.orphan_grace, config.janitor_interval);
+        std::thread::Builder::new()
+            .name("luna-janitor".into())
+            .spawn(move || janitor::run(spool, table, dirs, grace, interval, || ctx.stopping()))
+    };
+    [flusher, janitor]
+        .into_iter()
+        .filter_map(|h| h.map_err(|e| tracing::error!("could not start a background thread: {e}")).ok())
+        .collect()
+}
+
+/// Re-queues every job the journal says was accepted but not finished. Images whose segment is gone are
+/// reported `lost` through `status`.
+fn recover(table: &JobTable, pool: &Pool, spool_dir: &Path, unfinished: Vec<Unfinished>) {
+    if unfinished.is_empty() {
+        return;
+    }
+    let (mut queued, mut lost) = (0usize, 0usize);
+    for job in &unfinished {
+        let tasks = recover_job(&job.job, spool_dir);
+        lost += tasks.iter().enumerate().filter(|(i, t)| t.is_err() && !job.done.contains_key(&(*i as u32))).count();
+        let client = ClientKey { name: job.client.clone(), pid: job.pid };
+        let done: HashMap<u32, ImageStatus> = job.done.clone().into_iter().collect();
+        for segment in table.insert_recovered(&job.job_id, client.clone(), job.job.clone(), tasks, done) {
+            release_segment(table, &job.job_id, &segment);
+        }
+        let id: Arc<str> = Arc::from(job.job_id.as_str());
+        let items: Vec<WorkItem> = table
+            .pending_tasks(&job.job_id)
+            .into_iter()
+            .map(|(index, task)| WorkItem { job_id: Arc::clone(&id), index, client: client.clone(), task, attempt: 0 })
+            .collect();
+        queued += items.len();
+        pool.push(items);
+    }
+    tracing::info!(jobs = unfinished.len(), images = queued, lost, "recovered unfinished jobs from the journal");
+    if lost > 0 {
+        tracing::warn!("{lost} accepted images were lost: their shared memory was gone (was the machine rebooted?)");
+    }
 }
 
 /// Takes the exclusive lock on `<state_dir>/daemon.lock` and writes our pid into it. The lock is released by

@@ -12,6 +12,7 @@
 //! - [`workers`]: the scaling, fair worker pool.
 //! - [`ipc`]: listener, peer checks, handshake, request handlers.
 //! - [`config`] and [`paths`]: settings and default locations.
+//! - [`janitor`]: removes what dead processes left behind.
 //! - [`daemon`]: wires everything together.
 //! - [`client`]: the public client API.
 //! - [`synthetic`]: generated realistic test images.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod encode;
 pub mod ipc;
+pub mod janitor;
 pub mod jobs;
 pub mod output;
 pub mod paths;

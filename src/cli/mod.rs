@@ -40,6 +40,11 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Ask the daemon to finish its queue and exit.
     Stop,
+    /// Give up on a job's images that are not saved yet (e.g. ones retrying on a full disk).
+    Cancel {
+        /// The job id printed by `submit`.
+        job_id: String,
+    },
 }
 
 /// Sends logs to stderr, filtered by `--log` / `LUNA_DAEMON_LOG`.
@@ -59,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => status::run_watch(args, &socket_or_default(socket)),
         Command::Stats(args) => stats::run(args, &socket_or_default(socket)),
         Command::Stop => stop::run(&socket_or_default(socket)),
+        Command::Cancel { job_id } => stop::run_cancel(&socket_or_default(socket), &job_id),
     }
 }
 

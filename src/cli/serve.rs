@@ -33,9 +33,18 @@ pub struct ServeArgs {
     /// MiB of pixels unfinished jobs may hold before submits get `busy` [default: 4096].
     #[arg(long, env = "LUNA_DAEMON_QUEUE_BUDGET_MIB")]
     queue_budget_mib: Option<u64>,
-    /// Most simultaneous client connections [default: 256].
+    /// Most simultaneous client connections [default: 2048].
     #[arg(long, env = "LUNA_DAEMON_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Milliseconds a submit waits for room under the queue budget before `busy` [default: 500].
+    #[arg(long, env = "LUNA_DAEMON_BUSY_WAIT_MS")]
+    busy_wait_ms: Option<u64>,
+    /// Seconds before the janitor removes segments and temp files of dead processes [default: 600].
+    #[arg(long, env = "LUNA_DAEMON_ORPHAN_GRACE")]
+    orphan_grace: Option<u64>,
+    /// Seconds between janitor sweeps [default: 60].
+    #[arg(long, env = "LUNA_DAEMON_JANITOR_INTERVAL")]
+    janitor_interval: Option<u64>,
 }
 
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -49,6 +58,9 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode>
         job_retention_secs: args.job_retention,
         queue_budget_mib: args.queue_budget_mib,
         max_connections: args.max_connections,
+        busy_wait_ms: args.busy_wait_ms,
+        orphan_grace_secs: args.orphan_grace,
+        janitor_interval_secs: args.janitor_interval,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     luna_daemon::daemon::run(&config)?;

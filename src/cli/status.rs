@@ -91,6 +91,10 @@ pub fn print_status(status: &JobStatus, json: bool) -> anyhow::Result<()> {
                     image.path.as_deref().unwrap_or("?")
                 );
             }
+            ImageState::Retrying => match &image.error {
+                Some(e) => println!("  #{} retrying after: {e} ({})", image.index, image.notes.join("; ")),
+                None => println!("  #{} retrying", image.index),
+            },
             ImageState::Queued => println!("  #{} queued", image.index),
             ImageState::Encoding => println!("  #{} encoding", image.index),
         }

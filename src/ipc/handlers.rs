@@ -3,15 +3,26 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::jobs::{ClientKey, JobTable, new_job_id, plan_job};
 use crate::protocol::{
-    Accepted, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Request, Response,
-    StatusQuery, SubmitJob, Welcome,
+    Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Request,
+    Response, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::HEADER_LEN;
-use crate::workers::{Pool, WorkItem};
+use crate::workers::{Pool, WorkItem, release_segment};
+
+/// Admission limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most pixel bytes held by unfinished jobs.
+    pub queue_budget_bytes: u64,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// How long a submit waits for room before `busy`.
+    pub busy_wait: Duration,
+}
 
 /// Everything the handlers share.
 pub struct Context {
@@ -25,6 +36,8 @@ pub struct Context {
     pub queue_budget_bytes: u64,
     /// Most simultaneous connections.
     pub max_connections: usize,
+    /// How long a submit waits for room under the queue budget before it is refused with `busy`.
+    pub busy_wait: Duration,
     started: Instant,
     stopping: AtomicBool,
     /// Serialises validation and segment hand-over, so two racing submits cannot both take one segment.
@@ -44,16 +57,16 @@ impl Context {
         table: Arc<JobTable>,
         pool: Pool,
         spool_dir: PathBuf,
-        queue_budget_bytes: u64,
-        max_connections: usize,
+        limits: Limits,
         wake_listener: Box<dyn Fn() + Send + Sync>,
     ) -> Self {
         Self {
             table,
             pool,
             spool_dir,
-            queue_budget_bytes,
-            max_connections,
+            queue_budget_bytes: limits.queue_budget_bytes,
+            max_connections: limits.max_connections,
+            busy_wait: limits.busy_wait,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             submit_lock: parking_lot::Mutex::new(()),
@@ -95,6 +108,7 @@ impl Context {
             },
             Request::Stats(Empty {}) => Response::Stats(self.stats()),
             Request::Stop(Empty {}) => Response::Stopping(Empty {}),
+            Request::Cancel(StatusQuery { job_id }) => self.cancel(&job_id),
         }
     }
 
@@ -102,31 +116,36 @@ impl Context {
         if self.stopping() {
             return error(ErrorCode::ShuttingDown, "the daemon is shutting down; save locally");
         }
+        let job_bytes: u64 = job.slots.iter().flat_map(|s| &s.images).map(|i| i.length).fold(0, u64::saturating_add);
+        if !self.table.wait_for_room(job_bytes, self.queue_budget_bytes, self.busy_wait) {
+            let held = self.table.counters().bytes_held;
+            return error(
+                ErrorCode::Busy,
+                format!(
+                    "queue budget full ({held} of {} bytes held, the job needs {job_bytes}); save locally or retry",
+                    self.queue_budget_bytes
+                ),
+            );
+        }
         let _serialised = self.submit_lock.lock();
         let plan = match plan_job(job, &self.spool_dir) {
             Ok(plan) => plan,
             Err(e) => return error(e.code, e.message),
         };
-        let job_bytes: u64 = plan.tasks.iter().map(|t| t.layout.length).sum();
-        let held = self.table.counters().bytes_held;
-        if held.saturating_add(job_bytes) > self.queue_budget_bytes && held > 0 {
-            return error(
-                ErrorCode::Busy,
-                format!(
-                    "queue budget full ({held} of {} bytes held, job needs {job_bytes}); save locally or retry",
-                    self.queue_budget_bytes
-                ),
-            );
-        }
         // Ownership passes to the daemon before the acknowledgement, so the client may exit right after it.
-        for segment in &plan.segments {
+        for (i, segment) in plan.segments.iter().enumerate() {
             if let Err(e) = segment.take_ownership() {
+                give_back(&plan.segments[..i]);
                 return error(ErrorCode::Internal, format!("could not take segment {:?}: {e}", segment.name()));
             }
         }
         let job_id = new_job_id();
         let client = ClientKey { name: hello.client.clone(), pid: hello.pid };
-        self.table.insert(&job_id, client.clone(), &plan);
+        // Journaled before the acknowledgement: from here on a crash cannot lose the job.
+        if let Err(e) = self.table.insert(&job_id, client.clone(), &plan, job) {
+            give_back(&plan.segments);
+            return error(ErrorCode::Internal, format!("could not journal the job: {e}; save locally"));
+        }
         let id: Arc<str> = Arc::from(job_id.as_str());
         let items = plan
             .tasks
@@ -137,11 +156,25 @@ impl Context {
                 index,
                 client: client.clone(),
                 task: Arc::clone(task),
+                attempt: 0,
             })
             .collect();
         self.pool.push(items);
         tracing::info!(job = %job_id, client = %hello.client, images = plan.tasks.len(), "job accepted");
         Response::Accepted(Accepted { job_id, images: plan.tasks.len() as u32 })
+    }
+
+    fn cancel(&self, job_id: &str) -> Response {
+        match self.table.cancel(job_id) {
+            Some((images_cancelled, releases)) => {
+                for segment in releases {
+                    release_segment(&self.table, job_id, &segment);
+                }
+                tracing::info!(job = job_id, images_cancelled, "job cancelled");
+                Response::Cancelled(CancelReply { job_id: job_id.to_owned(), images_cancelled })
+            }
+            None => error(ErrorCode::UnknownJob, format!("no job with id {job_id:?} (unknown or expired)")),
+        }
     }
 
     fn stats(&self) -> DaemonStats {
@@ -160,6 +193,15 @@ impl Context {
             images_written: c.images_written,
             images_failed: c.images_failed,
             clients: self.table.clients(),
+        }
+    }
+}
+
+/// Returns segments to their client after a refused submission (without unlinking them).
+fn give_back(segments: &[Arc<crate::shm::Segment>]) {
+    for segment in segments {
+        if let Err(e) = segment.give_back() {
+            tracing::warn!(segment = segment.name(), "could not give a segment back: {e}");
         }
     }
 }

@@ -6,5 +6,5 @@ mod connection;
 mod handlers;
 mod listener;
 
-pub use handlers::Context;
+pub use handlers::{Context, Limits};
 pub use listener::{BindError, bind, connect_name, serve};

@@ -2,11 +2,13 @@
 //! (queued -> encoding -> written | failed), the table `status` and `stats` read, and segment hand-back once
 //! every image from a segment is final.
 
+pub mod journal;
 mod plan;
 mod table;
 
-pub use plan::{DISCARD_DIR, ImageTask, JobPlan, JobSettings, PlanError, plan_job};
-pub use table::{ClientKey, Counters, JobTable, SavedImage};
+pub use journal::Journal;
+pub use plan::{DISCARD_DIR, ImageTask, JobPlan, JobSettings, PlanError, plan_job, recover_job};
+pub use table::{ClientKey, Counters, JobTable, Release, SavedImage};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.
 pub fn new_job_id() -> String {

@@ -10,7 +10,9 @@ use crate::encode::SampleFormat;
 use chrono::{DateTime, FixedOffset, Local, Utc};
 
 use crate::output::{self, ModelInfo, TemplateContext};
-use crate::protocol::{self, ErrorCode, ImageDescriptor, ImageFormat, JobMetadata, QualityGate, SampleType, SubmitJob};
+use crate::protocol::{
+    self, ErrorCode, ErrorReply, ImageDescriptor, ImageFormat, JobMetadata, QualityGate, SampleType, Slot, SubmitJob,
+};
 use crate::shm::{Layout, LayoutError, Segment, SegmentOpenError, SegmentState};
 
 /// Why a submission was refused, with the wire error code it maps to.
@@ -122,78 +124,196 @@ fn invalid_job(message: impl Into<String>) -> PlanError {
 /// Validates `job` against the segments in `spool_dir`, expands its templates and loads its metadata. Opens
 /// each segment once.
 pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError> {
-    let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
-    if count == 0 {
-        return Err(invalid_job("the job has no images"));
-    }
-    if count > MAX_IMAGES_PER_JOB {
-        return Err(invalid_job(format!("the job has {count} images; at most {MAX_IMAGES_PER_JOB} are allowed")));
-    }
-    check_options(job)?;
-    let output_root = PathBuf::from(&job.output_dir);
-    let time = job_time(job.timestamp_ms, job.utc_offset_s)?;
-    let ctx = TemplateContext { model: ModelInfo::parse(&job.model_name), index: job.filename_index, time };
-    let save_timestamp = output::save_timestamp(&time);
-    let save_path = output::expand(&job.save_path, &ctx);
-    output::check_sub_path(&save_path).map_err(|e| invalid_job(e.to_string()))?;
-    let mut filename = output::expand(&job.filename, &ctx);
-    if filename.is_empty() {
-        filename = format!("{save_timestamp}_{}", ctx.model.name);
-    }
-    let (name_dir, base) = filename.rsplit_once('/').unwrap_or(("", filename.as_str()));
-    output::check_sub_path(name_dir).map_err(|e| invalid_job(format!("filename: {e}")))?;
-    output::validate_stem(base).map_err(|e| invalid_job(e.to_string()))?;
-
-    let mut segments: HashMap<String, Arc<Segment>> = HashMap::new();
-    let metadata = if job.embed_metadata { load_metadata(job, spool_dir, &mut segments)? } else { None };
-    let settings = Arc::new(JobSettings {
-        output_root,
-        save_path: save_path.clone(),
-        name_dir: name_dir.to_owned(),
-        png_compression: job.png_compression,
-        lossy_quality: job.lossy_quality,
-        lossless_webp: job.lossless_webp,
-        quality_gate: job.quality_gate,
-        threshold: job.min_quality_threshold,
-        metadata,
-        model: ctx.model.clone(),
-        save_timestamp,
-    });
-
-    let mut tasks = Vec::with_capacity(count);
+    let mut planner = Planner::new(spool_dir, false);
+    let (settings, base) = planner.settings(job)?;
+    let mut tasks = Vec::new();
     for (slot_index, slot) in job.slots.iter().enumerate() {
-        if !slot.affix.is_empty() {
-            output::validate_stem(&slot.affix).map_err(|e| invalid_job(format!("slot {slot_index} affix: {e}")))?;
-        }
-        let batch = slot.images.len() > 1;
-        for (batch_index, desc) in slot.images.iter().enumerate() {
-            let index = tasks.len();
-            let segment = segment_for(spool_dir, &desc.segment, index, &mut segments)?;
-            let layout = layout_of(desc);
-            layout.validate(segment.len()).map_err(|e| layout_error(e, &format!("image {index}")))?;
-            let mut stem = base.to_owned();
-            if !slot.affix.is_empty() {
-                stem = format!("{stem}_{}", slot.affix);
-            }
-            if batch {
-                stem = format!("{stem}_{batch_index}");
-            }
-            tasks.push(Arc::new(ImageTask {
-                segment,
-                layout,
-                format: sample_format(desc.dtype),
-                crc32: desc.crc32,
-                settings: Arc::clone(&settings),
-                image_format: slot.format,
-                affix: slot.affix.clone(),
-                affix_dir: slot.subdir,
-                stem,
-                slot: slot_index as u32,
-                batch_index: batch_index as u32,
-            }));
+        for batch_index in 0..slot.images.len() {
+            tasks.push(Arc::new(planner.image(&settings, &base, slot_index, slot, batch_index, tasks.len())?));
         }
     }
-    Ok(JobPlan { tasks, segments: segments.into_values().collect() })
+    Ok(JobPlan { tasks, segments: planner.segments.into_values().collect() })
+}
+
+/// Re-plans a job found unfinished in the journal after a restart. Its segments are still marked
+/// daemon-owned; an image whose segment is gone (a reboot cleared tmpfs) is reported `lost`, never silently
+/// dropped. Returns one result per image, in order.
+pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Vec<Result<Arc<ImageTask>, ErrorReply>> {
+    let mut planner = Planner::new(spool_dir, true);
+    let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
+    let lost = |e: PlanError| {
+        let code = if e.code == ErrorCode::SegmentNotFound { ErrorCode::Lost } else { e.code };
+        let message = if code == ErrorCode::Lost {
+            format!("lost: the daemon restarted and the image's shared memory is gone ({})", e.message)
+        } else {
+            e.message
+        };
+        ErrorReply::new(code, message)
+    };
+    let (settings, base) = match planner.settings(job) {
+        Ok(s) => s,
+        Err(e) => {
+            let reply = lost(e);
+            return (0..count).map(|_| Err(reply.clone())).collect();
+        }
+    };
+    let mut results = Vec::with_capacity(count);
+    for (slot_index, slot) in job.slots.iter().enumerate() {
+        for batch_index in 0..slot.images.len() {
+            let index = results.len();
+            results.push(
+                planner.image(&settings, &base, slot_index, slot, batch_index, index).map(Arc::new).map_err(lost),
+            );
+        }
+    }
+    results
+}
+
+/// Validation state shared by the images of one job: the segments opened so far.
+struct Planner<'a> {
+    spool_dir: &'a Path,
+    recovering: bool,
+    segments: HashMap<String, Arc<Segment>>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(spool_dir: &'a Path, recovering: bool) -> Self {
+        Self { spool_dir, recovering, segments: HashMap::new() }
+    }
+
+    /// Job-wide checks, template expansion and metadata. Returns the settings and the expanded file stem.
+    fn settings(&mut self, job: &SubmitJob) -> Result<(Arc<JobSettings>, String), PlanError> {
+        let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
+        if count == 0 {
+            return Err(invalid_job("the job has no images"));
+        }
+        if count > MAX_IMAGES_PER_JOB {
+            return Err(invalid_job(format!("the job has {count} images; at most {MAX_IMAGES_PER_JOB} are allowed")));
+        }
+        check_options(job)?;
+        let time = job_time(job.timestamp_ms, job.utc_offset_s)?;
+        let ctx = TemplateContext { model: ModelInfo::parse(&job.model_name), index: job.filename_index, time };
+        let save_timestamp = output::save_timestamp(&time);
+        let save_path = output::expand(&job.save_path, &ctx);
+        output::check_sub_path(&save_path).map_err(|e| invalid_job(e.to_string()))?;
+        let mut filename = output::expand(&job.filename, &ctx);
+        if filename.is_empty() {
+            filename = format!("{save_timestamp}_{}", ctx.model.name);
+        }
+        let (name_dir, base) = filename.rsplit_once('/').unwrap_or(("", filename.as_str()));
+        output::check_sub_path(name_dir).map_err(|e| invalid_job(format!("filename: {e}")))?;
+        output::validate_stem(base).map_err(|e| invalid_job(e.to_string()))?;
+        let metadata = if job.embed_metadata { self.load_metadata(job)? } else { None };
+        let settings = JobSettings {
+            output_root: PathBuf::from(&job.output_dir),
+            save_path,
+            name_dir: name_dir.to_owned(),
+            png_compression: job.png_compression,
+            lossy_quality: job.lossy_quality,
+            lossless_webp: job.lossless_webp,
+            quality_gate: job.quality_gate,
+            threshold: job.min_quality_threshold,
+            metadata,
+            model: ctx.model,
+            save_timestamp,
+        };
+        Ok((Arc::new(settings), base.to_owned()))
+    }
+
+    fn check_affix(&self, slot_index: usize, slot: &Slot) -> Result<(), PlanError> {
+        if slot.affix.is_empty() {
+            return Ok(());
+        }
+        output::validate_stem(&slot.affix).map_err(|e| invalid_job(format!("slot {slot_index} affix: {e}")))
+    }
+
+    /// One image: its segment, its validated layout, its file stem.
+    fn image(
+        &mut self,
+        settings: &Arc<JobSettings>,
+        base: &str,
+        slot_index: usize,
+        slot: &Slot,
+        batch_index: usize,
+        index: usize,
+    ) -> Result<ImageTask, PlanError> {
+        self.check_affix(slot_index, slot)?;
+        let desc = &slot.images[batch_index];
+        let what = format!("image {index}");
+        let segment = self.segment(&desc.segment, &what)?;
+        let layout = layout_of(desc);
+        layout.validate(segment.len()).map_err(|e| layout_error(e, &what))?;
+        let mut stem = base.to_owned();
+        if !slot.affix.is_empty() {
+            stem = format!("{stem}_{}", slot.affix);
+        }
+        if slot.images.len() > 1 {
+            stem = format!("{stem}_{batch_index}");
+        }
+        Ok(ImageTask {
+            segment,
+            layout,
+            format: sample_format(desc.dtype),
+            crc32: desc.crc32,
+            settings: Arc::clone(settings),
+            image_format: slot.format,
+            affix: slot.affix.clone(),
+            affix_dir: slot.subdir,
+            stem,
+            slot: slot_index as u32,
+            batch_index: batch_index as u32,
+        })
+    }
+
+    /// Opens a segment once per job (pixels and metadata may share one).
+    fn segment(&mut self, name: &str, what: &str) -> Result<Arc<Segment>, PlanError> {
+        if let Some(s) = self.segments.get(name) {
+            return Ok(Arc::clone(s));
+        }
+        let s = Arc::new(open_segment(self.spool_dir, name, what, self.recovering)?);
+        self.segments.insert(name.to_owned(), Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// The job's metadata: the blob in shared memory if given, else the inline value.
+    fn load_metadata(&mut self, job: &SubmitJob) -> Result<Option<JobMetadata>, PlanError> {
+        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone()) };
+        let what = "metadata_blob";
+        if blob.length > MAX_METADATA_BLOB {
+            return Err(PlanError::new(
+                ErrorCode::InvalidDescriptor,
+                format!("{what}: {} bytes exceeds the {MAX_METADATA_BLOB}-byte limit", blob.length),
+            ));
+        }
+        let segment = self.segment(&blob.segment, what)?;
+        let end = blob.offset.checked_add(blob.length);
+        if blob.offset < crate::shm::HEADER_LEN || end.is_none_or(|e| e > segment.len()) {
+            return Err(layout_error(
+                LayoutError::OutOfBounds {
+                    start: blob.offset,
+                    end: end.unwrap_or(u64::MAX),
+                    segment_len: segment.len(),
+                },
+                what,
+            ));
+        }
+        let mut bytes = vec![0u8; blob.length as usize];
+        segment
+            .read_at(blob.offset, &mut bytes)
+            .map_err(|e| PlanError::new(ErrorCode::OutOfBounds, format!("{what}: reading the segment failed: {e}")))?;
+        if let Some(expected) = blob.crc32 {
+            let actual = crc32fast::hash(&bytes);
+            if actual != expected {
+                return Err(PlanError::new(
+                    ErrorCode::ChecksumMismatch,
+                    format!("{what}: crc32 {actual:08x} does not match the descriptor's {expected:08x}"),
+                ));
+            }
+        }
+        let metadata = protocol::decode_message::<JobMetadata>(&bytes)
+            .map_err(|e| PlanError::new(ErrorCode::InvalidDescriptor, format!("{what}: {e}")))?;
+        Ok(Some(metadata))
+    }
 }
 
 fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
@@ -226,62 +346,6 @@ fn job_time(timestamp_ms: Option<i64>, utc_offset_s: Option<i32>) -> Result<Date
     Ok(utc.with_timezone(&offset))
 }
 
-/// Opens a segment once per job (pixels and metadata may share one).
-fn segment_for(
-    spool_dir: &Path,
-    name: &str,
-    index: usize,
-    segments: &mut HashMap<String, Arc<Segment>>,
-) -> Result<Arc<Segment>, PlanError> {
-    if let Some(s) = segments.get(name) {
-        return Ok(Arc::clone(s));
-    }
-    let s = Arc::new(open_segment(spool_dir, name, &format!("image {index}"))?);
-    segments.insert(name.to_owned(), Arc::clone(&s));
-    Ok(s)
-}
-
-/// The job's metadata: the blob in shared memory if given, else the inline value.
-fn load_metadata(
-    job: &SubmitJob,
-    spool_dir: &Path,
-    segments: &mut HashMap<String, Arc<Segment>>,
-) -> Result<Option<JobMetadata>, PlanError> {
-    let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone()) };
-    let what = "metadata_blob";
-    if blob.length > MAX_METADATA_BLOB {
-        return Err(PlanError::new(
-            ErrorCode::InvalidDescriptor,
-            format!("{what}: {} bytes exceeds the {MAX_METADATA_BLOB}-byte limit", blob.length),
-        ));
-    }
-    let segment = Arc::new(open_segment(spool_dir, &blob.segment, what)?);
-    let end = blob.offset.checked_add(blob.length);
-    if blob.offset < crate::shm::HEADER_LEN || end.is_none_or(|e| e > segment.len()) {
-        return Err(layout_error(
-            LayoutError::OutOfBounds { start: blob.offset, end: end.unwrap_or(u64::MAX), segment_len: segment.len() },
-            what,
-        ));
-    }
-    let mut bytes = vec![0u8; blob.length as usize];
-    segment
-        .read_at(blob.offset, &mut bytes)
-        .map_err(|e| PlanError::new(ErrorCode::OutOfBounds, format!("{what}: reading the segment failed: {e}")))?;
-    if let Some(expected) = blob.crc32 {
-        let actual = crc32fast::hash(&bytes);
-        if actual != expected {
-            return Err(PlanError::new(
-                ErrorCode::ChecksumMismatch,
-                format!("{what}: crc32 {actual:08x} does not match the descriptor's {expected:08x}"),
-            ));
-        }
-    }
-    let metadata = protocol::decode_message::<JobMetadata>(&bytes)
-        .map_err(|e| PlanError::new(ErrorCode::InvalidDescriptor, format!("{what}: {e}")))?;
-    segments.entry(blob.segment.clone()).or_insert(segment);
-    Ok(Some(metadata))
-}
-
 fn layout_error(e: LayoutError, what: &str) -> PlanError {
     let code = match e {
         LayoutError::Invalid(_) => ErrorCode::InvalidDescriptor,
@@ -290,7 +354,7 @@ fn layout_error(e: LayoutError, what: &str) -> PlanError {
     PlanError::new(code, format!("{what}: {e}"))
 }
 
-fn open_segment(spool_dir: &Path, name: &str, what: &str) -> Result<Segment, PlanError> {
+fn open_segment(spool_dir: &Path, name: &str, what: &str, recovering: bool) -> Result<Segment, PlanError> {
     let segment = Segment::open(spool_dir, name).map_err(|e| {
         let code = match e {
             SegmentOpenError::InvalidName(_) => ErrorCode::InvalidSegmentName,
@@ -301,6 +365,7 @@ fn open_segment(spool_dir: &Path, name: &str, what: &str) -> Result<Segment, Pla
     })?;
     match segment.state() {
         Ok(SegmentState::Client) => Ok(segment),
+        Ok(SegmentState::Daemon) if recovering => Ok(segment),
         Ok(SegmentState::Daemon) => Err(PlanError::new(
             ErrorCode::SegmentBusy,
             format!(

@@ -1,13 +1,15 @@
-//! The job table: per-image state, per-client and daemon-wide counters, and expiry of finished jobs.
+//! The job table: per-image state, per-client and daemon-wide counters, the journal of accepted jobs, and
+//! expiry of finished jobs.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
-use super::JobPlan;
-use crate::protocol::{ClientStats, ErrorReply, GateScores, ImageState, ImageStatus, JobStatus};
+use super::journal::{COMPACT_AT, Journal, Record};
+use super::{ImageTask, JobPlan};
+use crate::protocol::{ClientStats, ErrorCode, ErrorReply, GateScores, ImageState, ImageStatus, JobStatus, SubmitJob};
 use crate::shm::Segment;
 
 /// Who submitted a job: the handshake's client name and process id.
@@ -37,7 +39,7 @@ pub struct SavedImage {
 /// Daemon-wide counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Jobs accepted.
+    /// Jobs accepted (including jobs recovered from the journal).
     pub jobs_accepted: u64,
     /// Jobs whose images were all written.
     pub jobs_done: u64,
@@ -47,7 +49,7 @@ pub struct Counters {
     pub images_written: u64,
     /// Images failed.
     pub images_failed: u64,
-    /// Images queued or encoding.
+    /// Images queued, encoding or retrying.
     pub images_pending: u64,
     /// Pixel bytes of pending images.
     pub bytes_held: u64,
@@ -56,9 +58,10 @@ pub struct Counters {
 #[derive(Debug)]
 struct JobRecord {
     client: ClientKey,
+    job: Arc<SubmitJob>,
     images: Vec<ImageStatus>,
     pixel_bytes: Vec<u64>,
-    segment_of: Vec<String>,
+    tasks: Vec<Option<Arc<ImageTask>>>,
     pending_per_segment: HashMap<String, (usize, Arc<Segment>)>,
     unreleased_segments: usize,
     pending_images: usize,
@@ -77,138 +80,244 @@ struct Inner {
 #[derive(Debug)]
 pub struct JobTable {
     inner: Mutex<Inner>,
+    room: Condvar,
     retention: Duration,
+    journal: Option<Mutex<Journal>>,
 }
 
 /// At most this many finished jobs are kept, whatever the retention time.
 const MAX_FINISHED_JOBS: usize = 10_000;
 
+/// What [`JobTable::finish`] hands back: a segment whose last pending image just finished.
+pub type Release = Option<Arc<Segment>>;
+
 impl JobTable {
-    /// An empty table that keeps finished jobs queryable for `retention`.
-    pub fn new(retention: Duration) -> Self {
-        Self { inner: Mutex::new(Inner::default()), retention }
+    /// An empty table that keeps finished jobs queryable for `retention`, journaling to `journal` if given.
+    pub fn new(retention: Duration, journal: Option<Journal>) -> Self {
+        Self { inner: Mutex::new(Inner::default()), room: Condvar::new(), retention, journal: journal.map(Mutex::new) }
     }
 
-    /// Records an accepted job with every image queued.
-    pub fn insert(&self, job_id: &str, client: ClientKey, plan: &JobPlan) {
+    fn journal(&self, record: &Record) -> std::io::Result<()> {
+        match &self.journal {
+            Some(j) => j.lock().append(record),
+            None => Ok(()),
+        }
+    }
+
+    /// Journals and records an accepted job with every image queued. Nothing is recorded if the journal
+    /// cannot be written (the caller refuses the job).
+    pub fn insert(&self, job_id: &str, client: ClientKey, plan: &JobPlan, job: &SubmitJob) -> std::io::Result<()> {
+        let record = Record::Accepted {
+            job_id: job_id.to_owned(),
+            client: client.name.clone(),
+            pid: client.pid,
+            job: Box::new(job.clone()),
+        };
+        self.journal(&record)?;
+        let tasks = plan.tasks.iter().cloned().map(Some).collect();
+        self.insert_record(job_id, client, Arc::new(job.clone()), tasks, HashMap::new());
+        Ok(())
+    }
+
+    /// Records a job recovered from the journal: `tasks[i]` is `Err` for an image that can no longer be
+    /// saved, `done` holds images finished before the crash. Returns the segments to hand back now (those
+    /// with nothing left to do).
+    pub fn insert_recovered(
+        &self,
+        job_id: &str,
+        client: ClientKey,
+        job: SubmitJob,
+        tasks: Vec<Result<Arc<ImageTask>, ErrorReply>>,
+        done: HashMap<u32, ImageStatus>,
+    ) -> Vec<Arc<Segment>> {
+        let mut finals = done;
+        let mut live = Vec::with_capacity(tasks.len());
+        for (index, task) in tasks.into_iter().enumerate() {
+            match task {
+                Ok(task) => live.push(Some(task)),
+                Err(error) => {
+                    live.push(None);
+                    finals.entry(index as u32).or_insert_with(|| failed_status(index as u32, error));
+                }
+            }
+        }
+        // Segments whose images are all final are handed back at once.
+        let segments: Vec<Arc<Segment>> = {
+            let mut by_name: HashMap<String, (Arc<Segment>, bool)> = HashMap::new();
+            for (index, task) in live.iter().enumerate() {
+                if let Some(task) = task {
+                    let pending = !finals.contains_key(&(index as u32));
+                    by_name.entry(task.segment.name().to_owned()).or_insert((Arc::clone(&task.segment), false)).1 |=
+                        pending;
+                }
+            }
+            by_name.into_values().filter(|(_, pending)| !pending).map(|(s, _)| s).collect()
+        };
+        self.insert_record(job_id, client, Arc::new(job), live, finals);
+        segments
+    }
+
+    fn insert_record(
+        &self,
+        job_id: &str,
+        client: ClientKey,
+        job: Arc<SubmitJob>,
+        tasks: Vec<Option<Arc<ImageTask>>>,
+        finals: HashMap<u32, ImageStatus>,
+    ) {
         let mut inner = self.inner.lock();
         expire(&mut inner, self.retention);
+        let mut images = Vec::with_capacity(tasks.len());
+        let mut pixel_bytes = Vec::with_capacity(tasks.len());
         let mut pending_per_segment: HashMap<String, (usize, Arc<Segment>)> = HashMap::new();
-        for task in &plan.tasks {
+        let mut any_failed = false;
+        let (mut pending, mut held) = (0usize, 0u64);
+        for (index, task) in tasks.iter().enumerate() {
+            let bytes = task.as_ref().map_or(0, |t| t.layout.length);
+            pixel_bytes.push(bytes);
+            if let Some(status) = finals.get(&(index as u32)) {
+                any_failed |= status.state == ImageState::Failed;
+                images.push(status.clone());
+                continue;
+            }
+            let task = task.as_ref().expect("an image without a final status has a task");
             pending_per_segment.entry(task.segment.name().to_owned()).or_insert((0, Arc::clone(&task.segment))).0 += 1;
+            pending += 1;
+            held += bytes;
+            images.push(ImageStatus {
+                index: index as u32,
+                slot: task.slot,
+                batch_index: task.batch_index,
+                state: ImageState::Queued,
+                path: None,
+                bytes: None,
+                error: None,
+                scores: None,
+                notes: Vec::new(),
+            });
         }
-        let pixel_bytes: Vec<u64> = plan.tasks.iter().map(|t| t.layout.length).collect();
-        let n = plan.tasks.len();
         inner.counters.jobs_accepted += 1;
-        inner.counters.images_pending += n as u64;
-        inner.counters.bytes_held += pixel_bytes.iter().sum::<u64>();
+        inner.counters.images_pending += pending as u64;
+        inner.counters.bytes_held += held;
         let stats = client_stats(&mut inner, &client);
         stats.jobs += 1;
-        stats.images_pending += n as u64;
+        stats.images_pending += pending as u64;
+        if pending == 0 {
+            inner.finished.push_back((Instant::now(), job_id.to_owned()));
+        }
         let record = JobRecord {
             client,
-            images: plan
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(index, task)| ImageStatus {
-                    index: index as u32,
-                    slot: task.slot,
-                    batch_index: task.batch_index,
-                    state: ImageState::Queued,
-                    path: None,
-                    bytes: None,
-                    error: None,
-                    scores: None,
-                    notes: Vec::new(),
-                })
-                .collect(),
+            job,
+            images,
             pixel_bytes,
-            segment_of: plan.tasks.iter().map(|t| t.segment.name().to_owned()).collect(),
+            tasks,
             unreleased_segments: pending_per_segment.len(),
             pending_per_segment,
-            pending_images: n,
-            any_failed: false,
+            pending_images: pending,
+            any_failed,
         };
         inner.jobs.insert(job_id.to_owned(), record);
     }
 
-    /// Marks an image as being encoded.
-    pub fn mark_encoding(&self, job_id: &str, index: usize) {
-        if let Some(image) = self.inner.lock().jobs.get_mut(job_id).and_then(|j| j.images.get_mut(index)) {
-            image.state = ImageState::Encoding;
+    /// Marks an image as being encoded. Returns false if the image is already final (cancelled), in which
+    /// case the worker skips it.
+    pub fn begin(&self, job_id: &str, index: usize) -> bool {
+        let mut inner = self.inner.lock();
+        match inner.jobs.get_mut(job_id).and_then(|j| j.images.get_mut(index)) {
+            Some(image) if !image.state.is_final() => {
+                image.state = ImageState::Encoding;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a failed attempt that will be retried; `error` is shown in `status` meanwhile.
+    pub fn mark_retrying(&self, job_id: &str, index: usize, error: ErrorReply, attempt: u32, next_in: Duration) {
+        let mut inner = self.inner.lock();
+        if let Some(image) = inner.jobs.get_mut(job_id).and_then(|j| j.images.get_mut(index))
+            && !image.state.is_final()
+        {
+            image.state = ImageState::Retrying;
+            image.error = Some(error);
+            image.notes = vec![format!("attempt {attempt} failed; retrying in {:.1} s", next_in.as_secs_f64())];
         }
     }
 
     /// Records an image's final outcome. Returns the segment to hand back if this was the last pending image
     /// that used it.
-    pub fn finish(&self, job_id: &str, index: usize, outcome: Result<SavedImage, ErrorReply>) -> Option<Arc<Segment>> {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let job = inner.jobs.get_mut(job_id)?;
-        let image = job.images.get_mut(index)?;
-        if image.state.is_final() {
-            return None;
-        }
-        let failed = outcome.is_err();
-        match outcome {
-            Ok(saved) => {
-                image.state = if saved.discarded { ImageState::Discarded } else { ImageState::Written };
-                image.path = Some(saved.path);
-                image.bytes = Some(saved.bytes);
-                image.scores = saved.scores;
-                image.notes = saved.notes;
-            }
-            Err(error) => {
-                image.state = ImageState::Failed;
-                image.error = Some(error);
-            }
-        }
-        job.pending_images -= 1;
-        job.any_failed |= failed;
-        let job_finished = job.pending_images == 0;
-        let job_failed = job.any_failed;
-        let bytes = job.pixel_bytes[index];
-        let segment_name = job.segment_of[index].clone();
-        let release = match job.pending_per_segment.get_mut(&segment_name) {
-            Some((pending, _)) if *pending > 1 => {
-                *pending -= 1;
-                None
-            }
-            Some(_) => job.pending_per_segment.remove(&segment_name).map(|(_, s)| s),
-            None => None,
+    pub fn finish(&self, job_id: &str, index: usize, outcome: Result<SavedImage, ErrorReply>) -> Release {
+        let status = {
+            let mut guard = self.inner.lock();
+            let release = finish_locked(&mut guard, job_id, index, outcome)?;
+            let status = guard.jobs.get(job_id).map(|j| j.images[index].clone());
+            drop(guard);
+            self.room.notify_all();
+            (release, status)
         };
-        let client = job.client.clone();
-        let c = &mut inner.counters;
-        c.images_pending -= 1;
-        c.bytes_held -= bytes;
-        if failed {
-            c.images_failed += 1
-        } else {
-            c.images_written += 1
+        if let (_, Some(status)) = &status
+            && let Err(e) = self.journal(&Record::Done { job_id: job_id.to_owned(), status: status.clone() })
+        {
+            tracing::error!(job = job_id, "could not journal a finished image: {e}");
         }
-        if job_finished {
-            if job_failed {
-                c.jobs_failed += 1
-            } else {
-                c.jobs_done += 1
-            }
-            inner.finished.push_back((Instant::now(), job_id.to_owned()));
-        }
-        let stats = client_stats(inner, &client);
-        stats.images_pending -= 1;
-        if failed {
-            stats.images_failed += 1
-        } else {
-            stats.images_written += 1
-        }
-        release
+        status.0
     }
 
-    /// Records that one of the job's segments was handed back to its client.
+    /// Records that one of the job's segments was handed back; journals the job as released when it was the
+    /// last one.
     pub fn segment_released(&self, job_id: &str) {
-        if let Some(job) = self.inner.lock().jobs.get_mut(job_id) {
-            job.unreleased_segments = job.unreleased_segments.saturating_sub(1);
+        let released = {
+            let mut inner = self.inner.lock();
+            match inner.jobs.get_mut(job_id) {
+                Some(job) => {
+                    job.unreleased_segments = job.unreleased_segments.saturating_sub(1);
+                    job.unreleased_segments == 0 && job.pending_images == 0
+                }
+                None => false,
+            }
+        };
+        if released && let Err(e) = self.journal(&Record::Released { job_id: job_id.to_owned() }) {
+            tracing::error!(job = job_id, "could not journal a released job: {e}");
+        }
+    }
+
+    /// Cancels every image of the job that is queued or retrying. Returns how many, and the segments to hand
+    /// back; `None` if the job is unknown.
+    pub fn cancel(&self, job_id: &str) -> Option<(u32, Vec<Arc<Segment>>)> {
+        let indices: Vec<usize> = {
+            let inner = self.inner.lock();
+            let job = inner.jobs.get(job_id)?;
+            job.images
+                .iter()
+                .filter(|i| matches!(i.state, ImageState::Queued | ImageState::Retrying))
+                .map(|i| i.index as usize)
+                .collect()
+        };
+        let mut releases = Vec::new();
+        let mut cancelled = 0;
+        for index in indices {
+            let error = ErrorReply::new(ErrorCode::Cancelled, "cancelled before it was saved");
+            // An image that started encoding in between keeps going; `finish` ignores it if it became final.
+            if self.begin(job_id, index) {
+                cancelled += 1;
+                releases.extend(self.finish(job_id, index, Err(error)));
+            }
+        }
+        Some((cancelled, releases))
+    }
+
+    /// Waits up to `timeout` until `extra` more bytes fit under `budget`. An empty queue always has room.
+    pub fn wait_for_room(&self, extra: u64, budget: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.inner.lock();
+        loop {
+            let held = inner.counters.bytes_held;
+            if held == 0 || held.saturating_add(extra) <= budget {
+                return true;
+            }
+            if self.room.wait_until(&mut inner, deadline).timed_out() {
+                return false;
+            }
         }
     }
 
@@ -235,6 +344,148 @@ impl JobTable {
         clients.sort_by(|a, b| (&a.client, a.pid).cmp(&(&b.client, b.pid)));
         clients
     }
+
+    /// Names of the segments that unfinished jobs still use.
+    pub fn segments_in_use(&self) -> std::collections::HashSet<String> {
+        let inner = self.inner.lock();
+        inner.jobs.values().flat_map(|j| j.pending_per_segment.keys().cloned()).collect()
+    }
+
+    /// The tasks of a job still waiting (used when queueing a recovered job).
+    pub fn pending_tasks(&self, job_id: &str) -> Vec<(usize, Arc<ImageTask>)> {
+        let inner = self.inner.lock();
+        let Some(job) = inner.jobs.get(job_id) else { return Vec::new() };
+        job.tasks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !job.images[*i].state.is_final())
+            .filter_map(|(i, t)| t.clone().map(|t| (i, t)))
+            .collect()
+    }
+
+    /// Makes journaled records durable and compacts the journal when it has grown past its limit.
+    pub fn sync_journal(&self) {
+        let Some(journal) = &self.journal else { return };
+        let too_big = journal.lock().len() > COMPACT_AT;
+        if too_big {
+            self.compact_journal();
+        }
+        if let Err(e) = journal.lock().sync() {
+            tracing::error!("could not sync the journal: {e}");
+        }
+    }
+
+    /// Rewrites the journal with only the jobs that still need recovery.
+    pub fn compact_journal(&self) {
+        let Some(journal) = &self.journal else { return };
+        // Hold the table lock so no record is appended between the snapshot and the rewrite.
+        let inner = self.inner.lock();
+        let mut records = Vec::new();
+        for (job_id, job) in &inner.jobs {
+            if job.pending_images == 0 && job.unreleased_segments == 0 {
+                continue;
+            }
+            records.push(Record::Accepted {
+                job_id: job_id.clone(),
+                client: job.client.name.clone(),
+                pid: job.client.pid,
+                job: Box::new((*job.job).clone()),
+            });
+            for image in job.images.iter().filter(|i| i.state.is_final()) {
+                records.push(Record::Done { job_id: job_id.clone(), status: image.clone() });
+            }
+        }
+        let mut journal = journal.lock();
+        let before = journal.len();
+        match journal.rewrite(&records) {
+            Ok(()) => tracing::info!(before, after = journal.len(), live_jobs = records.len(), "journal compacted"),
+            Err(e) => tracing::error!("could not compact the journal: {e}"),
+        }
+        drop(inner);
+    }
+}
+
+fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
+    ImageStatus {
+        index,
+        slot: 0,
+        batch_index: 0,
+        state: ImageState::Failed,
+        path: None,
+        bytes: None,
+        error: Some(error),
+        scores: None,
+        notes: Vec::new(),
+    }
+}
+
+/// The state change of [`JobTable::finish`], under the lock. `None` if the image is unknown or already final.
+fn finish_locked(
+    inner: &mut Inner,
+    job_id: &str,
+    index: usize,
+    outcome: Result<SavedImage, ErrorReply>,
+) -> Option<Release> {
+    let job = inner.jobs.get_mut(job_id)?;
+    let image = job.images.get_mut(index)?;
+    if image.state.is_final() {
+        return None;
+    }
+    let failed = outcome.is_err();
+    match outcome {
+        Ok(saved) => {
+            image.state = if saved.discarded { ImageState::Discarded } else { ImageState::Written };
+            image.path = Some(saved.path);
+            image.bytes = Some(saved.bytes);
+            image.scores = saved.scores;
+            image.notes = saved.notes;
+            image.error = None;
+        }
+        Err(error) => {
+            image.state = ImageState::Failed;
+            image.error = Some(error);
+            image.notes.clear();
+        }
+    }
+    job.pending_images -= 1;
+    job.any_failed |= failed;
+    let job_finished = job.pending_images == 0;
+    let job_failed = job.any_failed;
+    let bytes = job.pixel_bytes[index];
+    let segment_name = job.tasks[index].as_ref().map(|t| t.segment.name().to_owned()).unwrap_or_default();
+    let release = match job.pending_per_segment.get_mut(&segment_name) {
+        Some((pending, _)) if *pending > 1 => {
+            *pending -= 1;
+            None
+        }
+        Some(_) => job.pending_per_segment.remove(&segment_name).map(|(_, s)| s),
+        None => None,
+    };
+    let client = job.client.clone();
+    let c = &mut inner.counters;
+    c.images_pending -= 1;
+    c.bytes_held -= bytes;
+    if failed {
+        c.images_failed += 1
+    } else {
+        c.images_written += 1
+    }
+    if job_finished {
+        if job_failed {
+            c.jobs_failed += 1
+        } else {
+            c.jobs_done += 1
+        }
+        inner.finished.push_back((Instant::now(), job_id.to_owned()));
+    }
+    let stats = client_stats(inner, &client);
+    stats.images_pending -= 1;
+    if failed {
+        stats.images_failed += 1
+    } else {
+        stats.images_written += 1
+    }
+    Some(release)
 }
 
 fn client_stats<'a>(inner: &'a mut Inner, client: &ClientKey) -> &'a mut ClientStats {
@@ -257,6 +508,9 @@ fn expire(inner: &mut Inner, retention: Duration) {
         }
         let id = id.clone();
         inner.finished.pop_front();
-        inner.jobs.remove(&id);
+        // A finished job whose segments are still being handed back stays until they are.
+        if inner.jobs.get(&id).is_some_and(|j| j.unreleased_segments == 0) {
+            inner.jobs.remove(&id);
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! never-overwriting writes (temp file in the target directory, fsync, no-clobber rename, directory fsync).
 
 mod confine;
+mod dirs;
 mod template;
 mod write;
 
 pub use confine::{OutputError, check_sub_path, resolve_dir, validate_stem};
+pub use dirs::OutputDirs;
 pub use template::{ModelInfo, TemplateContext, expand, save_timestamp};
-pub use write::{Written, write_new_file};
+pub use write::{TEMP_PREFIX, TEMP_SUFFIX, Written, write_new_file};

@@ -14,6 +14,11 @@ pub struct Written {
     pub bytes: u64,
 }
 
+/// Temp files are named `<TEMP_PREFIX>…<TEMP_SUFFIX>` (hidden), so the janitor can find orphans.
+pub const TEMP_PREFIX: &str = ".luna-";
+/// See [`TEMP_PREFIX`].
+pub const TEMP_SUFFIX: &str = ".tmp";
+
 /// Highest counter suffix tried before giving up.
 const MAX_COUNTER: u32 = 99_999;
 
@@ -68,7 +73,7 @@ where
 /// like any file a user's program writes (tempfile's default 0600 would hide images from other users).
 fn temp_builder() -> tempfile::Builder<'static, 'static> {
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".luna-").suffix(".tmp");
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     SaveFailed,
     /// A bug in the daemon; the message says more.
     Internal,
+    /// The image's segment was gone when the daemon restarted (e.g. after a reboot): the image is lost.
+    Lost,
+    /// The job was cancelled before this image was saved.
+    Cancelled,
     /// A code this build does not know (sent by a newer peer).
     Unknown(u16),
 }
@@ -65,6 +69,8 @@ impl ErrorCode {
             Self::ChecksumMismatch => 15,
             Self::SaveFailed => 16,
             Self::Internal => 17,
+            Self::Lost => 18,
+            Self::Cancelled => 19,
             Self::Unknown(n) => n,
         }
     }
@@ -89,6 +95,8 @@ impl ErrorCode {
             Self::ChecksumMismatch => "checksum_mismatch",
             Self::SaveFailed => "save_failed",
             Self::Internal => "internal",
+            Self::Lost => "lost",
+            Self::Cancelled => "cancelled",
             Self::Unknown(_) => "unknown",
         }
     }
@@ -102,7 +110,7 @@ impl From<ErrorCode> for u16 {
 
 impl From<u16> for ErrorCode {
     fn from(n: u16) -> Self {
-        const KNOWN: [ErrorCode; 17] = [
+        const KNOWN: [ErrorCode; 19] = [
             ErrorCode::MalformedFrame,
             ErrorCode::FrameTooLarge,
             ErrorCode::VersionMismatch,
@@ -120,6 +128,8 @@ impl From<u16> for ErrorCode {
             ErrorCode::ChecksumMismatch,
             ErrorCode::SaveFailed,
             ErrorCode::Internal,
+            ErrorCode::Lost,
+            ErrorCode::Cancelled,
         ];
         KNOWN.into_iter().find(|c| c.number() == n).unwrap_or(ErrorCode::Unknown(n))
     }
@@ -137,7 +147,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip_and_unknown_numbers_survive() {
-        for n in 1..=17u16 {
+        for n in 1..=19u16 {
             assert_eq!(ErrorCode::from(n).number(), n);
             assert_ne!(ErrorCode::from(n).name(), "unknown");
         }

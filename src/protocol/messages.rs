@@ -20,6 +20,8 @@ pub enum Request {
     Stats(Empty),
     /// Ask the daemon to stop accepting work, finish its queue and exit.
     Stop(Empty),
+    /// Give up on a job's images that are not saved yet (for example ones retrying on a full disk).
+    Cancel(StatusQuery),
 }
 
 /// A message with no fields (a map holding only `type`).
@@ -269,6 +271,8 @@ pub enum Response {
     Stats(DaemonStats),
     /// The daemon is shutting down after finishing its queue.
     Stopping(Empty),
+    /// The job was cancelled: its unsaved images are now `failed` with code `cancelled`.
+    Cancelled(CancelReply),
     /// The request failed; nothing was accepted.
     Error(ErrorReply),
 }
@@ -295,6 +299,15 @@ pub struct Accepted {
     pub job_id: String,
     /// How many images were queued.
     pub images: u32,
+}
+
+/// The reply to a cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    /// The job id.
+    pub job_id: String,
+    /// How many images were cancelled (queued or retrying ones; an image being encoded still finishes).
+    pub images_cancelled: u32,
 }
 
 /// A failed request.
@@ -332,6 +345,9 @@ pub enum ImageState {
     Queued,
     /// A worker is converting, encoding and writing it.
     Encoding,
+    /// Saving failed with an error that may go away (disk full, permission denied, directory removed); `error`
+    /// holds the last one and the save is retried with backoff until it succeeds or the job is cancelled.
+    Retrying,
     /// The file is durably on disk at `path`.
     Written,
     /// The image failed the quality gate; it was saved under `_discarded` at `path`, with its `scores`.

@@ -146,6 +146,12 @@ impl Segment {
         self.write_at(STATE_OFFSET as u64, &[SegmentState::Daemon.to_byte()])
     }
 
+    /// Returns ownership to the client without counting a release (a submission refused after ownership was
+    /// taken).
+    pub fn give_back(&self) -> io::Result<()> {
+        self.write_at(STATE_OFFSET as u64, &[SegmentState::Client.to_byte()])
+    }
+
     /// Hands the segment back: bumps the release count, marks it client-owned and, if the client has
     /// detached or died, unlinks it. Returns whether it was unlinked.
     pub fn release(&self) -> io::Result<bool> {

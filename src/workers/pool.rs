@@ -1,14 +1,16 @@
 //! The scaling thread pool.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::queue::{FairQueue, WorkItem};
 use super::save::{path_string, save_image};
 use crate::jobs::{ClientKey, JobTable, SavedImage};
+use crate::output::OutputDirs;
 use crate::protocol::{ErrorCode, ErrorReply};
 
 /// Pool sizing. Defaults are the original daemon's SAVE_POOL_MIN_WORKERS / MAX / IDLE_TIMEOUT.
@@ -42,6 +44,9 @@ pub struct PoolStats {
 #[derive(Debug, Default)]
 struct State {
     queue: FairQueue<ClientKey, WorkItem>,
+    /// Items waiting for a retry, by due time (and a sequence number to keep keys unique).
+    delayed: BTreeMap<(Instant, u64), WorkItem>,
+    next_seq: u64,
     alive: usize,
     idle: usize,
     busy: usize,
@@ -56,6 +61,19 @@ struct Shared {
     changed: Condvar,
     config: PoolConfig,
     table: Arc<JobTable>,
+    dirs: Arc<OutputDirs>,
+    /// Test-only: a pause before each save (`LUNA_DAEMON_TEST_SAVE_DELAY_MS`), so crash tests can catch a
+    /// queue in flight. Never set in production.
+    test_delay: Option<Duration>,
+}
+
+/// First retry delay; doubled per attempt up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Longest wait between retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+fn retry_delay(attempt: u32) -> Duration {
+    FIRST_RETRY_DELAY.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_RETRY_DELAY)
 }
 
 /// The worker pool. Cheap to clone; all clones drive the same threads.
@@ -65,8 +83,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `min_workers` workers reporting to `table`.
-    pub fn start(config: PoolConfig, table: Arc<JobTable>) -> Self {
+    /// Starts `min_workers` workers reporting to `table` and recording the directories they write into.
+    pub fn start(config: PoolConfig, table: Arc<JobTable>, dirs: Arc<OutputDirs>) -> Self {
         let config = PoolConfig { max_workers: config.max_workers.max(config.min_workers).max(1), ..config };
         let pool = Self {
             shared: Arc::new(Shared {
@@ -75,6 +93,11 @@ impl Pool {
                 changed: Condvar::new(),
                 config,
                 table,
+                dirs,
+                test_delay: std::env::var("LUNA_DAEMON_TEST_SAVE_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis),
             }),
         };
         let mut state = pool.shared.state.lock();
@@ -102,7 +125,7 @@ impl Pool {
     /// A snapshot of queue length and worker counts.
     pub fn stats(&self) -> PoolStats {
         let state = self.shared.state.lock();
-        PoolStats { queued: state.queue.len(), alive: state.alive, busy: state.busy }
+        PoolStats { queued: state.queue.len() + state.delayed.len(), alive: state.alive, busy: state.busy }
     }
 
     /// Lets the queue drain, then stops every worker and waits for them.
@@ -132,13 +155,37 @@ impl Pool {
 fn worker_loop(shared: &Shared) {
     tracing::debug!("worker started");
     while let Some(item) = next_item(shared) {
-        run_item(&shared.table, &item);
+        if let Some(delay) = shared.test_delay {
+            std::thread::sleep(delay);
+        }
+        let retry = run_item(&shared.table, &shared.dirs, item);
         let mut state = shared.state.lock();
         state.busy -= 1;
+        if let Some(item) = retry {
+            let due = Instant::now() + retry_delay(item.attempt);
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.delayed.insert((due, seq), item);
+        }
         drop(state);
         shared.changed.notify_all();
+        shared.work.notify_one();
     }
     tracing::debug!("worker exiting");
+}
+
+/// Moves retries that are due into the queue; returns how long until the next one is due.
+fn promote_due(state: &mut State) -> Option<Duration> {
+    let now = Instant::now();
+    while let Some(entry) = state.delayed.first_entry() {
+        if entry.key().0 > now {
+            return Some(entry.key().0 - now);
+        }
+        let item = entry.remove();
+        let client = item.client.clone();
+        state.queue.push(&client, item);
+    }
+    None
 }
 
 /// Waits for work. Returns `None` when this worker should exit: the pool is stopping and the queue is empty,
@@ -146,17 +193,21 @@ fn worker_loop(shared: &Shared) {
 fn next_item(shared: &Shared) -> Option<WorkItem> {
     let mut state = shared.state.lock();
     loop {
+        let next_retry = promote_due(&mut state);
         if let Some(item) = state.queue.pop() {
             state.busy += 1;
             return Some(item);
         }
+        // Stopping: retries still waiting stay in the journal and resume at the next start.
         if state.stopping {
             break;
         }
         state.idle += 1;
-        let timed_out = shared.work.wait_for(&mut state, shared.config.idle_timeout).timed_out();
+        let wait = next_retry.map_or(shared.config.idle_timeout, |d| d.min(shared.config.idle_timeout));
+        let timed_out = shared.work.wait_for(&mut state, wait).timed_out();
         state.idle -= 1;
-        if timed_out && state.queue.is_empty() && state.alive > shared.config.min_workers {
+        let idle = state.queue.is_empty() && state.delayed.is_empty();
+        if timed_out && idle && state.alive > shared.config.min_workers {
             break;
         }
     }
@@ -166,10 +217,22 @@ fn next_item(shared: &Shared) -> Option<WorkItem> {
     None
 }
 
-/// Saves one image and reports it; a panic fails the image, never the daemon.
-fn run_item(table: &JobTable, item: &WorkItem) {
-    table.mark_encoding(&item.job_id, item.index);
-    let outcome = catch_unwind(AssertUnwindSafe(|| save_image(&item.task)));
+/// Saves one image and reports it; a panic fails the image, never the daemon. Returns the item back if the
+/// save failed with a retryable error (it is then retried with backoff until it succeeds or is cancelled).
+fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<WorkItem> {
+    if !table.begin(&item.job_id, item.index) {
+        return None; // cancelled while queued
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| save_image(&item.task, dirs)));
+    if let Ok(Err(e)) = &outcome
+        && e.is_retryable()
+    {
+        item.attempt += 1;
+        let delay = retry_delay(item.attempt);
+        tracing::warn!(job = %item.job_id, index = item.index, attempt = item.attempt, "save failed, retrying in {delay:?}: {e}");
+        table.mark_retrying(&item.job_id, item.index, e.to_reply(), item.attempt, delay);
+        return Some(item);
+    }
     let outcome = match outcome {
         Ok(Ok(saved)) => {
             let path = path_string(&saved.written.path);
@@ -189,10 +252,16 @@ fn run_item(table: &JobTable, item: &WorkItem) {
         Err(_) => Err(ErrorReply::new(ErrorCode::Internal, "the worker panicked while saving this image")),
     };
     if let Some(segment) = table.finish(&item.job_id, item.index, outcome) {
-        match segment.release() {
-            Ok(unlinked) => tracing::debug!(segment = segment.name(), unlinked, "segment released"),
-            Err(e) => tracing::warn!(segment = segment.name(), "could not release segment: {e}"),
-        }
-        table.segment_released(&item.job_id);
+        release_segment(table, &item.job_id, &segment);
     }
+    None
+}
+
+/// Hands a segment back to its client (or unlinks it if the client is gone) and records that.
+pub fn release_segment(table: &JobTable, job_id: &str, segment: &crate::shm::Segment) {
+    match segment.release() {
+        Ok(unlinked) => tracing::debug!(segment = segment.name(), unlinked, "segment released"),
+        Err(e) => tracing::warn!(segment = segment.name(), "could not release segment: {e}"),
+    }
+    table.segment_released(job_id);
 }

@@ -16,6 +16,8 @@ pub struct WorkItem {
     pub client: ClientKey,
     /// What to do.
     pub task: Arc<ImageTask>,
+    /// How many times saving it has failed with a retryable error.
+    pub attempt: u32,
 }
 
 /// Per-client FIFO queues served in turn.

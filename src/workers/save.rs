@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::encode::{EncodeError, Format, Image8, Metadata, convert_row, encode, scores};
 use crate::jobs::ImageTask;
-use crate::output::{self, OutputError, Written};
+use crate::output::{self, OutputDirs, OutputError, Written};
 use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
 
 /// Why an image could not be saved.
@@ -28,6 +28,15 @@ pub enum SaveError {
 }
 
 impl SaveError {
+    /// Whether the error may go away by itself (disk full, permission denied, directory removed, a read-only
+    /// file system), so the save is retried rather than failed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Output(OutputError::Dir { .. } | OutputError::Write { .. }) | Self::Encode(EncodeError::Io(_))
+        )
+    }
+
     /// The wire form of the error, for `status`.
     pub fn to_reply(&self) -> ErrorReply {
         let code = match self {
@@ -57,11 +66,12 @@ pub struct Saved {
 }
 
 /// Reads, converts, judges, encodes and writes one image.
-pub fn save_image(task: &ImageTask) -> Result<Saved, SaveError> {
+pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveError> {
     let image = read_pixels(task)?;
     let settings = &task.settings;
     let (scores, passed) = judge(&image, settings.quality_gate, settings.threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
+    dirs.record(&dir);
     let format = match task.image_format {
         ImageFormat::Png => Format::Png { compression: settings.png_compression },
         ImageFormat::Webp => Format::Webp { lossless: settings.lossless_webp, quality: settings.lossy_quality },
