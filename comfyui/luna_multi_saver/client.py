@@ -293,8 +293,11 @@ class Client:
         if welcome.get("version") != PROTOCOL_VERSION:
             self._drop_connection()
             raise VersionMismatch(
-                {"code": VERSION_MISMATCH, "message": f"daemon answered with version {welcome.get('version')}"}
-                | {"supported_versions": [welcome.get("version")]}
+                {
+                    "code": VERSION_MISMATCH,
+                    "message": f"the daemon answered with version {welcome.get('version')}",
+                    "supported_versions": [welcome.get("version")],
+                }
             )
         if welcome.get("segment_header_len") != shm.HEADER_LEN:
             self._drop_connection()

@@ -33,6 +33,7 @@ FORMATS = ["png", "webp", "jpeg", "no save"]
 SLOTS = 5
 CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
 PREVIEW_MAX_SIDE = 256
+PREVIEW_QUALITY = 85
 # How long the node waits for a daemon reply before it saves locally ($LUNA_DAEMON_TIMEOUT overrides).
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -323,8 +324,9 @@ class LunaMultiSaver:
 
 
 def _write_previews(slots: list[local_save.Slot], job_id: str) -> list[dict]:
-    """Small PNG previews in ComfyUI's temp folder, so the UI shows what was handed to the daemon without waiting
-    for the real files. Subsampled before the uint8 conversion, so this costs a fraction of a full conversion."""
+    """Small JPEG previews in ComfyUI's temp folder, so the UI shows what was handed to the daemon without waiting
+    for the real files: subsampled (nearest neighbour) before the uint8 conversion and encoded as JPEG, which
+    costs well under a millisecond per image, against about 10 ms for a PNG of the same size."""
     try:
         temp_dir = _temp_directory()
         os.makedirs(temp_dir, exist_ok=True)
@@ -333,11 +335,11 @@ def _write_previews(slots: list[local_save.Slot], job_id: str) -> list[dict]:
         for slot in slots:
             for full in images_of(slot.images):
                 step = max(1, -(-max(full.shape[0], full.shape[1]) // PREVIEW_MAX_SIDE))
-                small = to_uint8(np.ascontiguousarray(full[::step, ::step]))
+                small = to_uint8(np.ascontiguousarray(full[::step, ::step, :3]))
                 image = Image.fromarray(small[:, :, 0] if small.shape[2] == 1 else small)
-                name = f"LunaMultiSaver_{tag}_{len(previews):03d}.png"
+                name = f"LunaMultiSaver_{tag}_{len(previews):03d}.jpg"
                 with open(os.path.join(temp_dir, name), "xb") as f:
-                    image.save(f, "PNG", compress_level=1)
+                    image.save(f, "JPEG", quality=PREVIEW_QUALITY)
                 previews.append({"filename": name, "subfolder": "", "type": "temp"})
         return previews
     except Exception as e:  # noqa: BLE001 - the images are with the daemon; a missing preview is no error
