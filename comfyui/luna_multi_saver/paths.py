@@ -156,7 +156,7 @@ def write_new_file(directory: str, stem: str, ext: str, fill: Callable[[BinaryIO
             fill(f)
             f.flush()
             os.fsync(f.fileno())
-            size = f.tell()
+            size = os.fstat(f.fileno()).st_size
         for counter in range(MAX_COUNTER + 1):
             name = f"{stem}.{ext}" if counter == 0 else f"{stem}_{counter:05d}.{ext}"
             final = os.path.join(directory, name)
