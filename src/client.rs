@@ -192,43 +192,28 @@ pub struct Client {
     stream: Stream,
     welcome: Welcome,
     segments: SegmentPool,
+    socket: PathBuf,
+    name: String,
 }
 
 impl Client {
     /// Connects and performs the handshake. `client_name` shows up in the daemon's logs and stats.
     pub fn connect(socket: &Path, client_name: &str) -> Result<Self, ClientError> {
-        let connect_err = |source| ClientError::Connect { socket: socket.into(), source };
-        let name = connect_name(socket).map_err(connect_err)?;
-        let stream = Stream::connect(name).map_err(connect_err)?;
-        let mut client = Self {
-            stream,
-            welcome: Welcome {
-                version: 0,
-                daemon_version: String::new(),
-                spool_dir: String::new(),
-                max_frame_len: 0,
-                segment_header_len: 0,
-            },
-            segments: SegmentPool::new(PathBuf::new(), "luna"),
-        };
-        let hello = Hello {
-            protocol: PROTOCOL_NAME.to_owned(),
-            version: PROTOCOL_VERSION,
-            client: client_name.to_owned(),
-            pid: Some(std::process::id()),
-        };
-        match client.request(&Request::Hello(hello))? {
-            Response::Welcome(w) if w.version == PROTOCOL_VERSION => client.welcome = w,
-            Response::Welcome(w) => {
-                return Err(ClientError::VersionMismatch(format!(
-                    "daemon answered with protocol version {}, this client speaks {PROTOCOL_VERSION}",
-                    w.version
-                )));
-            }
-            other => return Err(unexpected(other)),
+        let (stream, welcome) = handshake(socket, client_name)?;
+        let segments = SegmentPool::new(&welcome.spool_dir, &segment_prefix(client_name));
+        Ok(Self { stream, welcome, segments, socket: socket.to_path_buf(), name: client_name.to_owned() })
+    }
+
+    /// Replaces a broken connection (the daemon restarted) with a fresh one; warm segments are kept when the
+    /// new daemon uses the same spool directory.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let (stream, welcome) = handshake(&self.socket, &self.name)?;
+        if welcome.spool_dir != self.welcome.spool_dir {
+            self.segments = SegmentPool::new(&welcome.spool_dir, &segment_prefix(&self.name));
         }
-        client.segments = SegmentPool::new(&client.welcome.spool_dir, &segment_prefix(client_name));
-        Ok(client)
+        self.stream = stream;
+        self.welcome = welcome;
+        Ok(())
     }
 
     /// What the daemon said in the handshake.
@@ -237,22 +222,57 @@ impl Client {
     }
 
     /// Sends one request and reads its reply. Error replies become [`ClientError::Daemon`] (or
-    /// [`ClientError::VersionMismatch`]).
+    /// [`ClientError::VersionMismatch`]). A request that is safe to repeat (everything but `submit`) is
+    /// retried once over a new connection if the old one broke (for example because the daemon restarted).
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
-        let body = protocol::encode_message(request)?;
-        let sent = protocol::write_frame(&mut self.stream, &body);
-        // If the daemon hung up on us, it may have said why first: prefer its reply to the write error.
-        let reply = match (sent, protocol::read_frame(&mut self.stream)) {
-            (_, Ok(reply)) => reply,
-            (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e.into()),
-        };
-        match protocol::decode_message::<Response>(&reply)? {
-            Response::Error(e) if e.code == ErrorCode::VersionMismatch => Err(ClientError::VersionMismatch(e.message)),
-            Response::Error(e) => Err(ClientError::Daemon(e)),
-            other => Ok(other),
+        match exchange(&mut self.stream, request) {
+            Err(ClientError::Frame(_)) if !matches!(request, Request::Submit(_)) => {
+                self.reconnect()?;
+                exchange(&mut self.stream, request)
+            }
+            other => other,
         }
     }
+}
 
+/// Connects to `socket` and performs the handshake.
+fn handshake(socket: &Path, client_name: &str) -> Result<(Stream, Welcome), ClientError> {
+    let connect_err = |source| ClientError::Connect { socket: socket.into(), source };
+    let name = connect_name(socket).map_err(connect_err)?;
+    let mut stream = Stream::connect(name).map_err(connect_err)?;
+    let hello = Hello {
+        protocol: PROTOCOL_NAME.to_owned(),
+        version: PROTOCOL_VERSION,
+        client: client_name.to_owned(),
+        pid: Some(std::process::id()),
+    };
+    match exchange(&mut stream, &Request::Hello(hello))? {
+        Response::Welcome(w) if w.version == PROTOCOL_VERSION => Ok((stream, w)),
+        Response::Welcome(w) => Err(ClientError::VersionMismatch(format!(
+            "daemon answered with protocol version {}, this client speaks {PROTOCOL_VERSION}",
+            w.version
+        ))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// One request and its reply on `stream`.
+fn exchange(stream: &mut Stream, request: &Request) -> Result<Response, ClientError> {
+    let body = protocol::encode_message(request)?;
+    let sent = protocol::write_frame(stream, &body);
+    // If the daemon hung up on us, it may have said why first: prefer its reply to the write error.
+    let reply = match (sent, protocol::read_frame(stream)) {
+        (_, Ok(reply)) => reply,
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e.into()),
+    };
+    match protocol::decode_message::<Response>(&reply)? {
+        Response::Error(e) if e.code == ErrorCode::VersionMismatch => Err(ClientError::VersionMismatch(e.message)),
+        Response::Error(e) => Err(ClientError::Daemon(e)),
+        other => Ok(other),
+    }
+}
+
+impl Client {
     /// Copies the images (and large metadata) into one warm segment and submits them as one job. Returns
     /// once the daemon has accepted the job (and owns the segment); the save happens in the background.
     pub fn submit(&mut self, options: &JobOptions, images: &[ImageRef<'_>]) -> Result<Accepted, ClientError> {

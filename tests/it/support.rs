@@ -32,13 +32,18 @@ impl TestDaemon {
 
     /// Starts a daemon with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Starts a daemon with extra `serve` flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("run").join("luna.sock");
         let spool = dir.path().join("spool");
         let state = dir.path().join("state");
         let output = dir.path().join("out");
         let mut daemon = Self { dir, socket, spool, state, output, child: None };
-        daemon.spawn(extra);
+        daemon.spawn(extra, env);
         daemon
     }
 
@@ -61,9 +66,15 @@ impl TestDaemon {
         cmd
     }
 
-    fn spawn(&mut self, extra: &[&str]) {
-        let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
-        let child = self.serve_command(extra).stdout(Stdio::null()).stderr(log).spawn().expect("spawn daemon");
+    fn spawn(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let mut cmd = self.serve_command(extra);
+        cmd.envs(env.iter().copied());
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn daemon");
         self.child = Some(child);
         self.wait_ready();
     }
@@ -113,7 +124,14 @@ impl TestDaemon {
 
     /// Starts the daemon again in the same directories.
     pub fn restart(&mut self) {
-        self.spawn(&[]);
+        self.spawn(&[], &[]);
+    }
+
+    /// The daemon's resident memory in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 }
 
@@ -211,4 +229,31 @@ pub fn file_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// Polls `f` until it returns true, panicking with `what` after a generous deadline (never a fixed sleep).
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Files below `dir`, recursively, as paths relative to it, sorted.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
