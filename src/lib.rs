@@ -15,6 +15,7 @@
 //! - [`janitor`]: removes what dead processes left behind.
 //! - [`daemon`]: wires everything together.
 //! - [`client`]: the public client API.
+//! - [`doctor`]: set-up checks with explanations.
 //! - [`synthetic`]: generated realistic test images.
 
 #![deny(unsafe_code)]
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod encode;
 pub mod ipc;
 pub mod janitor;

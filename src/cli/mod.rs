@@ -1,5 +1,6 @@
 //! Command-line parsing and one module per subcommand. `anyhow` lives here and in `main.rs` only.
 
+mod doctor;
 mod serve;
 mod stats;
 mod status;
@@ -40,6 +41,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Ask the daemon to finish its queue and exit.
     Stop,
+    /// Check the set-up (directories, permissions, spool space, a running daemon, versions) and explain problems.
+    Doctor(doctor::DoctorArgs),
     /// Give up on a job's images that are not saved yet (e.g. ones retrying on a full disk).
     Cancel {
         /// The job id printed by `submit`.
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => status::run_watch(args, &socket_or_default(socket)),
         Command::Stats(args) => stats::run(args, &socket_or_default(socket)),
         Command::Stop => stop::run(&socket_or_default(socket)),
+        Command::Doctor(args) => doctor::run(args, socket),
         Command::Cancel { job_id } => stop::run_cancel(&socket_or_default(socket), &job_id),
     }
 }

@@ -1,0 +1,53 @@
+//! `luna-daemon doctor`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use luna_daemon::config::{Config, Settings};
+use luna_daemon::doctor::{self, Outcome};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// TOML config file (as for `serve`).
+    #[arg(long, env = "LUNA_DAEMON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Spool directory to check (as for `serve`).
+    #[arg(long, env = "LUNA_DAEMON_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// State directory to check (as for `serve`).
+    #[arg(long, env = "LUNA_DAEMON_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Also check that this output directory is writable.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Also check a client's protocol version against the daemon's (the node pack passes its own).
+    #[arg(long)]
+    client_protocol: Option<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DoctorArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let overrides = Settings { socket, spool_dir: args.spool_dir, state_dir: args.state_dir, ..Settings::default() };
+    let config = Config::load(args.config.as_deref(), overrides)?;
+    let findings = doctor::run(&config, args.output_dir.as_deref(), args.client_protocol);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        for f in &findings {
+            let mark = match f.outcome {
+                Outcome::Ok => "ok  ",
+                Outcome::Warn => "WARN",
+                Outcome::Fail => "FAIL",
+            };
+            println!("[{mark}] {}: {}", f.check, f.detail);
+            if !f.hint.is_empty() {
+                println!("       -> {}", f.hint);
+            }
+        }
+    }
+    let failed = findings.iter().any(|f| f.outcome == Outcome::Fail);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
