@@ -201,6 +201,8 @@ fn spool_space(spool: &Path) -> Vec<Finding> {
     }
     match nix::sys::statvfs::statvfs(&probe) {
         Ok(vfs) => {
+            // The field types differ between platforms (u64 on Linux, u32 on some BSDs).
+            #[allow(clippy::unnecessary_cast)]
             let free = vfs.blocks_available() as u64 * vfs.fragment_size() as u64;
             let mib = free >> 20;
             let (outcome, hint) = if free < SPOOL_FAIL_BYTES {
