@@ -11,7 +11,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 14] = [
+const FIXTURES: [&str; 17] = [
     "hello",
     "welcome",
     "submit",
@@ -26,6 +26,9 @@ const FIXTURES: [&str; 14] = [
     "stopping",
     "error_version_mismatch",
     "error_unknown_job",
+    "cancel_request",
+    "cancelled",
+    "status_retrying",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -371,4 +374,42 @@ fn error_unknown_job() {
     assert_eq!(e.message, r#"no job with id "000000000000" (unknown or expired)"#);
     assert!(e.supported_versions.is_empty());
     assert_eq!(e.code.number(), 11);
+}
+
+#[test]
+fn cancel_request_and_cancelled_reply() {
+    let Request::Cancel(q) = request("cancel_request") else { panic!("not a cancel request") };
+    assert_eq!(q.job_id, JOB_ID);
+    let Response::Cancelled(c) = response("cancelled") else { panic!("not a cancelled reply") };
+    assert_eq!(c.job_id, JOB_ID);
+    assert_eq!(c.images_cancelled, 2);
+}
+
+#[test]
+fn status_of_an_unfinished_job_with_a_retrying_image() {
+    let Response::Status(s) = response("status_retrying") else { panic!("not a status reply") };
+    assert_eq!(s.job_id, JOB_ID);
+    assert!(!s.finished);
+    assert!(!s.segments_released);
+    let states: Vec<ImageState> = s.images.iter().map(|i| i.state).collect();
+    assert_eq!(states, [ImageState::Encoding, ImageState::Retrying, ImageState::Queued]);
+    assert!(states.iter().all(|state| !state.is_final()));
+    for (i, image) in s.images.iter().enumerate() {
+        assert_eq!(image.index as usize, i);
+        assert_eq!(image.path, None);
+        assert_eq!(image.bytes, None);
+        assert_eq!(image.scores, None);
+    }
+    assert_eq!((s.images[1].slot, s.images[1].batch_index), (0, 1));
+    assert_eq!((s.images[2].slot, s.images[2].batch_index), (1, 0));
+    assert_eq!(s.images[0].error, None);
+    assert!(s.images[0].notes.is_empty());
+    let error = s.images[1].error.as_ref().expect("a retrying image shows its last error");
+    assert_eq!(error.code, ErrorCode::SaveFailed);
+    assert_eq!(error.name, "save_failed");
+    assert_eq!(
+        error.message,
+        "could not write /home/user/ComfyUI/output/x_ORIG_1.png: No space left on device (os error 28)"
+    );
+    assert_eq!(s.images[1].notes, ["attempt 3 failed; retrying in 2.0 s"]);
 }
