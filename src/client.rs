@@ -359,8 +359,19 @@ impl Client {
                 subdir: options.subdir,
                 images: descriptors,
             }],
+            submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
         };
-        match self.request(&Request::Submit(Box::new(job)))? {
+        let request = Request::Submit(Box::new(job));
+        // If the connection broke, send the same submission again on a new one: its submit_id makes the daemon
+        // answer with the original job if it had already accepted it, so nothing is saved twice.
+        let reply = match exchange(&mut self.stream, &request) {
+            Err(ClientError::Frame(_)) => {
+                self.reconnect()?;
+                exchange(&mut self.stream, &request)?
+            }
+            other => other?,
+        };
+        match reply {
             Response::Accepted(a) => Ok(a),
             other => Err(unexpected(other)),
         }

@@ -59,18 +59,39 @@ pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Res
             encoder.set_filter(png::Filter::Adaptive);
         }
     }
-    for (key, value) in &options.text {
-        // Like PIL's PngInfo.add_text: tEXt when the value is Latin-1, iTXt (UTF-8) otherwise.
-        if value.chars().all(|c| u32::from(c) < 256) {
-            encoder.add_text_chunk(key.clone(), value.clone())?;
-        } else {
-            encoder.add_itxt_chunk(key.clone(), value.clone())?;
-        }
-    }
     let mut writer = encoder.write_header()?;
+    // Text chunks are written by hand, in the caller's order, before the image data: like PIL's
+    // PngInfo.add_text, tEXt when the value is Latin-1 and iTXt (UTF-8) otherwise. (The encoder's own text
+    // support would group all tEXt before all iTXt and change the order ComfyUI's readers see.)
+    for (key, value) in &options.text {
+        let (kind, data) = text_chunk(key, value)?;
+        writer.write_chunk(kind, &data)?;
+    }
     writer.write_image_data(&image.data)?;
     writer.finish()?;
     Ok(())
+}
+
+/// The chunk type and body of one text entry.
+fn text_chunk(key: &str, value: &str) -> Result<(png::chunk::ChunkType, Vec<u8>), EncodeError> {
+    let latin1 = |s: &str| s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<Vec<u8>>>();
+    let keyword = latin1(key).filter(|k| (1..=79).contains(&k.len()) && !k.contains(&0)).ok_or_else(|| {
+        EncodeError::InvalidOption(format!("PNG text key {key:?} must be 1 to 79 Latin-1 characters"))
+    })?;
+    let mut data = keyword;
+    data.push(0);
+    match latin1(value) {
+        Some(text) => {
+            data.extend(text);
+            Ok((png::chunk::tEXt, data))
+        }
+        None => {
+            // compression flag 0, method 0, empty language tag, empty translated keyword, then UTF-8 text.
+            data.extend([0, 0, 0, 0]);
+            data.extend(value.as_bytes());
+            Ok((png::chunk::iTXt, data))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +121,19 @@ mod tests {
                 assert_eq!(raw, image.data, "channels {channels} level {level}");
             }
         }
+    }
+
+    #[test]
+    fn text_keeps_its_order_when_latin1_and_utf8_values_mix() {
+        let text = vec![
+            ("prompt".to_owned(), "{}".to_owned()),
+            ("custom_metadata".to_owned(), "check \u{2713}".to_owned()),
+            ("image_type".to_owned(), "ORIG".to_owned()),
+        ];
+        let mut bytes = Vec::new();
+        encode_png(&gradient(3), &PngOptions { compression: 4, text }, &mut bytes).unwrap();
+        let kinds: Vec<&[u8]> = bytes.windows(4).filter(|w| *w == b"tEXt" || *w == b"iTXt").collect();
+        assert_eq!(kinds, [b"tEXt".as_slice(), b"iTXt", b"tEXt"]);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub fn encode_webp<W: Write>(
     config.lossless = i32::from(lossless);
     config.quality = if lossless { LOSSLESS_EFFORT } else { f32::from(quality) };
     config.method = METHOD;
+    // Keep the colour under fully transparent pixels, so lossless really decodes to the submitted samples.
+    config.exact = i32::from(lossless);
     let encoded = webp::Encoder::new(pixels, layout, image.width, image.height)
         .encode_advanced(&config)
         .map_err(|e| EncodeError::Codec(format!("libwebp: {e:?}")))?;

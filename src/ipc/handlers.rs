@@ -128,6 +128,9 @@ impl Context {
             );
         }
         let _serialised = self.submit_lock.lock();
+        if let Some(accepted) = self.already_accepted(job) {
+            return accepted;
+        }
         let plan = match plan_job(job, &self.spool_dir) {
             Ok(plan) => plan,
             Err(e) => return error(e.code, e.message),
@@ -162,6 +165,13 @@ impl Context {
         self.pool.push(items);
         tracing::info!(job = %job_id, client = %hello.client, images = plan.tasks.len(), "job accepted");
         Response::Accepted(Accepted { job_id, images: plan.tasks.len() as u32 })
+    }
+
+    /// The original acknowledgement of a repeated submission (same `submit_id`).
+    fn already_accepted(&self, job: &SubmitJob) -> Option<Response> {
+        let (job_id, images) = self.table.lookup_submit(job.submit_id.as_deref()?)?;
+        tracing::info!(job = %job_id, "repeated submission answered with its original job");
+        Some(Response::Accepted(Accepted { job_id, images }))
     }
 
     fn cancel(&self, job_id: &str) -> Response {

@@ -126,11 +126,20 @@ impl Journal {
 
     /// Makes appended records durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
-            self.dirty = false;
+        match self.take_sync_handle()? {
+            Some(handle) => handle.sync_data(),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// A second handle to sync with if records were appended since the last sync, so the caller can fsync
+    /// without holding the journal's lock (appends, which acknowledgements wait for, are never stalled by it).
+    pub fn take_sync_handle(&mut self) -> io::Result<Option<File>> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        self.dirty = false;
+        self.file.try_clone().map(Some)
     }
 
     /// Current size in bytes.
@@ -244,6 +253,7 @@ mod tests {
             metadata: None,
             metadata_blob: None,
             slots: Vec::new(),
+            submit_id: None,
         }
     }
 

@@ -71,6 +71,8 @@ struct JobRecord {
 #[derive(Debug, Default)]
 struct Inner {
     jobs: HashMap<String, JobRecord>,
+    /// submit_id -> job id, for jobs still in the table.
+    by_submit_id: HashMap<String, String>,
     finished: VecDeque<(Instant, String)>,
     counters: Counters,
     clients: HashMap<ClientKey, ClientStats>,
@@ -216,7 +218,18 @@ impl JobTable {
             pending_images: pending,
             any_failed,
         };
+        if let Some(submit_id) = &record.job.submit_id {
+            inner.by_submit_id.insert(submit_id.clone(), job_id.to_owned());
+        }
         inner.jobs.insert(job_id.to_owned(), record);
+    }
+
+    /// The job (id and image count) a submission with this `submit_id` created, if it is still known.
+    pub fn lookup_submit(&self, submit_id: &str) -> Option<(String, u32)> {
+        let inner = self.inner.lock();
+        let job_id = inner.by_submit_id.get(submit_id)?;
+        let job = inner.jobs.get(job_id)?;
+        Some((job_id.clone(), job.images.len() as u32))
     }
 
     /// Marks an image as being encoded. Returns false if the image is already final (cancelled), in which
@@ -370,7 +383,9 @@ impl JobTable {
         if too_big {
             self.compact_journal();
         }
-        if let Err(e) = journal.lock().sync() {
+        // fsync outside the lock: submits append (and wait for the lock) while the disk works.
+        let handle = journal.lock().take_sync_handle();
+        if let Err(e) = handle.and_then(|h| h.map_or(Ok(()), |h| h.sync_data())) {
             tracing::error!("could not sync the journal: {e}");
         }
     }
@@ -509,8 +524,11 @@ fn expire(inner: &mut Inner, retention: Duration) {
         let id = id.clone();
         inner.finished.pop_front();
         // A finished job whose segments are still being handed back stays until they are.
-        if inner.jobs.get(&id).is_some_and(|j| j.unreleased_segments == 0) {
-            inner.jobs.remove(&id);
+        if inner.jobs.get(&id).is_some_and(|j| j.unreleased_segments == 0)
+            && let Some(job) = inner.jobs.remove(&id)
+            && let Some(submit_id) = &job.job.submit_id
+        {
+            inner.by_submit_id.remove(submit_id);
         }
     }
 }

@@ -119,34 +119,41 @@ fn placeholder(i: usize) -> String {
     char::from_u32(0xE000 + i as u32).expect("private-use code point").to_string()
 }
 
-/// `%date:FORMAT%`: ComfyUI's single left-to-right scan for yyyy|yy|MM|M|dd|d|hh|h|mm|m|ss|s.
+/// `%date:FORMAT%` as ComfyUI's frontend expands it: one left-to-right scan for `dd?`, `MM?`, `hh?`, `mm?`,
+/// `ss?` (the value, zero-padded to the token's length) and `yyy?y?` (`yy` two digits, `yyyy` four, `yyy`
+/// left as it is); anything else is kept.
 fn format_date(fmt: &str, t: &DateTime<FixedOffset>) -> String {
-    const TOKENS: [&str; 12] = ["yyyy", "yy", "MM", "M", "dd", "d", "hh", "h", "mm", "m", "ss", "s"];
+    let chars: Vec<char> = fmt.chars().collect();
     let mut out = String::new();
-    let mut rest = fmt;
-    'scan: while let Some(c) = rest.chars().next() {
-        for token in TOKENS {
-            if let Some(after) = rest.strip_prefix(token) {
-                out.push_str(&match token {
-                    "yyyy" => format!("{:04}", t.year()),
-                    "yy" => format!("{:02}", t.year().rem_euclid(100)),
-                    "MM" => format!("{:02}", t.month()),
-                    "M" => t.month().to_string(),
-                    "dd" => format!("{:02}", t.day()),
-                    "d" => t.day().to_string(),
-                    "hh" => format!("{:02}", t.hour()),
-                    "h" => t.hour().to_string(),
-                    "mm" => format!("{:02}", t.minute()),
-                    "m" => t.minute().to_string(),
-                    "ss" => format!("{:02}", t.second()),
-                    _ => t.second().to_string(),
-                });
-                rest = after;
-                continue 'scan;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let (token_len, value) = match c {
+            'd' | 'M' | 'h' | 'm' | 's' => {
+                let v = match c {
+                    'd' => t.day(),
+                    'M' => t.month(),
+                    'h' => t.hour(),
+                    'm' => t.minute(),
+                    _ => t.second(),
+                };
+                let len = run.min(2);
+                (len, format!("{v:0len$}"))
             }
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
+            'y' if run >= 2 => {
+                let len = run.min(4);
+                let value = match len {
+                    2 => format!("{:02}", t.year().rem_euclid(100)),
+                    4 => t.year().to_string(),
+                    _ => "yyy".to_owned(),
+                };
+                (len, value)
+            }
+            _ => (1, c.to_string()),
+        };
+        out.push_str(&value);
+        i += token_len;
     }
     out
 }
@@ -179,6 +186,7 @@ mod tests {
         let c = ctx("Illustrious/3DCG/foo_v60.safetensors");
         assert_eq!(expand("%time:YYYY_mm_dd.HH.MM.SS%_%model_name%", &c), "2025_03_07.09.05.04_foo_v60");
         assert_eq!(expand("%date:yyyy-MM-dd hh:mm:ss%|%date:yy M d h m s%", &c), "2025-03-07 09:05:04|25 3 7 9 5 4");
+        assert_eq!(expand("%date:yyy-y-ddd%", &c), "yyy-y-077");
         assert_eq!(expand("out/%model_path%/%index%/", &c), "out/Illustrious/3DCG/foo_v60/42");
         assert_eq!(expand("%model_dir%\\x", &c), "Illustrious/3DCG/x");
         assert_eq!(expand("100%done %time:%", &c), "100%done %time:%");

@@ -228,6 +228,10 @@ pub struct SubmitJob {
     pub metadata_blob: Option<BlobRef>,
     /// The slots, in order (a "no save" slot is simply not sent).
     pub slots: Vec<Slot>,
+    /// A client-chosen id unique to this submission (a UUID, say). Sending the same submission again with the
+    /// same id (because the reply was lost) returns the original job instead of saving the images twice.
+    #[serde(default)]
+    pub submit_id: Option<String>,
 }
 
 fn default_filename() -> String {

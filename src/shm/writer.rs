@@ -48,6 +48,10 @@ impl SegmentWriter {
         let io_err = |source| SegmentCreateError::Io { path: path.clone(), source };
         let file = create_owner_only(&path).map_err(io_err)?;
         file.set_len(total).map_err(io_err)?;
+        reserve(&file, total).map_err(|source| {
+            let _ = std::fs::remove_file(&path);
+            SegmentCreateError::Io { path: path.clone(), source }
+        })?;
         // SAFETY: the file was just created exclusively by us in an owner-only directory and sized above. Other
         // processes of the same user (the daemon) only read the pixel region and write single header bytes,
         // which this type reads and writes through atomics and raw pointers, never through references that
@@ -111,6 +115,19 @@ impl Drop for SegmentWriter {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// Allocates the segment's pages now, so a full tmpfs is a clean error here rather than a SIGBUS when the
+/// pixels are copied in.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    let len = i64::try_from(len).map_err(io::Error::other)?;
+    nix::fcntl::posix_fallocate(file, 0, len).map_err(io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn reserve(_file: &File, _len: u64) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]

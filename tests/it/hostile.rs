@@ -50,6 +50,7 @@ fn job_with(descriptor: ImageDescriptor, output: &std::path::Path) -> Request {
         metadata: None,
         metadata_blob: None,
         slots: vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: vec![descriptor] }],
+        submit_id: None,
     }))
 }
 
@@ -232,4 +233,22 @@ fn bad_job_options_are_refused_naming_the_option() {
         expect_error(conn.request(&Request::Submit(Box::new(job))), ErrorCode::InvalidJob, needle);
     }
     assert!(file_names(&daemon.output).is_empty());
+}
+
+/// Regression: a client whose acknowledgement was lost (the connection broke) sends the same submission again;
+/// with the same `submit_id` the daemon answers with the original job, and the images are saved once.
+#[test]
+fn a_repeated_submission_with_the_same_submit_id_is_saved_once() {
+    let daemon = TestDaemon::start();
+    let mut conn = RawConn::handshaken(&daemon.socket);
+    let mut segment = SegmentWriter::create(&daemon.spool, "repeat", 48).unwrap();
+    segment.data_mut().unwrap()[..48].fill(200);
+    let Request::Submit(mut job) = job_with(rgb_u8_4x4(segment.name()), &daemon.output) else { unreachable!() };
+    job.submit_id = Some("7d8a2c0e-once".to_owned());
+    let request = Request::Submit(job);
+    let Response::Accepted(first) = conn.request(&request) else { panic!("not accepted") };
+    let Response::Accepted(again) = conn.request(&request) else { panic!("the repeat must be answered, not refused") };
+    assert_eq!(first, again);
+    daemon.client().wait(&first.job_id, |_| {}).unwrap();
+    assert_eq!(file_names(&daemon.output), ["hostile.png"]);
 }

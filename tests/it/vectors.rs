@@ -159,6 +159,7 @@ fn build_job(
         metadata: Some(wire),
         metadata_blob: None,
         slots,
+        submit_id: None,
     };
     (submit, generated)
 }

@@ -172,7 +172,7 @@ CASES = [
                         "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}]}]},
      "files": ["m_ORIG.png", "m_WEB.webp"]},
     {"name": "metadata_generation_dict_overrides_custom",
-     "job": {"filename": "gen", "metadata": {"prompt": PROMPT, "metadata": {"model_name": "x", "seed": 42,
+     "job": {"filename": "gen", "metadata": {"prompt": PROMPT, "metadata": {"sampler": "euler", "seed": 42,
                                                                            "cfg": 7.5, "hires": True},
                                           "custom_metadata": "ignored"},
              "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
