@@ -206,10 +206,6 @@ def test_png_with_plain_names_gives_the_same_files_and_pixels(daemon, comfy_dirs
         same_pixels(local / rel, remote / rel)
 
 
-pending = pytest.mark.xfail(reason="daemon support pending", strict=False)
-
-
-@pending
 def test_parity_templates_and_model_name(daemon, comfy_dirs, monkeypatch):
     inputs = {
         "save_path": "%model_dir%/%date:yyyy-MM-dd%",
@@ -223,7 +219,6 @@ def test_parity_templates_and_model_name(daemon, comfy_dirs, monkeypatch):
     assert files_under(local) == ["Illustrious/3DCG/2025-03-07/ORIG/2025_03_07.09.05.04_foo_v60_7_ORIG.png"]
 
 
-@pending
 def test_parity_png_metadata(daemon, comfy_dirs, monkeypatch):
     inputs = {"image_1": noise(2), "prompt": PROMPT, "extra_pnginfo": EXTRA, "custom_metadata": "note, ✓"}
     local, remote = both_modes(daemon, comfy_dirs, monkeypatch, **inputs)
@@ -232,7 +227,6 @@ def test_parity_png_metadata(daemon, comfy_dirs, monkeypatch):
         same_pixels(local / rel, remote / rel)
 
 
-@pending
 def test_parity_generation_metadata(daemon, comfy_dirs, monkeypatch):
     inputs = {"image_1": noise(), "prompt": PROMPT, "metadata": {"seed": 42, "cfg": 7.5, "hires": True}}
     local, remote = both_modes(daemon, comfy_dirs, monkeypatch, **inputs)
@@ -240,7 +234,6 @@ def test_parity_generation_metadata(daemon, comfy_dirs, monkeypatch):
         assert png_text(local / rel) == png_text(remote / rel)
 
 
-@pending
 def test_parity_webp_lossless_and_lossy(daemon, comfy_dirs, monkeypatch):
     inputs = {
         "image_1": noise(2),
@@ -264,7 +257,6 @@ def test_parity_webp_lossless_and_lossy(daemon, comfy_dirs, monkeypatch):
                 same_pixels(local / rel, remote / rel)
 
 
-@pending
 def test_parity_jpeg_with_oversized_metadata(daemon, comfy_dirs, monkeypatch):
     inputs = {
         "image_1": noise(),
@@ -278,7 +270,6 @@ def test_parity_jpeg_with_oversized_metadata(daemon, comfy_dirs, monkeypatch):
         assert "prompt" not in comfy_frontend_exif(jpeg_exif(remote / rel))
 
 
-@pending
 def test_parity_quality_gates_and_discards(daemon, comfy_dirs, monkeypatch):
     flat = np.full((1, 32, 32, 3), 0.5, dtype=np.float32)
     batch = np.concatenate([noise(1, 32, 32), flat])
@@ -287,7 +278,6 @@ def test_parity_quality_gates_and_discards(daemon, comfy_dirs, monkeypatch):
     assert files_under(local) == ["g/ORIG/img_ORIG_0.png", "g/_discarded/ORIG/img_ORIG_1.png"]
 
 
-@pending
 def test_parity_name_collisions_get_the_same_counters(daemon, comfy_dirs, monkeypatch):
     inputs = {"image_1": noise(), "image_2": noise(), "affix_2": "ORIG", "format_2": "png"}
     local, _ = both_modes(daemon, comfy_dirs, monkeypatch, **inputs)

@@ -140,10 +140,8 @@ def test_local_save_refuses_what_the_vectors_refuse(refused, tmp_path):
 
 
 # Templates, gates, WebP/JPEG and metadata were being added to the daemon while these tests were written.
-pending = pytest.mark.xfail(reason="daemon support pending", strict=False)
 
 
-@pending
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_the_daemon_matches_the_vectors(case, daemon, tmp_path):
     options, meta, slots, expected = job_parts(case)
@@ -172,7 +170,6 @@ def test_the_daemon_matches_the_vectors(case, daemon, tmp_path):
     )
 
 
-@pending
 @pytest.mark.parametrize("refused", DATA["refused"], ids=[json.dumps(r["job"]) for r in DATA["refused"]])
 def test_the_daemon_refuses_what_the_vectors_refuse(refused, daemon, tmp_path):
     job = refused["job"]
