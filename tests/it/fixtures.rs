@@ -139,6 +139,7 @@ fn submit_with_every_field_two_slots_checksums_and_inline_metadata() {
     assert_eq!(job.min_quality_threshold, 0.45);
     assert!(job.embed_metadata);
     assert_eq!(job.metadata_blob, None);
+    assert_eq!(job.submit_id.as_deref(), Some("7b0e6c1e-4f7a-4d0c-9a53-2f4c8e9d1a66"));
 
     let meta = job.metadata.as_ref().expect("inline metadata");
     assert_eq!(
@@ -211,6 +212,7 @@ fn submit_minimal_takes_the_documented_defaults() {
     assert!(job.embed_metadata);
     assert_eq!(job.metadata, None);
     assert_eq!(job.metadata_blob, None);
+    assert_eq!(job.submit_id, None);
     assert_eq!(job.slots.len(), 1);
     let slot = &job.slots[0];
     assert_eq!(slot.affix, "");
