@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -452,17 +453,33 @@ class Client:
             }
         elif metadata is not None:
             job["metadata"] = metadata
+        # A repeated submission with the same id is answered with the original job, never saved twice.
+        job["submit_id"] = uuid.uuid4().hex
         self._send(job)
         try:
             reply = self._receive()
         except (ConnectionLost, ProtocolError) as e:
-            # The daemon got the whole job but its answer is unknown: never reuse the segment.
-            taken = not segment.closed and segment.state == shm.STATE_DAEMON
-            self.pool.discard(segment)
-            raise ConnectionLost(f"{e} (after sending the job)", job_may_exist=taken) from e
+            reply = self._resubmit(job, segment, e)
         if reply["type"] != "accepted":
             raise ProtocolError(f"expected an accepted reply to submit, got {reply['type']!r}")
         return Accepted(job_id=str(reply["job_id"]), images=int(reply["images"]), segment=segment.name)
+
+    def _resubmit(self, job: dict, segment, first_error: Exception) -> dict:
+        """The answer to a submission was lost: ask again on a new connection with the same ``submit_id``. If
+        the daemon had accepted it, it answers with the original job; otherwise the job does not exist."""
+        try:
+            self.reconnect()
+            self._send(job)
+            return self._receive()
+        except DaemonError as e:
+            # Refused on the second try (e.g. segment_busy: taken, never journaled): no job exists.
+            self.pool.discard(segment)
+            raise ConnectionLost(f"{first_error}; resubmitting: {e}", job_may_exist=False) from e
+        except ClientError as e:
+            # The daemon got the whole job but its answer is unknown: never reuse the segment.
+            taken = not segment.closed and segment.state == shm.STATE_DAEMON
+            self.pool.discard(segment)
+            raise ConnectionLost(f"{first_error} (after sending the job)", job_may_exist=taken) from e
 
     def status(self, job_id: str) -> dict:
         """A job's status: ``finished``, ``segments_released`` and per-image ``images`` (see ``JobStatus``)."""
