@@ -28,7 +28,7 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// PNG text chunks in order: prompt, extra keys, generation_metadata + gen_<key> (or custom_metadata),
+    /// PNG text chunks in order: prompt, extra keys, `generation_metadata` + `gen_<key>` (or `custom_metadata`),
     /// image_type, model_name, model_path, save_timestamp, batch_index.
     pub fn png_text(&self) -> Vec<(String, String)> {
         let mut t = Vec::new();
