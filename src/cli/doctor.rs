@@ -9,15 +9,8 @@ use luna_daemon::doctor::{self, Outcome};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// TOML config file (as for `serve`).
-    #[arg(long, env = "LUNA_DAEMON_CONFIG")]
-    config: Option<PathBuf>,
-    /// Spool directory to check (as for `serve`).
-    #[arg(long, env = "LUNA_DAEMON_SPOOL_DIR")]
-    spool_dir: Option<PathBuf>,
-    /// State directory to check (as for `serve`).
-    #[arg(long, env = "LUNA_DAEMON_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    dirs: super::serve::DirArgs,
     /// Also check that this output directory is writable.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -30,8 +23,9 @@ pub struct DoctorArgs {
 }
 
 pub fn run(args: DoctorArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let overrides = Settings { socket, spool_dir: args.spool_dir, state_dir: args.state_dir, ..Settings::default() };
-    let config = Config::load(args.config.as_deref(), overrides)?;
+    let overrides =
+        Settings { socket, spool_dir: args.dirs.spool_dir, state_dir: args.dirs.state_dir, ..Settings::default() };
+    let config = Config::load(args.dirs.config.as_deref(), overrides)?;
     let findings = doctor::run(&config, args.output_dir.as_deref(), args.client_protocol);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);

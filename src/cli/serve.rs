@@ -6,18 +6,25 @@ use std::process::ExitCode;
 use clap::Args;
 use luna_daemon::config::{Config, Settings};
 
+/// Where the daemon's files are; shared by `serve` and `doctor`.
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// TOML config file (default: the per-user config file, if it exists).
+    #[arg(long, env = "LUNA_DAEMON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory where clients create shared-memory segments.
+    #[arg(long, env = "LUNA_DAEMON_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Directory for the instance lock and the journal.
+    #[arg(long, env = "LUNA_DAEMON_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
 /// Flags of `serve`. Each overrides its environment variable, which overrides the config file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TOML config file (default: the per-user config file, if it exists).
-    #[arg(long, env = "LUNA_DAEMON_CONFIG")]
-    config: Option<PathBuf>,
-    /// Directory where clients create shared-memory segments.
-    #[arg(long, env = "LUNA_DAEMON_SPOOL_DIR")]
-    spool_dir: Option<PathBuf>,
-    /// Directory for the instance lock (and the journal).
-    #[arg(long, env = "LUNA_DAEMON_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    dirs: DirArgs,
     /// Workers kept alive when idle [default: 2].
     #[arg(long, env = "LUNA_DAEMON_MIN_WORKERS")]
     min_workers: Option<usize>,
@@ -50,8 +57,8 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let overrides = Settings {
         socket,
-        spool_dir: args.spool_dir,
-        state_dir: args.state_dir,
+        spool_dir: args.dirs.spool_dir,
+        state_dir: args.dirs.state_dir,
         min_workers: args.min_workers,
         max_workers: args.max_workers,
         idle_timeout_secs: args.idle_timeout,
@@ -62,7 +69,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode>
         orphan_grace_secs: args.orphan_grace,
         janitor_interval_secs: args.janitor_interval,
     };
-    let config = Config::load(args.config.as_deref(), overrides)?;
+    let config = Config::load(args.dirs.config.as_deref(), overrides)?;
     luna_daemon::daemon::run(&config)?;
     Ok(ExitCode::SUCCESS)
 }
