@@ -59,6 +59,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let listener = ipc::bind(&config.socket)?;
     let pool = Pool::start(config.pool, Arc::clone(&table), Arc::clone(&dirs));
     recover(&table, &pool, &config.spool_dir, unfinished);
+    janitor::reclaim_unowned(&config.spool_dir, &table);
     table.compact_journal();
     let socket = config.socket.clone();
     let wake = Box::new(move || {
@@ -137,11 +138,12 @@ fn recover(table: &JobTable, pool: &Pool, spool_dir: &Path, unfinished: Vec<Unfi
     }
     let (mut queued, mut lost) = (0usize, 0usize);
     for job in &unfinished {
-        let tasks = recover_job(&job.job, spool_dir);
-        lost += tasks.iter().enumerate().filter(|(i, t)| t.is_err() && !job.done.contains_key(&(*i as u32))).count();
+        let recovered = recover_job(&job.job, spool_dir);
+        lost +=
+            recovered.0.iter().enumerate().filter(|(i, t)| t.is_err() && !job.done.contains_key(&(*i as u32))).count();
         let client = ClientKey { name: job.client.clone(), pid: job.pid };
         let done: HashMap<u32, ImageStatus> = job.done.clone().into_iter().collect();
-        for segment in table.insert_recovered(&job.job_id, client.clone(), job.job.clone(), tasks, done) {
+        for segment in table.insert_recovered(&job.job_id, client.clone(), job.job.clone(), recovered, done) {
             release_segment(table, &job.job_id, &segment);
         }
         let id: Arc<str> = Arc::from(job.job_id.as_str());

@@ -66,6 +66,8 @@ pub fn sweep(spool_dir: &Path, table: &JobTable, dirs: &OutputDirs, grace: Durat
 /// Decides about one old spool entry no job uses: `Some(true)` unlinked, `Some(false)` handed back to its
 /// live client, `None` left alone.
 fn sweep_segment(spool_dir: &Path, name: &str) -> Option<bool> {
+    // Daemon-owned segments are never touched here: one may be between being taken and its job being
+    // recorded. Those left by a crash are handled once at start-up by `reclaim_unowned`.
     let path = spool_dir.join(name);
     if validate_name(name).is_err() {
         // Not a name any client uses: junk in our private directory.
@@ -74,16 +76,41 @@ fn sweep_segment(spool_dir: &Path, name: &str) -> Option<bool> {
     match Segment::open(spool_dir, name) {
         Ok(segment) => {
             let alive = process_alive(segment.creator_pid());
-            match (segment.state().ok()?, alive) {
-                (_, false) => std::fs::remove_file(&path).is_ok().then_some(true),
-                // Daemon-owned, but no job uses it (its submission was never acknowledged): give it back.
-                (SegmentState::Daemon, true) => segment.give_back().is_ok().then_some(false),
+            match segment.state().ok()? {
+                SegmentState::Client if !alive => std::fs::remove_file(&path).is_ok().then_some(true),
                 _ => None,
             }
         }
         Err(SegmentOpenError::NotASegment { .. }) => std::fs::remove_file(&path).is_ok().then_some(true),
         Err(_) => None,
     }
+}
+
+/// At start-up, before serving: segments marked daemon-owned that no recovered job uses were taken by a
+/// previous daemon that died before journaling their job (so the client never got an acknowledgement and
+/// saved locally). They are handed back to a live creator or unlinked.
+pub fn reclaim_unowned(spool_dir: &Path, table: &JobTable) -> Swept {
+    let mut swept = Swept::default();
+    let in_use = table.segments_in_use();
+    for entry in std::fs::read_dir(spool_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if in_use.contains(&name) {
+            continue;
+        }
+        let Ok(segment) = Segment::open(spool_dir, &name) else { continue };
+        if segment.state().ok() != Some(SegmentState::Daemon) {
+            continue;
+        }
+        if process_alive(segment.creator_pid()) {
+            swept.returned += usize::from(segment.give_back().is_ok());
+        } else {
+            swept.segments += usize::from(std::fs::remove_file(entry.path()).is_ok());
+        }
+    }
+    if swept != Swept::default() {
+        tracing::info!(?swept, "reclaimed segments taken by a daemon that died before journaling their job");
+    }
+    swept
 }
 
 /// Runs [`sweep`] every `interval` until `stop` returns true.

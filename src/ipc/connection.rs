@@ -128,5 +128,12 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 
 fn send(stream: &mut Stream, reply: &Response) -> Result<(), FrameError> {
     let body = protocol::encode_message(reply)?;
-    protocol::write_frame(stream, &body)
+    match protocol::write_frame(stream, &body) {
+        // A reply that cannot be framed is replaced by an error saying so, never by silence.
+        Err(FrameError::TooLarge { len, max }) => {
+            let message = format!("the reply would be {len} bytes, more than the {max}-byte frame limit");
+            protocol::write_frame(stream, &protocol::encode_message(&error(ErrorCode::Internal, message))?)
+        }
+        other => other,
+    }
 }

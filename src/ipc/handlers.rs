@@ -7,11 +7,15 @@ use std::time::{Duration, Instant};
 
 use crate::jobs::{ClientKey, JobTable, new_job_id, plan_job};
 use crate::protocol::{
-    Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Request,
-    Response, StatusQuery, SubmitJob, Welcome,
+    Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
+    PROTOCOL_VERSION, Request, Response, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::HEADER_LEN;
 use crate::workers::{Pool, WorkItem, release_segment};
+
+/// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
+pub const FEATURES: [&str; 9] =
+    ["png", "webp", "jpeg", "templates", "quality_gate", "metadata_blob", "cancel", "journal", "submit_id"];
 
 /// Admission limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +43,7 @@ pub struct Context {
     /// How long a submit waits for room under the queue budget before it is refused with `busy`.
     pub busy_wait: Duration,
     started: Instant,
+    instance_id: String,
     stopping: AtomicBool,
     /// Serialises validation and segment hand-over, so two racing submits cannot both take one segment.
     submit_lock: parking_lot::Mutex<()>,
@@ -68,6 +73,7 @@ impl Context {
             max_connections: limits.max_connections,
             busy_wait: limits.busy_wait,
             started: Instant::now(),
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
             stopping: AtomicBool::new(false),
             submit_lock: parking_lot::Mutex::new(()),
             wake_listener,
@@ -94,12 +100,21 @@ impl Context {
             spool_dir: self.spool_dir.to_string_lossy().into_owned(),
             max_frame_len: MAX_FRAME_LEN,
             segment_header_len: HEADER_LEN,
+            instance_id: self.instance_id.clone(),
+            features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
         }
     }
 
     /// Answers one request after the handshake.
     pub(crate) fn handle(&self, client: &Hello, request: Request) -> Response {
         match request {
+            Request::Hello(hello) if hello.protocol != PROTOCOL_NAME || hello.version != PROTOCOL_VERSION => error(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "hello for {:?} version {} on a connection speaking {PROTOCOL_NAME} version {PROTOCOL_VERSION}",
+                    hello.protocol, hello.version
+                ),
+            ),
             Request::Hello(_) => Response::Welcome(self.welcome()),
             Request::Submit(job) => self.submit(client, &job),
             Request::Status(StatusQuery { job_id }) => match self.table.status(&job_id) {

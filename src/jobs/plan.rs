@@ -112,8 +112,9 @@ pub struct JobPlan {
     pub segments: Vec<Arc<Segment>>,
 }
 
-/// Most images one job may carry.
-pub const MAX_IMAGES_PER_JOB: usize = 4096;
+/// Most images one job may carry (five slots of large batches fit; the job's `status` reply stays far below
+/// the frame cap).
+pub const MAX_IMAGES_PER_JOB: usize = 1024;
 /// Largest metadata blob accepted from shared memory.
 pub const MAX_METADATA_BLOB: u64 = 64 << 20;
 
@@ -138,7 +139,8 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
 /// Re-plans a job found unfinished in the journal after a restart. Its segments are still marked
 /// daemon-owned; an image whose segment is gone (a reboot cleared tmpfs) is reported `lost`, never silently
 /// dropped. Returns one result per image, in order.
-pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Vec<Result<Arc<ImageTask>, ErrorReply>> {
+/// Also returns every segment the job uses (including one holding only its metadata).
+pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<Arc<Segment>>) {
     let mut planner = Planner::new(spool_dir, true);
     let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
     let lost = |e: PlanError| {
@@ -154,7 +156,7 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Vec<Result<Arc<ImageTas
         Ok(s) => s,
         Err(e) => {
             let reply = lost(e);
-            return (0..count).map(|_| Err(reply.clone())).collect();
+            return ((0..count).map(|_| Err(reply.clone())).collect(), planner.segments.into_values().collect());
         }
     };
     let mut results = Vec::with_capacity(count);
@@ -166,7 +168,7 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Vec<Result<Arc<ImageTas
             );
         }
     }
-    results
+    (results, planner.segments.into_values().collect())
 }
 
 /// Validation state shared by the images of one job: the segments opened so far.

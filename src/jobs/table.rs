@@ -63,6 +63,8 @@ struct JobRecord {
     pixel_bytes: Vec<u64>,
     tasks: Vec<Option<Arc<ImageTask>>>,
     pending_per_segment: HashMap<String, (usize, Arc<Segment>)>,
+    /// Segments no image uses (a separate metadata blob): released when the whole job is final.
+    extra_segments: Vec<Arc<Segment>>,
     unreleased_segments: usize,
     pending_images: usize,
     any_failed: bool,
@@ -90,8 +92,9 @@ pub struct JobTable {
 /// At most this many finished jobs are kept, whatever the retention time.
 const MAX_FINISHED_JOBS: usize = 10_000;
 
-/// What [`JobTable::finish`] hands back: a segment whose last pending image just finished.
-pub type Release = Option<Arc<Segment>>;
+/// What [`JobTable::finish`] hands back: segments with nothing left to do (the one whose last pending image
+/// just finished and, when the whole job finished, segments only its metadata used).
+pub type Release = Vec<Arc<Segment>>;
 
 impl JobTable {
     /// An empty table that keeps finished jobs queryable for `retention`, journaling to `journal` if given.
@@ -116,8 +119,9 @@ impl JobTable {
             job: Box::new(job.clone()),
         };
         self.journal(&record)?;
-        let tasks = plan.tasks.iter().cloned().map(Some).collect();
-        self.insert_record(job_id, client, Arc::new(job.clone()), tasks, HashMap::new());
+        let tasks: Vec<Option<Arc<ImageTask>>> = plan.tasks.iter().cloned().map(Some).collect();
+        let extra = extra_segments(&plan.segments, &tasks);
+        self.insert_record(job_id, client, Arc::new(job.clone()), tasks, HashMap::new(), extra);
         Ok(())
     }
 
@@ -129,7 +133,7 @@ impl JobTable {
         job_id: &str,
         client: ClientKey,
         job: SubmitJob,
-        tasks: Vec<Result<Arc<ImageTask>, ErrorReply>>,
+        (tasks, segments): (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<Arc<Segment>>),
         done: HashMap<u32, ImageStatus>,
     ) -> Vec<Arc<Segment>> {
         let mut finals = done;
@@ -143,8 +147,9 @@ impl JobTable {
                 }
             }
         }
-        // Segments whose images are all final are handed back at once.
-        let segments: Vec<Arc<Segment>> = {
+        let extra = extra_segments(&segments, &live);
+        // Segments whose images are all final are handed back at once (with the extras, if nothing is left).
+        let mut release: Vec<Arc<Segment>> = {
             let mut by_name: HashMap<String, (Arc<Segment>, bool)> = HashMap::new();
             for (index, task) in live.iter().enumerate() {
                 if let Some(task) = task {
@@ -155,8 +160,15 @@ impl JobTable {
             }
             by_name.into_values().filter(|(_, pending)| !pending).map(|(s, _)| s).collect()
         };
-        self.insert_record(job_id, client, Arc::new(job), live, finals);
-        segments
+        let nothing_left = (0..live.len()).all(|i| finals.contains_key(&(i as u32)));
+        let held_extra = if nothing_left {
+            release.extend(extra);
+            Vec::new()
+        } else {
+            extra
+        };
+        self.insert_record(job_id, client, Arc::new(job), live, finals, held_extra);
+        release
     }
 
     fn insert_record(
@@ -166,6 +178,7 @@ impl JobTable {
         job: Arc<SubmitJob>,
         tasks: Vec<Option<Arc<ImageTask>>>,
         finals: HashMap<u32, ImageStatus>,
+        extra_segments: Vec<Arc<Segment>>,
     ) {
         let mut inner = self.inner.lock();
         expire(&mut inner, self.retention);
@@ -213,8 +226,9 @@ impl JobTable {
             images,
             pixel_bytes,
             tasks,
-            unreleased_segments: pending_per_segment.len(),
+            unreleased_segments: pending_per_segment.len() + extra_segments.len(),
             pending_per_segment,
+            extra_segments,
             pending_images: pending,
             any_failed,
         };
@@ -262,7 +276,7 @@ impl JobTable {
     pub fn finish(&self, job_id: &str, index: usize, outcome: Result<SavedImage, ErrorReply>) -> Release {
         let status = {
             let mut guard = self.inner.lock();
-            let release = finish_locked(&mut guard, job_id, index, outcome)?;
+            let Some(release) = finish_locked(&mut guard, job_id, index, outcome) else { return Vec::new() };
             let status = guard.jobs.get(job_id).map(|j| j.images[index].clone());
             drop(guard);
             self.room.notify_all();
@@ -361,7 +375,13 @@ impl JobTable {
     /// Names of the segments that unfinished jobs still use.
     pub fn segments_in_use(&self) -> std::collections::HashSet<String> {
         let inner = self.inner.lock();
-        inner.jobs.values().flat_map(|j| j.pending_per_segment.keys().cloned()).collect()
+        inner
+            .jobs
+            .values()
+            .flat_map(|j| {
+                j.pending_per_segment.keys().cloned().chain(j.extra_segments.iter().map(|s| s.name().to_owned()))
+            })
+            .collect()
     }
 
     /// The tasks of a job still waiting (used when queueing a recovered job).
@@ -420,6 +440,12 @@ impl JobTable {
     }
 }
 
+/// The job's segments that no image uses (a metadata blob in a segment of its own).
+fn extra_segments(all: &[Arc<Segment>], tasks: &[Option<Arc<ImageTask>>]) -> Vec<Arc<Segment>> {
+    let used: std::collections::HashSet<&str> = tasks.iter().flatten().map(|t| t.segment.name()).collect();
+    all.iter().filter(|s| !used.contains(s.name())).cloned().collect()
+}
+
 fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
     ImageStatus {
         index,
@@ -468,14 +494,17 @@ fn finish_locked(
     let job_failed = job.any_failed;
     let bytes = job.pixel_bytes[index];
     let segment_name = job.tasks[index].as_ref().map(|t| t.segment.name().to_owned()).unwrap_or_default();
-    let release = match job.pending_per_segment.get_mut(&segment_name) {
+    let mut release: Release = match job.pending_per_segment.get_mut(&segment_name) {
         Some((pending, _)) if *pending > 1 => {
             *pending -= 1;
-            None
+            Vec::new()
         }
-        Some(_) => job.pending_per_segment.remove(&segment_name).map(|(_, s)| s),
-        None => None,
+        Some(_) => job.pending_per_segment.remove(&segment_name).map(|(_, s)| s).into_iter().collect(),
+        None => Vec::new(),
     };
+    if job_finished {
+        release.append(&mut job.extra_segments);
+    }
     let client = job.client.clone();
     let c = &mut inner.counters;
     c.images_pending -= 1;
@@ -503,7 +532,13 @@ fn finish_locked(
     Some(release)
 }
 
+/// Per-client entries kept at most; idle clients (nothing pending) are forgotten beyond it.
+const MAX_CLIENT_ENTRIES: usize = 256;
+
 fn client_stats<'a>(inner: &'a mut Inner, client: &ClientKey) -> &'a mut ClientStats {
+    if inner.clients.len() >= MAX_CLIENT_ENTRIES && !inner.clients.contains_key(client) {
+        inner.clients.retain(|_, c| c.images_pending > 0);
+    }
     inner.clients.entry(client.clone()).or_insert_with(|| ClientStats {
         client: client.name.clone(),
         pid: client.pid,

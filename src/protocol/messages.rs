@@ -205,7 +205,7 @@ pub struct SubmitJob {
     /// PNG compression level 0..9 (ComfyUI's `compress_level`).
     #[serde(default = "default_png_compression")]
     pub png_compression: u8,
-    /// JPEG and lossy WebP quality, 70..100.
+    /// JPEG and lossy WebP quality, 1..100 (the node offers 70..100).
     #[serde(default = "default_lossy_quality")]
     pub lossy_quality: u8,
     /// WebP lossless instead of lossy.
@@ -294,6 +294,12 @@ pub struct Welcome {
     pub max_frame_len: u32,
     /// Size of the segment header in bytes; pixel data starts at or after it.
     pub segment_header_len: u64,
+    /// Random id of this daemon process: a client seeing it change knows the daemon restarted.
+    #[serde(default)]
+    pub instance_id: String,
+    /// Optional capabilities this daemon implements (e.g. `webp`, `cancel`, `submit_id`).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// The reply to an accepted submission.

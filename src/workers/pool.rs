@@ -251,7 +251,7 @@ fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<W
         }
         Err(_) => Err(ErrorReply::new(ErrorCode::Internal, "the worker panicked while saving this image")),
     };
-    if let Some(segment) = table.finish(&item.job_id, item.index, outcome) {
+    for segment in table.finish(&item.job_id, item.index, outcome) {
         release_segment(table, &item.job_id, &segment);
     }
     None

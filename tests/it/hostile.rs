@@ -252,3 +252,25 @@ fn a_repeated_submission_with_the_same_submit_id_is_saved_once() {
     daemon.client().wait(&first.job_id, |_| {}).unwrap();
     assert_eq!(file_names(&daemon.output), ["hostile.png"]);
 }
+
+/// Regression: a segment holding only a job's metadata blob was never handed back.
+#[test]
+fn a_segment_used_only_for_metadata_is_handed_back_too() {
+    use luna_daemon::protocol::{BlobRef, JobMetadata};
+    let daemon = TestDaemon::start();
+    let mut conn = RawConn::handshaken(&daemon.socket);
+    let pixels = SegmentWriter::create(&daemon.spool, "pixels", 48).unwrap();
+    let mut meta = SegmentWriter::create(&daemon.spool, "meta", 4096).unwrap();
+    let blob =
+        protocol::encode_message(&JobMetadata { custom_metadata: Some("hi".into()), ..Default::default() }).unwrap();
+    meta.data_mut().unwrap()[..blob.len()].copy_from_slice(&blob);
+    let Request::Submit(mut job) = job_with(rgb_u8_4x4(pixels.name()), &daemon.output) else { unreachable!() };
+    job.metadata_blob =
+        Some(BlobRef { segment: "meta".into(), offset: HEADER_LEN, length: blob.len() as u64, crc32: None });
+    let Response::Accepted(accepted) = conn.request(&Request::Submit(job)) else { panic!("not accepted") };
+    assert_eq!(meta.state(), SegmentState::Daemon, "the blob's segment is the daemon's while the job runs");
+    let status = daemon.client().wait(&accepted.job_id, |_| {}).unwrap();
+    assert!(status.segments_released);
+    assert_eq!(meta.state(), SegmentState::Client, "and handed back when the job is done");
+    assert_eq!(pixels.state(), SegmentState::Client);
+}
