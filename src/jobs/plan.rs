@@ -140,7 +140,7 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
 /// daemon-owned; an image whose segment is gone (a reboot cleared tmpfs) is reported `lost`, never silently
 /// dropped. Returns one result per image, in order.
 /// Also returns every segment the job uses (including one holding only its metadata).
-pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<Arc<Segment>>) {
+pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
     let mut planner = Planner::new(spool_dir, true);
     let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
     let lost = |e: PlanError| {
@@ -170,6 +170,9 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> (Vec<Result<Arc<ImageTa
     }
     (results, planner.segments.into_values().collect())
 }
+
+/// A recovered job: per image its task or why it cannot be saved, and every segment the job uses.
+pub type Recovered = (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<Arc<Segment>>);
 
 /// Validation state shared by the images of one job: the segments opened so far.
 struct Planner<'a> {

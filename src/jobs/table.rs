@@ -133,7 +133,7 @@ impl JobTable {
         job_id: &str,
         client: ClientKey,
         job: SubmitJob,
-        (tasks, segments): (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<Arc<Segment>>),
+        (tasks, segments): super::Recovered,
         done: HashMap<u32, ImageStatus>,
     ) -> Vec<Arc<Segment>> {
         let mut finals = done;
