@@ -143,3 +143,26 @@ fn a_peer_of_another_user_is_refused() {
     assert!(stderr.contains("permission_denied"), "{stderr}");
     assert!(daemon.log().contains("refused a connection"));
 }
+
+/// Pass: under a backlog the pool grows to `max_workers`, and after `idle_timeout` without work it shrinks back
+/// to `min_workers` (observed through `stats`, polled with a deadline).
+#[test]
+fn the_worker_pool_scales_up_under_backlog_and_down_when_idle() {
+    let daemon = TestDaemon::start_with_env(
+        &["--min-workers", "1", "--max-workers", "3", "--idle-timeout", "1"],
+        &[("LUNA_DAEMON_TEST_SAVE_DELAY_MS", "300")],
+    );
+    let mut client = daemon.client();
+    assert_eq!(client.stats().unwrap().workers_alive, 1);
+    let pixels = vec![3u8; 8 * 8 * 3];
+    let images: Vec<ImageRef<'_>> =
+        (0..9).map(|_| ImageRef { width: 8, height: 8, channels: 3, pixels: Pixels::U8(&pixels) }).collect();
+    let job = client.submit(&JobOptions::new(&daemon.output), &images).unwrap();
+    let mut peak = 0;
+    crate::support::wait_until("the pool grows to max_workers", || {
+        peak = peak.max(client.stats().unwrap().workers_alive);
+        peak == 3
+    });
+    client.wait(&job.job_id, |_| {}).unwrap();
+    crate::support::wait_until("the pool shrinks back to min_workers", || client.stats().unwrap().workers_alive == 1);
+}
