@@ -20,8 +20,8 @@ import threading
 import numpy as np
 from PIL import Image
 
+from . import autostart, local_save, templates
 from . import client as daemon
-from . import local_save, templates
 from .metadata import JobMetadata
 from .pixels import images_of, to_uint8
 
@@ -147,6 +147,19 @@ class LunaMultiSaver:
                 "filename_index": ("INT", {"default": 0, "min": 0, "max": 10000, **_tip("Value of %index%")}),
                 "custom_metadata": ("STRING", {"default": "", "multiline": True, **_tip("Text added to all images")}),
                 "metadata": ("METADATA", _tip("Metadata dict from a parameters loader (overrides custom_metadata)")),
+                # New inputs go here, after every original one, so saved workflows keep their widget values.
+                "autostart_daemon": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "label_on": "Auto-start",
+                        "label_off": "Off",
+                        **_tip(
+                            "With daemon_save on and no daemon running, start luna-daemon (detached; it keeps running "
+                            "after ComfyUI exits). LUNA_DAEMON_AUTOSTART=0 turns this off everywhere."
+                        ),
+                    },
+                ),
             }
         )
         return {
@@ -191,6 +204,7 @@ class LunaMultiSaver:
     def __init__(self):
         self.last_job: daemon.Accepted | None = None
         self.last_saved: list[local_save.SavedImage] = []
+        self.last_started: autostart.Started | None = None
 
     def save_images(
         self,
@@ -228,12 +242,14 @@ class LunaMultiSaver:
         filename_index: int = 0,
         custom_metadata: str = "",
         metadata=None,
+        autostart_daemon: bool = True,
         prompt=None,
         extra_pnginfo=None,
     ) -> dict:
         timestamp = templates.Timestamp.now()
         self.last_job = None
         self.last_saved = []
+        self.last_started = None
         inputs = zip(
             (image_1, image_2, image_3, image_4, image_5),
             (affix_1, affix_2, affix_3, affix_4, affix_5),
@@ -271,7 +287,7 @@ class LunaMultiSaver:
             metadata=job_meta,
         )
         if daemon_save:
-            result = self._via_daemon(options, slots)
+            result = self._via_daemon(options, slots, autostart.enabled(autostart_daemon))
             if result is not None:
                 return result
         saved = local_save.save_local(options, slots, parallel=save_mode != "sequential")
@@ -286,9 +302,11 @@ class LunaMultiSaver:
                 print(f"{LOG_PREFIX} {image.path}: {note}")
         return {"ui": {"images": [image.ui() for image in saved]}}
 
-    def _via_daemon(self, options: local_save.SaveOptions, slots: list[local_save.Slot]) -> dict | None:
-        """Submits the execution as one job. Returns the UI result, or None after printing why the caller must
-        save locally."""
+    def _via_daemon(
+        self, options: local_save.SaveOptions, slots: list[local_save.Slot], autostart_daemon: bool = False
+    ) -> dict | None:
+        """Submits the execution as one job; with ``autostart_daemon``, starts a daemon first if none answers.
+        Returns the UI result, or None after printing why the caller must save locally."""
         job = daemon.JobOptions(
             output_dir=options.output_dir,
             save_path=options.save_path,
@@ -306,8 +324,22 @@ class LunaMultiSaver:
         )
         wire_slots = [daemon.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
         meta = options.metadata.to_wire() if options.embed_metadata else None
+        socket_path = daemon.default_socket()
         try:
-            accepted = DAEMON_CLIENTS.submit(daemon.default_socket(), job, wire_slots, meta)
+            try:
+                accepted = DAEMON_CLIENTS.submit(socket_path, job, wire_slots, meta)
+            except daemon.DaemonUnreachable as e:
+                if not autostart_daemon:
+                    raise
+                try:
+                    started = autostart.ensure_daemon(socket_path)
+                except autostart.AutostartFailed as why:
+                    raise daemon.DaemonUnreachable(f"{e}; auto-start failed: {why}") from why
+                self.last_started = started
+                if started.pid is not None:
+                    log = f", log: {started.log}" if started.log else ""
+                    print(f"{LOG_PREFIX} Started luna-daemon (pid {started.pid}{log}) on {socket_path}")
+                accepted = DAEMON_CLIENTS.submit(socket_path, job, wire_slots, meta)
         except daemon.ConnectionLost as e:
             reason = str(e)
             if e.job_may_exist:

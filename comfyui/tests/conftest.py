@@ -68,6 +68,12 @@ def reference() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _no_autostart(monkeypatch):
+    """No test starts a daemon behind its back: the node's auto-start is off unless a test turns it on."""
+    monkeypatch.setenv("LUNA_DAEMON_AUTOSTART", "0")
+
+
+@pytest.fixture(autouse=True)
 def _fresh_daemon_clients():
     """The node keeps one warm daemon client per socket; no test sees another's."""
     from luna_multi_saver import node

@@ -39,6 +39,8 @@ OPTIONAL = (
         ("custom_metadata", "STRING", ""),
         ("metadata", "METADATA", None),
     ]
+    # Appended after the original inputs (never inserted): issue 7's auto-start.
+    + [("autostart_daemon", "BOOLEAN", True)]
 )
 
 
