@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python python-deps lint bench
+.PHONY: serve test test-rust test-python python-deps lint bench wheel
 
 ## Run the daemon with its embedded defaults.
 serve:
@@ -14,7 +14,8 @@ test: python-deps test-rust test-python
 test-rust:
 	$(CARGO) test --all-targets
 
-# The Python tests drive the same debug binary the Rust integration tests use.
+# The Python tests drive the same debug binary the Rust integration tests use; test_wheel.py also builds the wheel
+# (maturin, a release build into target/) and installs it into a fresh venv.
 test-python:
 	$(CARGO) build --bin luna-daemon
 	LUNA_DAEMON_BIN=$(CURDIR)/target/debug/luna-daemon $(PYTHON) -m pytest -q comfyui/tests
@@ -22,10 +23,14 @@ test-python:
 python-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r comfyui/requirements-dev.txt
 
+## The Python wheel carrying the daemon binary (pip install target/wheels/luna_daemon-*.whl); see docs/SERVICES.md.
+wheel:
+	$(PYTHON) -m maturin build --release
+
 ## Formatting and lints, exactly as CI runs them.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
-	$(PYTHON) -m ruff check comfyui
-	$(PYTHON) -m ruff format --check comfyui
+	$(PYTHON) -m ruff check comfyui python
+	$(PYTHON) -m ruff format --check comfyui python

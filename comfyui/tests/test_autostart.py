@@ -90,6 +90,8 @@ def private(daemon_binary, monkeypatch):
     monkeypatch.setenv("LUNA_DAEMON_SOCKET", p.socket)
     monkeypatch.setenv("LUNA_DAEMON_SPOOL_DIR", str(p.spool))
     monkeypatch.setenv("LUNA_DAEMON_STATE_DIR", str(p.state))
+    # The node's own wait is a few seconds; a loaded CI machine gets the same guard as every other daemon start.
+    monkeypatch.setenv(autostart.ENV_DEADLINE, str(READY_DEADLINE_S))
     yield p
     node.DAEMON_CLIENTS.close()
     p.stop()
