@@ -125,6 +125,8 @@ def _spawn(command: list[str], socket_path: str) -> tuple[subprocess.Popen, str 
     env = dict(os.environ)
     # The daemon listens where this node looks (the same value the daemon would compute by default).
     env["LUNA_DAEMON_SOCKET"] = socket_path
+    # Its log is a file, not a terminal: no colour escape codes in it.
+    env.setdefault("NO_COLOR", "1")
     kwargs: dict = {}
     if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS

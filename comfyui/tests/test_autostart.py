@@ -141,7 +141,9 @@ def test_the_node_starts_a_daemon_when_none_answers_and_submits_to_it(private, c
     assert private.daemon_pid() == started.pid, "it runs with the state dir from LUNA_DAEMON_STATE_DIR"
     assert private.spool.is_dir(), "and the spool dir from LUNA_DAEMON_SPOOL_DIR"
     log = Path(started.log)
-    assert log.parent == private.state and "started by the Luna Multi Saver node" in log.read_text()
+    text = log.read_text()
+    assert log.parent == private.state and "started by the Luna Multi Saver node" in text
+    assert "\x1b[" not in text, "no colour codes in the log file"
 
     status = wait_job(private.socket, job.job_id)
     assert [i["state"] for i in status["images"]] == ["written", "written"]
