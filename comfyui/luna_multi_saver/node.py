@@ -6,6 +6,10 @@ ComfyUI's temp folder; if the daemon is unreachable, busy or refuses the job, th
 An image is never dropped; it is saved twice only if the daemon took a job and then died before confirming it
 (the node cannot know whether the daemon will finish it, so it saves locally as well and says so).
 
+With the ``autostart_daemon`` input on (the default; ``LUNA_DAEMON_AUTOSTART=0`` overrides it) and no daemon
+answering, the node first starts one (:mod:`.autostart`: detached, it outlives ComfyUI) and submits to it; only if
+that fails does it save locally, with the same message and the reason.
+
 Nothing here imports torch or ComfyUI at module import time: ``folder_paths`` and ``comfy.cli_args`` are imported
 when the node runs, and tensors are read through duck typing (``.detach().cpu().numpy()``).
 """
