@@ -152,3 +152,54 @@ def test_python_m_luna_daemon_server_runs_the_daemon(installed_wheel):
             proc.terminate()
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the launcher, from the source tree (no wheel needed) ---------------------------------------------------------
+
+
+@pytest.fixture
+def launcher():
+    """``python/luna_daemon/__init__.py`` loaded under a private name (so no installed copy is used instead)."""
+    spec = importlib.util.spec_from_file_location(
+        "luna_daemon_launcher", REPO / "python" / "luna_daemon" / "__init__.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_binary(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = directory / "luna-daemon"
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    return binary
+
+
+def test_the_launcher_prefers_the_interpreters_scripts_dir_over_path(launcher, monkeypatch, tmp_path):
+    scripts = _fake_binary(tmp_path / "scripts")
+    on_path = _fake_binary(tmp_path / "elsewhere")
+    monkeypatch.setattr(launcher, "_script_dirs", lambda: [str(scripts.parent)])
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert launcher.find_binary() == str(scripts)
+
+
+def test_the_launcher_falls_back_to_path(launcher, monkeypatch, tmp_path):
+    on_path = _fake_binary(tmp_path / "elsewhere")
+    monkeypatch.setattr(launcher, "_script_dirs", lambda: [str(tmp_path / "empty")])
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert launcher.find_binary() == str(on_path)
+
+
+def test_the_launcher_says_what_is_missing(launcher, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(launcher, "_script_dirs", lambda: [str(tmp_path / "empty")])
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert launcher.run(["serve"]) == 127
+    err = capsys.readouterr().err
+    assert "cannot find the luna-daemon binary" in err and "pip install --force-reinstall luna-daemon" in err
+
+
+def test_the_launchers_script_dirs_start_with_sysconfigs(launcher):
+    import sysconfig
+
+    assert launcher._script_dirs()[0] == sysconfig.get_path("scripts")
