@@ -61,13 +61,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     recover(&table, &pool, &config.spool_dir, unfinished);
     janitor::reclaim_unowned(&config.spool_dir, &table);
     table.compact_journal();
-    let socket = config.socket.clone();
-    let wake = Box::new(move || {
-        // Connecting unblocks the accept loop, which then sees the stop flag.
-        if let Ok(name) = ipc::connect_name(&socket) {
-            let _ = <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name);
-        }
-    });
+    let wake = accept_waker(&listener, &config.socket);
     let limits = Limits {
         queue_budget_bytes: config.queue_budget_bytes,
         max_connections: config.max_connections,
@@ -99,6 +93,34 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
     tracing::info!("luna-daemon stopped");
     Ok(())
+}
+
+/// Something that unblocks the accept loop after a stop request, so it sees the stop flag. On Unix the listening
+/// socket is shut down (a blocked `accept` returns at once, even if the socket's path was removed meanwhile);
+/// elsewhere, and as a second means, the daemon connects to itself.
+fn accept_waker(listener: &interprocess::local_socket::Listener, socket: &Path) -> Box<dyn Fn() + Send + Sync> {
+    #[cfg(unix)]
+    let listening = {
+        use std::os::fd::AsFd;
+        #[allow(irrefutable_let_patterns)] // one variant on Unix; the enum is cross-platform
+        if let interprocess::local_socket::Listener::UdSocket(l) = listener {
+            l.as_fd().try_clone_to_owned().ok()
+        } else {
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let _ = listener;
+    let socket = socket.to_path_buf();
+    Box::new(move || {
+        #[cfg(unix)]
+        if let Some(fd) = &listening {
+            let _ = nix::sys::socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(fd), nix::sys::socket::Shutdown::Read);
+        }
+        if let Ok(name) = ipc::connect_name(&socket) {
+            let _ = <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name);
+        }
+    })
 }
 
 /// Starts the journal flusher and the janitor; both end when the context is stopping.

@@ -166,3 +166,14 @@ fn the_worker_pool_scales_up_under_backlog_and_down_when_idle() {
     client.wait(&job.job_id, |_| {}).unwrap();
     crate::support::wait_until("the pool shrinks back to min_workers", || client.stats().unwrap().workers_alive == 1);
 }
+
+/// Regression: a stop request woke the accept loop by connecting to the socket's path, so a daemon whose
+/// socket file had been removed never exited after SIGTERM.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_daemon_even_if_its_socket_file_is_gone() {
+    let mut daemon = TestDaemon::start();
+    std::fs::remove_file(&daemon.socket).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), nix::sys::signal::SIGTERM).unwrap();
+    assert!(daemon.wait_exit().success(), "{}", daemon.log());
+}
