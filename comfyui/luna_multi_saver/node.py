@@ -17,6 +17,7 @@ when the node runs, and tensors are read through duck typing (``.detach().cpu().
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import os
 import secrets
 import threading
@@ -359,25 +360,45 @@ class LunaMultiSaver:
         return {"ui": {"images": _write_previews(slots, accepted.job_id)}}
 
 
+# One background thread renders previews, so daemon mode returns as soon as the daemon has the job.
+_PREVIEW_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="luna-previews")
+_PENDING_PREVIEWS: list[concurrent.futures.Future] = []
+
+
 def _write_previews(slots: list[local_save.Slot], job_id: str) -> list[dict]:
     """Small JPEG previews in ComfyUI's temp folder, so the UI shows what was handed to the daemon without waiting
-    for the real files: subsampled (nearest neighbour) before the uint8 conversion and encoded as JPEG, which
-    costs well under a millisecond per image, against about 10 ms for a PNG of the same size."""
+    for the real files. The names are returned at once; the files are rendered on a background thread
+    (subsampled before the uint8 conversion, JPEG: about a millisecond per image), which finishes long before the
+    UI, told of them after the node returns, asks for them."""
     try:
         temp_dir = _temp_directory()
-        os.makedirs(temp_dir, exist_ok=True)
         tag = "".join(c for c in job_id if c.isalnum())[:16] or secrets.token_hex(6)
-        previews = []
+        work = []
         for slot in slots:
             for full in images_of(slot.images):
-                step = max(1, -(-max(full.shape[0], full.shape[1]) // PREVIEW_MAX_SIDE))
-                small = to_uint8(np.ascontiguousarray(full[::step, ::step, :3]))
-                image = Image.fromarray(small[:, :, 0] if small.shape[2] == 1 else small)
-                name = f"LunaMultiSaver_{tag}_{len(previews):03d}.jpg"
-                with open(os.path.join(temp_dir, name), "xb") as f:
-                    image.save(f, "JPEG", quality=PREVIEW_QUALITY)
-                previews.append({"filename": name, "subfolder": "", "type": "temp"})
-        return previews
+                work.append((full, os.path.join(temp_dir, f"LunaMultiSaver_{tag}_{len(work):03d}.jpg")))
     except Exception as e:  # noqa: BLE001 - the images are with the daemon; a missing preview is no error
         print(f"{LOG_PREFIX} Could not write previews: {e}")
         return []
+    _PENDING_PREVIEWS[:] = [f for f in _PENDING_PREVIEWS if not f.done()]
+    _PENDING_PREVIEWS.append(_PREVIEW_WRITER.submit(_render_previews, temp_dir, work))
+    return [{"filename": os.path.basename(path), "subfolder": "", "type": "temp"} for _, path in work]
+
+
+def _render_previews(temp_dir: str, work: list) -> None:
+    try:
+        os.makedirs(temp_dir, exist_ok=True)
+        for full, path in work:
+            step = max(1, -(-max(full.shape[0], full.shape[1]) // PREVIEW_MAX_SIDE))
+            small = to_uint8(np.ascontiguousarray(full[::step, ::step, :3]))
+            image = Image.fromarray(small[:, :, 0] if small.shape[2] == 1 else small)
+            with open(path, "xb") as f:
+                image.save(f, "JPEG", quality=PREVIEW_QUALITY)
+    except Exception as e:  # noqa: BLE001 - the images are with the daemon; a missing preview is no error
+        print(f"{LOG_PREFIX} Could not write previews: {e}")
+
+
+def flush_previews() -> None:
+    """Waits until every preview handed to the background writer is on disk (tests and benchmarks use this)."""
+    for future in list(_PENDING_PREVIEWS):
+        future.result()

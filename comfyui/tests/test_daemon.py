@@ -57,6 +57,7 @@ def test_node_hands_the_images_to_the_daemon(daemon, comfy_dirs, capsys):
     assert job is not None
     assert f"[LunaMultiSaver] Submitted 3 images to daemon (Job ID: {job.job_id})" in capsys.readouterr().out
     assert [p["type"] for p in result["ui"]["images"]] == ["temp"] * 3
+    node.flush_previews()  # previews are rendered in the background
     assert all((comfy_dirs.temp / p["filename"]).is_file() for p in result["ui"]["images"])
     status = wait_for(daemon, job.job_id)
     assert [i["state"] for i in status["images"]] == ["written"] * 3

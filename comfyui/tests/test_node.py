@@ -196,6 +196,7 @@ def test_daemon_mode_submits_one_job_and_returns_previews(comfy_dirs, fake, caps
     assert files_under(comfy_dirs.output) == [], "the daemon saves; the node does not"
     previews = result["ui"]["images"]
     assert [p["type"] for p in previews] == ["temp"] * 3
+    node.flush_previews()  # previews are rendered in the background
     assert all((comfy_dirs.temp / p["filename"]).is_file() for p in previews)
     assert max(decoded(comfy_dirs.temp / previews[0]["filename"]).shape[:2]) <= node.PREVIEW_MAX_SIDE
 

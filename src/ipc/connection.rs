@@ -28,10 +28,10 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: b
     let _ = stream.set_recv_timeout(None);
     tracing::debug!(client = %client.client, pid = ?client.pid, "client connected");
     loop {
-        let reply = match protocol::read_frame(&mut stream) {
+        let (reply, queued) = match protocol::read_frame(&mut stream) {
             Ok(body) => match protocol::decode_message::<Request>(&body) {
                 Ok(request) => ctx.handle(&client, request),
-                Err(e) => error(ErrorCode::MalformedFrame, e.to_string()),
+                Err(e) => (error(ErrorCode::MalformedFrame, e.to_string()), Vec::new()),
             },
             Err(FrameError::Closed) => return,
             Err(e @ FrameError::TooLarge { .. }) => {
@@ -45,7 +45,11 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: b
             }
         };
         let stop_after = matches!(reply, Response::Stopping(_));
-        if send(&mut stream, &reply).is_err() {
+        let sent = send(&mut stream, &reply);
+        // An accepted job's images are queued only after its acknowledgement is on its way, so waking the
+        // workers never delays the reply the client blocks on. (The job is journaled and in the table already.)
+        ctx.queue(queued);
+        if sent.is_err() {
             return;
         }
         if stop_after {

@@ -105,9 +105,13 @@ impl Context {
         }
     }
 
-    /// Answers one request after the handshake.
-    pub(crate) fn handle(&self, client: &Hello, request: Request) -> Response {
-        match request {
+    /// Answers one request after the handshake. For an accepted job, also returns its images, to be queued
+    /// (with [`Context::queue`]) once the reply is sent.
+    pub(crate) fn handle(&self, client: &Hello, request: Request) -> (Response, Vec<WorkItem>) {
+        if let Request::Submit(job) = request {
+            return self.submit(client, &job);
+        }
+        let reply = match request {
             Request::Hello(hello) if hello.protocol != PROTOCOL_NAME || hello.version != PROTOCOL_VERSION => error(
                 ErrorCode::VersionMismatch,
                 format!(
@@ -116,7 +120,7 @@ impl Context {
                 ),
             ),
             Request::Hello(_) => Response::Welcome(self.welcome()),
-            Request::Submit(job) => self.submit(client, &job),
+            Request::Submit(_) => unreachable!("handled above"),
             Request::Status(StatusQuery { job_id }) => match self.table.status(&job_id) {
                 Some(status) => Response::Status(status),
                 None => error(ErrorCode::UnknownJob, format!("no job with id {job_id:?} (unknown or expired)")),
@@ -124,37 +128,57 @@ impl Context {
             Request::Stats(Empty {}) => Response::Stats(self.stats()),
             Request::Stop(Empty {}) => Response::Stopping(Empty {}),
             Request::Cancel(StatusQuery { job_id }) => self.cancel(&job_id),
+        };
+        (reply, Vec::new())
+    }
+
+    /// Hands an accepted job's images to the workers.
+    pub(crate) fn queue(&self, items: Vec<WorkItem>) {
+        if !items.is_empty() {
+            self.pool.push(items);
         }
     }
 
-    fn submit(&self, hello: &Hello, job: &SubmitJob) -> Response {
+    fn submit(&self, hello: &Hello, job: &SubmitJob) -> (Response, Vec<WorkItem>) {
+        match self.accept(hello, job) {
+            Ok((accepted, items)) => (Response::Accepted(accepted), items),
+            Err(reply) => (reply, Vec::new()),
+        }
+    }
+
+    /// Validates, takes ownership, journals and records a job; returns the acknowledgement and the work.
+    fn accept(&self, hello: &Hello, job: &SubmitJob) -> Result<(Accepted, Vec<WorkItem>), Response> {
         if self.stopping() {
-            return error(ErrorCode::ShuttingDown, "the daemon is shutting down; save locally");
+            return Err(error(ErrorCode::ShuttingDown, "the daemon is shutting down; save locally"));
+        }
+        // A repeated submission is answered before any wait: it needs no room, its job already has it.
+        if let Some(accepted) = self.already_accepted(job) {
+            return Ok((accepted, Vec::new()));
         }
         let job_bytes: u64 = job.slots.iter().flat_map(|s| &s.images).map(|i| i.length).fold(0, u64::saturating_add);
         if !self.table.wait_for_room(job_bytes, self.queue_budget_bytes, self.busy_wait) {
             let held = self.table.counters().bytes_held;
-            return error(
+            return Err(error(
                 ErrorCode::Busy,
                 format!(
                     "queue budget full ({held} of {} bytes held, the job needs {job_bytes}); save locally or retry",
                     self.queue_budget_bytes
                 ),
-            );
+            ));
         }
         let _serialised = self.submit_lock.lock();
         if let Some(accepted) = self.already_accepted(job) {
-            return accepted;
+            return Ok((accepted, Vec::new()));
         }
         let plan = match plan_job(job, &self.spool_dir) {
             Ok(plan) => plan,
-            Err(e) => return error(e.code, e.message),
+            Err(e) => return Err(error(e.code, e.message)),
         };
         // Ownership passes to the daemon before the acknowledgement, so the client may exit right after it.
         for (i, segment) in plan.segments.iter().enumerate() {
             if let Err(e) = segment.take_ownership() {
                 give_back(&plan.segments[..i]);
-                return error(ErrorCode::Internal, format!("could not take segment {:?}: {e}", segment.name()));
+                return Err(error(ErrorCode::Internal, format!("could not take segment {:?}: {e}", segment.name())));
             }
         }
         let job_id = new_job_id();
@@ -162,7 +186,7 @@ impl Context {
         // Journaled before the acknowledgement: from here on a crash cannot lose the job.
         if let Err(e) = self.table.insert(&job_id, client.clone(), &plan, job) {
             give_back(&plan.segments);
-            return error(ErrorCode::Internal, format!("could not journal the job: {e}; save locally"));
+            return Err(error(ErrorCode::Internal, format!("could not journal the job: {e}; save locally")));
         }
         let id: Arc<str> = Arc::from(job_id.as_str());
         let items = plan
@@ -177,16 +201,16 @@ impl Context {
                 attempt: 0,
             })
             .collect();
-        self.pool.push(items);
-        tracing::info!(job = %job_id, client = %hello.client, images = plan.tasks.len(), "job accepted");
-        Response::Accepted(Accepted { job_id, images: plan.tasks.len() as u32 })
+        // Debug level: a log line per job would sit on the acknowledgement's critical path.
+        tracing::debug!(job = %job_id, client = %hello.client, images = plan.tasks.len(), "job accepted");
+        Ok((Accepted { job_id, images: plan.tasks.len() as u32 }, items))
     }
 
     /// The original acknowledgement of a repeated submission (same `submit_id`).
-    fn already_accepted(&self, job: &SubmitJob) -> Option<Response> {
+    fn already_accepted(&self, job: &SubmitJob) -> Option<Accepted> {
         let (job_id, images) = self.table.lookup_submit(job.submit_id.as_deref()?)?;
         tracing::info!(job = %job_id, "repeated submission answered with its original job");
-        Some(Response::Accepted(Accepted { job_id, images }))
+        Some(Accepted { job_id, images })
     }
 
     fn cancel(&self, job_id: &str) -> Response {
