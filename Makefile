@@ -27,6 +27,11 @@ python-deps:
 wheel:
 	$(PYTHON) -m maturin build --release
 
+## Benchmarks against PIL and the physical floor (release build, ~5 min on 2 cores; not part of test or CI).
+## Writes docs/BENCHMARKS.md and docs/bench/. `python3 scripts/bench.py --quick` is a ~1 min smoke run.
+bench:
+	CARGO=$(CARGO) $(PYTHON) scripts/bench.py
+
 ## Formatting and lints, exactly as CI runs them.
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,1339 @@
+"""`make bench`: run the Rust and PIL benchmarks in one go and write docs/BENCHMARKS.md with SVG charts.
+
+    python3 scripts/bench.py [--quick] [--keep DIR] [--docs docs]
+    python3 scripts/bench.py --report-only docs/bench/results.json   # re-render the report from saved results
+
+Steps: build the daemon (release), run `cargo bench --bench save` (writes the shared test images and
+rust.json), run scripts/bench_pil.py on the same images (pil.json), merge both with a description of the
+machine into docs/bench/results.json, and render docs/BENCHMARKS.md and docs/bench/*.svg from it. Every figure is
+a ratio against a baseline measured in the same run; the verdicts compare them with SPEC §7's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = "make bench"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def run(cmd: list[str], **kwargs) -> None:
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, **kwargs)
+
+
+def capture(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(
+            cmd, check=True, capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_times() -> list[int]:
+    """Aggregate jiffies from /proc/stat: user nice system idle iowait irq softirq steal."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return [0] * 8
+
+
+def machine() -> dict:
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = int(line.split()[1]) / (1 << 20)
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": mem_gib,
+        "kernel": platform.release(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "rustc": capture(["rustc", "--version"]),
+        "commit": capture(["git", "rev-parse", "--short", "HEAD"]),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]
+        if Path("/proc/loadavg").exists()
+        else [],
+    }
+
+
+def run_all(quick: bool, work: Path) -> dict:
+    info = machine()
+    before, started = cpu_times(), time.time()
+    cargo = os.environ.get("CARGO", "cargo")
+    run([cargo, "build", "--release", "--bin", "luna-daemon"])
+    rust_args = [
+        "--out",
+        str(work),
+        "--daemon-bin",
+        str(ROOT / "target/release/luna-daemon"),
+    ]
+    if quick:
+        rust_args.append("--quick")
+    run([cargo, "bench", "--bench", "save", "--", *rust_args])
+    pil_args = ["--images", str(work), "--out", str(work / "pil.json")]
+    if quick:
+        pil_args.append("--quick")
+    run([sys.executable, str(ROOT / "scripts/bench_pil.py"), *pil_args])
+    after = cpu_times()
+    delta = [a - b for a, b in zip(after, before)]
+    total = sum(delta) or 1
+    info["loadavg_end"] = (
+        Path("/proc/loadavg").read_text().split()[:3]
+        if Path("/proc/loadavg").exists()
+        else []
+    )
+    info["steal_pct"] = 100.0 * delta[7] / total
+    info["busy_pct"] = 100.0 * (total - delta[3] - delta[4]) / total
+    info["minutes"] = (time.time() - started) / 60
+    return {
+        "machine": info,
+        "quick": quick,
+        "rust": json.loads((work / "rust.json").read_text()),
+        "pil": json.loads((work / "pil.json").read_text()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Derived figures and verdicts
+
+
+def by(rows: list[dict], *keys: str) -> dict:
+    return {tuple(r[k] for k in keys): r for r in rows}
+
+
+def png_rows(results: dict) -> list[dict]:
+    rust = by(results["rust"].get("png", []), "size", "level")
+    pil = by(results["pil"].get("png", []), "size", "level")
+    rows = []
+    for key in sorted(rust):
+        if key not in pil:
+            continue
+        r, p = rust[key], pil[key]
+        rows.append(
+            {
+                "size": key[0],
+                "level": key[1],
+                "rust_save_ms": r["save_ms"],
+                "rust_cpu_ms": r["save_cpu_ms"],
+                "rust_encode_ms": r["encode_ms"],
+                "pil_save_ms": p["save_ms"],
+                "pil_cpu_ms": p["save_cpu_ms"],
+                "pil_encode_ms": p["encode_ms"],
+                "speed": cpu_ratio(p, r),
+                "speed_wall": p["save_ms"] / r["save_ms"],
+                "speed_encode": p["encode_ms"] / r["encode_ms"],
+                "rust_bytes": r["bytes"],
+                "pil_bytes": p["bytes"],
+                "size_ratio": r["bytes"] / p["bytes"],
+            }
+        )
+    return rows
+
+
+def cpu_ratio(pil: dict, rust: dict) -> float:
+    """Per-core speed: PIL's CPU time / Luna's CPU time for one save (the wall-clock ratio where no CPU time)."""
+    if pil.get("save_cpu_ms", 0) > 0 and rust.get("save_cpu_ms", 0) > 0:
+        return pil["save_cpu_ms"] / rust["save_cpu_ms"]
+    return pil["save_ms"] / rust["save_ms"]
+
+
+def codec_rows(results: dict) -> list[dict]:
+    rust = by(results["rust"].get("codecs", []), "size", "codec")
+    pil = by(results["pil"].get("codecs", []), "size", "codec")
+    rows = []
+    for key in sorted(rust, key=lambda k: (k[0], CODECS.index(k[1]))):
+        if key not in pil:
+            continue
+        r, p = rust[key], pil[key]
+        rows.append(
+            {
+                "size": key[0],
+                "codec": key[1],
+                "rust_save_ms": r["save_ms"],
+                "pil_save_ms": p["save_ms"],
+                "speed": cpu_ratio(p, r),
+                "speed_wall": p["save_ms"] / r["save_ms"],
+                "speed_encode": p["encode_ms"] / r["encode_ms"],
+                "rust_bytes": r["bytes"],
+                "pil_bytes": p["bytes"],
+                "size_ratio": r["bytes"] / p["bytes"],
+            }
+        )
+    return rows
+
+
+CODECS = ["jpeg_q90", "jpeg_q95", "webp_q90", "webp_lossless"]
+CODEC_LABELS = {
+    "jpeg_q90": "JPEG q90",
+    "jpeg_q95": "JPEG q95",
+    "webp_q90": "WebP lossy q90",
+    "webp_lossless": "WebP lossless",
+}
+# Same codec library and settings on both sides: sizes within this are "equal" (container bytes).
+EQUAL_SIZE = 1.001
+
+
+def monotonic(sizes: list[int]) -> bool:
+    return all(b <= a for a, b in zip(sizes, sizes[1:]))
+
+
+def scaling_configs(results: dict) -> list[dict]:
+    """Per configuration (format), rows with scaling relative to one worker and efficiency against the control."""
+    configs = results["rust"].get("scaling", [])
+    if isinstance(configs, dict):  # an older results.json with a single configuration
+        configs = [{"key": "png_l4", **configs}]
+    out = []
+    for config in configs:
+        rows = config.get("rows", [])
+        if not rows:
+            continue
+        d1, c1 = rows[0]["images_per_s"], rows[0]["control_per_s"]
+        scaled = []
+        for r in rows:
+            ds, cs = r["images_per_s"] / d1, r["control_per_s"] / c1
+            scaled.append(
+                {
+                    **r,
+                    "daemon_scaling": ds,
+                    "control_scaling": cs,
+                    "efficiency": ds / cs,
+                }
+            )
+        out.append({**config, "rows": scaled})
+    return out
+
+
+def e2e_figures(results: dict) -> dict | None:
+    r, p = results["rust"].get("e2e"), results["pil"].get("e2e")
+    if not r or not p:
+        return None
+    daemon_factor = r["daemon_ms"] / r["generate_alone_ms"]
+    rust_blocking_factor = r["blocking_rust_ms"] / r["generate_alone_ms"]
+    pil_factor = p["blocking_pil_ms"] / p["generate_alone_ms"]
+    return {
+        "daemon_factor": daemon_factor,
+        "rust_blocking_factor": rust_blocking_factor,
+        "pil_factor": pil_factor,
+        "speedup_vs_pil": pil_factor / daemon_factor,
+        "speedup_vs_rust_blocking": rust_blocking_factor / daemon_factor,
+        "drain_ms": r["daemon_drain_ms"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SVG charts (hand-written, no plotting library)
+
+COLORS = ["#3465a4", "#f57900", "#4e9a06", "#75507b", "#cc0000", "#888a85"]
+
+
+def esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def bar_chart(
+    title: str,
+    groups: list[str],
+    series: list[tuple[str, list[float]]],
+    y_label: str,
+    log: bool = False,
+    refs: tuple[tuple[float, str], ...] = (),
+    fmt: str = "{:.2g}",
+) -> str:
+    """Grouped vertical bars; `refs` are horizontal reference lines (value, label)."""
+    width, height = 760, 380
+    left, right, top, bottom = 70, 20, 50, 60
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [
+        v
+        for _, vs in series
+        for v in vs
+        if v is not None and math.isfinite(v) and v > 0
+    ]
+    values += [r[0] for r in refs]
+    if log:
+        lo = 10 ** math.floor(math.log10(min(values)))
+        hi = 10 ** math.ceil(math.log10(max(values)))
+
+        def y(v: float) -> float:
+            return top + plot_h * (
+                1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+            )
+
+        ticks = []
+        t = lo
+        while t <= hi * 1.0001:
+            ticks.append(t)
+            t *= 10
+    else:
+        lo, hi = 0.0, max(values) * 1.15
+
+        def y(v: float) -> float:
+            return top + plot_h * (1 - (v - lo) / (hi - lo))
+
+        step = nice_step(hi / 5)
+        ticks = [i * step for i in range(int(hi / step) + 1)]
+    out = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">'
+        ),
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{esc(title)}</text>',
+        (
+            f'<text x="16" y="{top + plot_h / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 16 {top + plot_h / 2})">{esc(y_label)}</text>'
+        ),
+    ]
+    for t in ticks:
+        out.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>'
+        )
+    group_w = plot_w / max(1, len(groups))
+    bar_w = group_w * 0.8 / max(1, len(series))
+    for gi, group in enumerate(groups):
+        gx = left + gi * group_w
+        out.append(
+            f'<text x="{gx + group_w / 2:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{esc(group)}</text>'
+        )
+        for si, (_, vs) in enumerate(series):
+            v = vs[gi] if gi < len(vs) else None
+            if v is None or not math.isfinite(v) or v <= 0:
+                continue
+            x = gx + group_w * 0.1 + si * bar_w
+            y0 = y(lo) if not log else top + plot_h
+            yv = y(v)
+            out.append(
+                f'<rect x="{x:.1f}" y="{yv:.1f}" width="{bar_w - 2:.1f}" height="{max(0.5, y0 - yv):.1f}" '
+                f'fill="{COLORS[si % len(COLORS)]}"><title>{esc(fmt.format(v))}</title></rect>'
+            )
+            if len(groups) * len(series) <= 24:
+                out.append(
+                    f'<text x="{x + bar_w / 2 - 1:.1f}" y="{yv - 3:.1f}" text-anchor="middle" '
+                    f'font-size="10">{esc(fmt.format(v))}</text>'
+                )
+    for value, label in refs:
+        out.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            f'stroke="#cc0000" stroke-dasharray="6 4"/>'
+        )
+        out.append(
+            f'<text x="{left + plot_w - 4}" y="{y(value) - 4:.1f}" text-anchor="end" fill="#cc0000">{esc(label)}</text>'
+        )
+    out.append(
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>'
+    )
+    out.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>'
+    )
+    lx = left
+    for si, (name, _) in enumerate(series):
+        out.append(
+            f'<rect x="{lx}" y="{height - 22}" width="12" height="12" fill="{COLORS[si % len(COLORS)]}"/>'
+        )
+        out.append(f'<text x="{lx + 16}" y="{height - 12}">{esc(name)}</text>')
+        lx += 24 + 7 * len(name)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def line_chart(
+    title: str,
+    xs: list[float],
+    series: list[tuple[str, list[float]]],
+    x_label: str,
+    y_label: str,
+) -> str:
+    width, height = 560, 360
+    left, right, top, bottom = 60, 20, 50, 70
+    plot_w, plot_h = width - left - right, height - top - bottom
+    hi = max(max(vs) for _, vs in series) * 1.15
+    x_lo, x_hi = min(xs), max(xs)
+    span = (x_hi - x_lo) or 1
+
+    def px(v: float) -> float:
+        return left + plot_w * (v - x_lo) / span
+
+    def py(v: float) -> float:
+        return top + plot_h * (1 - v / hi)
+
+    out = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">'
+        ),
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{esc(title)}</text>',
+        f'<text x="{left + plot_w / 2}" y="{top + plot_h + 34}" text-anchor="middle">{esc(x_label)}</text>',
+        (
+            f'<text x="16" y="{top + plot_h / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 16 {top + plot_h / 2})">{esc(y_label)}</text>'
+        ),
+    ]
+    step = nice_step(hi / 5)
+    for i in range(int(hi / step) + 1):
+        t = i * step
+        out.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>'
+        )
+    for x in xs:
+        out.append(
+            f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:g}</text>'
+        )
+    for si, (name, vs) in enumerate(series):
+        color = COLORS[si % len(COLORS)]
+        points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, vs))
+        out.append(
+            f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>'
+        )
+        for x, v in zip(xs, vs):
+            out.append(
+                f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="3.5" fill="{color}"><title>{v:.3g}</title></circle>'
+            )
+        out.append(
+            f'<rect x="{left + 10}" y="{height - 24 - 0}" width="0" height="0"/>'
+        )
+    out.append(
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>'
+    )
+    out.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>'
+    )
+    lx = left
+    for si, (name, _) in enumerate(series):
+        out.append(
+            f'<rect x="{lx}" y="{height - 20}" width="12" height="12" fill="{COLORS[si % len(COLORS)]}"/>'
+        )
+        out.append(f'<text x="{lx + 16}" y="{height - 10}">{esc(name)}</text>')
+        lx += 24 + 7 * len(name)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def nice_step(raw: float) -> float:
+    if raw <= 0:
+        return 1.0
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * mag >= raw:
+            return m * mag
+    return 10 * mag
+
+
+def write_charts(results: dict, chart_dir: Path) -> list[str]:
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(name: str, svg: str) -> None:
+        (chart_dir / name).write_text(svg)
+        written.append(name)
+
+    png = png_rows(results)
+    sizes = sorted({r["size"] for r in png})
+    if png:
+        levels = sorted({r["level"] for r in png})
+        series = [
+            (
+                f"{s}x{s}",
+                [
+                    next(
+                        (
+                            r["speed"]
+                            for r in png
+                            if r["size"] == s and r["level"] == lv
+                        ),
+                        None,
+                    )
+                    for lv in levels
+                ],
+            )
+            for s in sizes
+        ]
+        save(
+            "png_speed.svg",
+            bar_chart(
+                "PNG encode + save per core: PIL CPU time / Luna CPU time",
+                [f"L{lv}" for lv in levels],
+                series,
+                "speed ratio (log scale)",
+                log=True,
+                refs=((1.0, "1x (every level)"), (20.0, "20x (level 4)")),
+                fmt="{:.1f}",
+            ),
+        )
+        series = [
+            (
+                f"{s}x{s}",
+                [
+                    next(
+                        (
+                            r["size_ratio"]
+                            for r in png
+                            if r["size"] == s and r["level"] == lv
+                        ),
+                        None,
+                    )
+                    for lv in levels
+                ],
+            )
+            for s in sizes
+        ]
+        save(
+            "png_size.svg",
+            bar_chart(
+                "PNG file size: Luna bytes / PIL bytes at the same level",
+                [f"L{lv}" for lv in levels],
+                series,
+                "size ratio",
+                refs=((1.03, "1.03 (target)"),),
+                fmt="{:.3f}",
+            ),
+        )
+        s0 = sizes[0]
+        save(
+            "png_bytes.svg",
+            bar_chart(
+                f"PNG file size per level, {s0}x{s0} (MB)",
+                [f"L{lv}" for lv in levels],
+                [
+                    ("Luna", [r["rust_bytes"] / 1e6 for r in png if r["size"] == s0]),
+                    ("PIL", [r["pil_bytes"] / 1e6 for r in png if r["size"] == s0]),
+                ],
+                "MB",
+                fmt="{:.2f}",
+            ),
+        )
+    codecs = codec_rows(results)
+    if codecs:
+        s0 = min({r["size"] for r in codecs})
+        rows = [r for r in codecs if r["size"] == s0]
+        save(
+            "codecs.svg",
+            bar_chart(
+                f"JPEG / WebP vs PIL, {s0}x{s0} (speed: PIL CPU time / Luna CPU time; size: Luna / PIL)",
+                [CODEC_LABELS[r["codec"]] for r in rows],
+                [
+                    ("speed ratio", [r["speed"] for r in rows]),
+                    ("size ratio", [r["size_ratio"] for r in rows]),
+                ],
+                "ratio",
+                refs=((0.9, "0.9x speed target"),),
+                fmt="{:.2f}",
+            ),
+        )
+    configs = scaling_configs(results)
+    if configs:
+        nproc = results["machine"].get("nproc") or max(
+            r["workers"] for c in configs for r in c["rows"]
+        )
+        xs = [r["workers"] for r in configs[0]["rows"] if r["workers"] <= nproc]
+        series = [
+            ("ideal", xs),
+            (
+                "pure-CPU control",
+                [r["control_scaling"] for r in configs[0]["rows"]][: len(xs)],
+            ),
+        ]
+        for c in configs:
+            series.append(
+                (
+                    c["format"],
+                    [r["daemon_scaling"] for r in c["rows"]][: len(xs)],
+                )
+            )
+        save(
+            "scaling.svg",
+            line_chart(
+                "Throughput with N workers on N cores (relative to 1)",
+                xs,
+                series,
+                "workers (= control threads)",
+                "throughput relative to 1",
+            ),
+        )
+    r, p = results["rust"].get("e2e"), results["pil"].get("e2e")
+    if r and p:
+        save(
+            "e2e.svg",
+            bar_chart(
+                "Generate (~200 ms of CPU work) then save: ms per iteration",
+                ["generation alone", "+ blocking save", "+ daemon submit"],
+                [
+                    (
+                        "Python / PIL (ComfyUI today)",
+                        [p["generate_alone_ms"], p["blocking_pil_ms"], None],
+                    ),
+                    (
+                        "Rust / luna-daemon",
+                        [r["generate_alone_ms"], r["blocking_rust_ms"], r["daemon_ms"]],
+                    ),
+                ],
+                "ms per iteration",
+                fmt="{:.0f}",
+            ),
+        )
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report
+
+
+def yes(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def f(v: float, digits: int = 2) -> str:
+    return (
+        "n/a"
+        if v is None or (isinstance(v, float) and not math.isfinite(v))
+        else f"{v:.{digits}f}"
+    )
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(results: dict, charts: list[str]) -> str:
+    m = results["machine"]
+    rust, pil = results["rust"], results["pil"]
+    png = png_rows(results)
+    codecs = codec_rows(results)
+    configs = scaling_configs(results)
+    e2e = e2e_figures(results)
+    submit = rust.get("submit")
+    memory = rust.get("memory", [])
+    out: list[str] = []
+    w = out.append
+
+    w("# Benchmarks")
+    w("")
+    w(
+        "Generated by `scripts/bench.py` (do not edit by hand: re-run the command). Every figure is a **ratio "
+        "against a baseline measured in the same run** (PIL on the same image, a memcpy of the same bytes, a "
+        "pure-CPU control), medians of repeated runs, because the development machine is shared and noisy. "
+        "Nothing here is a test: `make test` and CI never run it."
+    )
+    w("")
+    w("## How to reproduce")
+    w("")
+    w("```sh")
+    w(
+        COMMAND
+        + "            # ~5 min on 2 cores; `python3 scripts/bench.py --quick` for a ~1 min smoke run"
+    )
+    w("```")
+    w("")
+    w(
+        "`make bench` builds the daemon in release mode, runs `cargo bench --bench save` (benches/save.rs: the "
+        "encoders, a daemon it starts itself in a temp dir, the Rust client) and `scripts/bench_pil.py` (Pillow, "
+        "as ComfyUI's SaveImage uses it) on the **same generated image** (`luna_daemon::synthetic::rgb_f32`, seed "
+        "7: smooth gradients, texture and mild noise, converted to 8 bits exactly as the daemon does; written once "
+        "by the Rust side as `.npy`), at 1024x1024 and 2048x2048 (fewer repetitions at 2048). Raw numbers: "
+        "[docs/bench/results.json](bench/results.json)."
+    )
+    w("")
+    w("## Machine")
+    w("")
+    rows = [
+        ["date", m.get("date", "?")],
+        ["nproc", str(m.get("nproc"))],
+        ["CPU", m.get("cpu_model", "?")],
+        ["memory", f"{m['memory_gib']:.1f} GiB" if m.get("memory_gib") else "?"],
+        ["kernel", m.get("kernel", "?")],
+        ["rustc", m.get("rustc", "?")],
+        ["Python", pil.get("python", "?")],
+        [
+            "Pillow",
+            (
+                f"{pil.get('pillow')} (zlib-ng {pil.get('zlib_ng')}, libjpeg-turbo {pil.get('libjpeg_turbo')}, "
+                f"libwebp {pil.get('webp')})"
+            ),
+        ],
+        ["numpy", pil.get("numpy", "?")],
+        ["commit", m.get("commit", "?")],
+        [
+            "load average start / end",
+            f"{' '.join(m.get('loadavg_start', []))} / {' '.join(m.get('loadavg_end', []))}",
+        ],
+        [
+            "CPU busy during the run (all processes) / steal",
+            f"{f(m.get('busy_pct'), 0)} % / {f(m.get('steal_pct'), 1)} %",
+        ],
+        [
+            "run time",
+            f"{f(m.get('minutes'), 1)} min"
+            + (" (quick mode)" if results.get("quick") else ""),
+        ],
+    ]
+    w(table(["", ""], rows))
+    w("")
+
+    # ---- summary
+    w("## SPEC §7 targets on this machine")
+    w("")
+    summary = []
+    lvl4 = [r for r in png if r["level"] == 4]
+    if lvl4:
+        r0 = lvl4[0]
+        speed_ok = all(r["speed"] >= 20 for r in lvl4)
+        size_ok = all(r["size_ratio"] <= 1.03 for r in lvl4)
+        summary.append(
+            [
+                "PNG level 4: >= 20x PIL per core",
+                "; ".join(
+                    f"{r['size']}: {f(r['speed'], 1)}x (wall clock {f(r['speed_wall'], 1)}x)"
+                    for r in lvl4
+                ),
+                yes(speed_ok),
+            ]
+        )
+        summary.append(
+            [
+                "PNG level 4: files <= 3% larger than PIL's",
+                "; ".join(
+                    f"{r['size']}: {f(100 * (r['size_ratio'] - 1), 1)} %" for r in lvl4
+                ),
+                yes(size_ok),
+            ]
+        )
+        _ = r0
+    if png:
+        slow = [r for r in png if r["speed"] < 1]
+        big = [r for r in png if r["size_ratio"] > 1.03]
+        summary.append(
+            [
+                "PNG every level 0..9: at least as fast as PIL",
+                "slowest ratio "
+                + f(min(r["speed"] for r in png), 2)
+                + "x"
+                + (
+                    " ("
+                    + ", ".join(f"L{r['level']}@{r['size']}" for r in slow)
+                    + " below 1x)"
+                    if slow
+                    else ""
+                ),
+                yes(not slow),
+            ]
+        )
+        summary.append(
+            [
+                "PNG every level 0..9: files <= 3% larger",
+                "larger than 3% at "
+                + (
+                    ", ".join(f"L{r['level']}@{r['size']}" for r in big)
+                    if big
+                    else "none"
+                )
+                + f"; worst {f(100 * (max(r['size_ratio'] for r in png) - 1), 1)} %",
+                yes(not big),
+            ]
+        )
+        mono = all(
+            monotonic([r["rust_bytes"] for r in png if r["size"] == s])
+            for s in {r["size"] for r in png}
+        )
+        summary.append(
+            [
+                "PNG sizes monotonic in the level (never larger at a higher level)",
+                "see the table",
+                yes(mono),
+            ]
+        )
+    if codecs:
+        slow = [r for r in codecs if r["speed"] < 0.9]
+        big = [r for r in codecs if r["size_ratio"] > EQUAL_SIZE]
+        summary.append(
+            [
+                "JPEG / WebP: >= 0.9x PIL per core",
+                "; ".join(
+                    f"{CODEC_LABELS[r['codec']]}@{r['size']} {f(r['speed'])}x"
+                    for r in codecs
+                )
+                + " (encoding alone, without the daemon's durable write: at least "
+                + f(min(r["speed_encode"] for r in codecs))
+                + "x)",
+                yes(not slow),
+            ]
+        )
+        summary.append(
+            [
+                "JPEG / WebP: equal or smaller files",
+                "worst size ratio " + f(max(r["size_ratio"] for r in codecs), 4),
+                yes(not big),
+            ]
+        )
+    if submit:
+        s = submit["with_crc32"]
+        s2 = submit["without_crc32"]
+        summary.append(
+            [
+                "Submit blocking time (Rust client, 1024x1024x3 f32, warm segment) vs memcpy",
+                (
+                    f"{f(s['submit_ms'])} ms = {f(s['submit_ms'] / s['memcpy_ms'], 1)}x memcpy with CRC-32; "
+                    f"{f(s2['submit_ms'] / s2['memcpy_ms'], 1)}x without"
+                ),
+                "informational: SPEC's 2x target is for the node (below)",
+            ]
+        )
+    summary.append(
+        [
+            "Node blocking time <= 2x a numpy copy",
+            "TODO (ComfyUI node issue)",
+            "not measured here",
+        ]
+    )
+    for c in configs:
+        rows_n = [r for r in c["rows"] if r["workers"] == m.get("nproc")]
+        if len(c["rows"]) > 1 and rows_n:
+            last = rows_n[0]
+            summary.append(
+                [
+                    f"Scaling, {c['format']}: {last['workers']} workers >= 0.9x the control's scaling",
+                    (
+                        f"daemon {f(last['daemon_scaling'])}x, control {f(last['control_scaling'])}x: efficiency "
+                        f"{f(last['efficiency'])}"
+                    ),
+                    yes(last["efficiency"] >= 0.9),
+                ]
+            )
+    if memory:
+        ok = all(r["hwm_mib"] <= r["budget_mib"] + 64 for r in memory)
+        summary.append(
+            [
+                "Memory: daemon RSS < queue budget + 64 MiB",
+                "; ".join(
+                    f"budget {r['budget_mib']:.0f} MiB: peak {f(r['hwm_mib'], 1)} MiB"
+                    for r in memory
+                ),
+                yes(ok),
+            ]
+        )
+    if e2e:
+        summary.append(
+            [
+                "End to end: daemon loop within 5% of generation alone",
+                (
+                    f"{f(100 * (e2e['daemon_factor'] - 1), 1)} % over generation alone "
+                    f"(last save done {f(e2e['drain_ms'], 0)} ms after the loop)"
+                ),
+                yes(e2e["daemon_factor"] <= 1.05),
+            ]
+        )
+        summary.append(
+            [
+                "End to end: speedup over blocking saves",
+                (
+                    f"{f(e2e['speedup_vs_pil'])}x vs PIL blocking (ComfyUI today); "
+                    f"{f(e2e['speedup_vs_rust_blocking'])}x vs blocking Rust saves"
+                ),
+                "reported",
+            ]
+        )
+    w(table(["target", "measured (ratios from this run)", "verdict"], summary))
+    w("")
+    w(
+        "Per-core speed ratios are PIL's CPU time / Luna's CPU time for the same save on one thread (thread CPU "
+        "time: `/proc/thread-self/schedstat` in Rust, `time.thread_time()` in Python), because other tenants of "
+        "this machine steal wall-clock time unevenly; wall-clock ratios (the daemon's including its two fsyncs, "
+        "PIL's without any) are in the tables. Size ratios are Luna bytes / PIL bytes."
+    )
+    w("")
+
+    # ---- PNG
+    if png:
+        w("## PNG: every level against PIL")
+        w("")
+        w(
+            "Luna = `luna_daemon::encode` + `output::write_new_file` (what a daemon worker does with the 8-bit "
+            "image: hidden temp file, fsync, no-clobber rename, directory fsync). PIL = "
+            '`Image.save(path, format="PNG", compress_level=N)` (no fsync). Both single-threaded, medians of at '
+            "least 7 saves at 1024x1024 and 3 at 2048x2048 (fast saves are repeated until ~0.5 s was measured). "
+            "*ms* columns are wall clock; *per-core speed ratio* is the CPU-time ratio; *encode-only* is the "
+            "wall-clock ratio of encoding into memory (no file)."
+        )
+        w("")
+        for s in sorted({r["size"] for r in png}):
+            rows_s = [r for r in png if r["size"] == s]
+            w(f"### {s}x{s}")
+            w("")
+            w(
+                table(
+                    [
+                        "level",
+                        "Luna save ms",
+                        "PIL save ms",
+                        "per-core speed ratio",
+                        "wall ratio",
+                        "encode-only ratio",
+                        "Luna bytes",
+                        "PIL bytes",
+                        "size ratio",
+                        "met",
+                    ],
+                    [
+                        [
+                            str(r["level"]),
+                            f(r["rust_save_ms"]),
+                            f(r["pil_save_ms"], 1),
+                            f(r["speed"], 1) + "x",
+                            f(r["speed_wall"], 1) + "x",
+                            f(r["speed_encode"], 1) + "x",
+                            f"{r['rust_bytes']:,}",
+                            f"{r['pil_bytes']:,}",
+                            f(r["size_ratio"], 3),
+                            "speed "
+                            + (
+                                "yes"
+                                if r["speed"] >= (20 if r["level"] == 4 else 1)
+                                else "NO"
+                            )
+                            + ", size "
+                            + ("yes" if r["size_ratio"] <= 1.03 else "NO"),
+                        ]
+                        for r in rows_s
+                    ],
+                )
+            )
+            w("")
+            w(
+                f"Sizes monotonic in the level: Luna {'yes' if monotonic([r['rust_bytes'] for r in rows_s]) else 'NO'}"
+                f", PIL {'yes' if monotonic([r['pil_bytes'] for r in rows_s]) else 'no'}."
+            )
+            w("")
+        for name in ("png_speed.svg", "png_size.svg", "png_bytes.svg"):
+            if name in charts:
+                w(f"![{name}](bench/{name})")
+                w("")
+        w(PNG_MAPPING_NOTES)
+        w("")
+
+    # ---- codecs
+    if codecs:
+        w("## JPEG and WebP")
+        w("")
+        w(
+            "Same libraries on both sides (libjpeg-turbo-class mozjpeg in its `fastest` profile vs Pillow's "
+            "libjpeg-turbo; libwebp). PIL: `quality=` for JPEG (4:2:0) and lossy WebP, `lossless=True` for "
+            "lossless WebP, `method` left at its default (4)."
+        )
+        w("")
+        w(
+            table(
+                [
+                    "size",
+                    "codec",
+                    "Luna save ms",
+                    "PIL save ms",
+                    "per-core speed ratio",
+                    "wall ratio",
+                    "encode-only ratio",
+                    "Luna bytes",
+                    "PIL bytes",
+                    "size ratio",
+                ],
+                [
+                    [
+                        str(r["size"]),
+                        CODEC_LABELS[r["codec"]],
+                        f(r["rust_save_ms"]),
+                        f(r["pil_save_ms"]),
+                        f(r["speed"]) + "x",
+                        f(r["speed_wall"]) + "x",
+                        f(r["speed_encode"]) + "x",
+                        f"{r['rust_bytes']:,}",
+                        f"{r['pil_bytes']:,}",
+                        f(r["size_ratio"], 4),
+                    ]
+                    for r in codecs
+                ],
+            )
+        )
+        w("")
+        if "codecs.svg" in charts:
+            w("![codecs](bench/codecs.svg)")
+            w("")
+        w(CODEC_NOTES)
+        w("")
+
+    # ---- submit
+    if submit:
+        w("## Submit blocking time (Rust client)")
+        w("")
+        w(
+            "`Client::submit` of one 1024x1024x3 float32 image (12 MiB) into a warm segment, against a daemon the "
+            "benchmark started itself, timed from the call to the `accepted` reply; the baseline is a plain "
+            "`copy_from_slice` of the same 12 MiB into a preallocated buffer, measured right before each submit. "
+            "Each submit waits for the previous save to finish first (steady state: with ~200 ms generations the "
+            "daemon is done long before the next image)."
+        )
+        w("")
+        rows = []
+        for key, label in (
+            ("with_crc32", "with CRC-32 (JobOptions default)"),
+            ("without_crc32", "without CRC-32"),
+        ):
+            s = submit[key]
+            rows.append(
+                [
+                    label,
+                    f(s["submit_ms"]),
+                    f(s["submit_ms_p90"]),
+                    f(s["memcpy_ms"]),
+                    f(s["submit_ms"] / s["memcpy_ms"], 1) + "x",
+                ]
+            )
+        w(table(["submit", "median ms", "p90 ms", "memcpy ms", "ratio"], rows))
+        w("")
+        w(
+            f"Fixed cost (an 8x8 image: frame, round trip, the daemon's validation): {f(submit['tiny_submit_ms'])} ms. "
+            f"First submit of a client (creates and maps the segment): {f(submit['cold_first_submit_ms'])} ms."
+        )
+        w("")
+        fixed = submit["tiny_submit_ms"]
+        plain = submit["without_crc32"]["submit_ms"]
+        crc = submit["with_crc32"]["submit_ms"] - plain
+        w(
+            f"Breakdown (medians): fixed part {f(fixed)} ms, copy {f(plain - fixed)} ms (memcpy "
+            f"{f(submit['without_crc32']['memcpy_ms'])} ms), CRC-32 {f(crc)} ms."
+        )
+        w("")
+        w(SUBMIT_NOTES)
+        w("")
+    w("## Node blocking time")
+    w("")
+    w(
+        "**TODO (ComfyUI node issue, another engineer):** the SPEC target is the Luna Multi Saver node's blocking "
+        "time with daemon_save ON, per 1024x1024 RGB float32 image in steady state, at most 2x a plain numpy copy of "
+        "the same array into a preallocated buffer measured in the same run. That benchmark belongs with the node "
+        "and will be added here. For reference, this run measured the numpy floor on the PIL side: "
+        + (
+            f"`np.copyto` of the 12 MiB tensor {f(pil['e2e']['numpy_copy_ms'])} ms, ComfyUI's float-to-uint8 "
+            f"conversion {f(pil['e2e']['convert_f32_to_u8_ms'])} ms."
+            if pil.get("e2e")
+            else "(not run)."
+        )
+    )
+    w("")
+
+    # ---- scaling
+    if configs:
+        w("## Scaling with workers")
+        w("")
+        w(
+            "One job of many 1024x1024 RGB float32 images (the same image repeated) submitted at once to a daemon with exactly N workers; "
+            "images/s from the `accepted` reply until every file is written (the copy into the segment is done "
+            "before). The control is a fixed amount of integer work on N threads (at most nproc), measured right "
+            "before and after each daemon run; efficiency = daemon scaling / control scaling, so a second core busy "
+            "with other tenants lowers both. Output files go to the regular disk, fsynced as always."
+        )
+        w("")
+        for c in configs:
+            w(f"### {c['format']} ({c['images_per_job']:.0f} images per job)")
+            w("")
+            w(
+                table(
+                    [
+                        "workers",
+                        "images/s",
+                        "daemon scaling",
+                        "control threads",
+                        "control scaling",
+                        "efficiency",
+                    ],
+                    [
+                        [
+                            str(r["workers"]),
+                            f(r["images_per_s"], 1),
+                            f(r["daemon_scaling"]) + "x",
+                            f"{r.get('control_threads', r['workers']):.0f}",
+                            f(r["control_scaling"]) + "x",
+                            f(r["efficiency"]),
+                        ]
+                        for r in c["rows"]
+                    ],
+                )
+            )
+            w("")
+        if "scaling.svg" in charts:
+            w("![scaling](bench/scaling.svg)")
+            w("")
+        w(SCALING_NOTES)
+        w("")
+
+    # ---- memory
+    if memory:
+        w("## Memory under a full queue")
+        w("")
+        w(
+            "A daemon with `--queue-budget-mib B --busy-wait-ms=0` gets 500 submissions of a 1024x1024x3 float32 "
+            "image (12 MiB each) at PNG level 9 (the slowest, so the queue fills); it accepts what fits the budget "
+            "and answers `busy` to the rest. RSS from `/proc/<pid>/status` (VmRSS sampled after every submission "
+            "and while the queue drains; VmHWM at the end)."
+        )
+        w("")
+        w(
+            table(
+                [
+                    "budget MiB",
+                    "accepted",
+                    "busy replies",
+                    "max held MiB",
+                    "max queue depth",
+                    "idle RSS MiB",
+                    "peak RSS MiB",
+                    "VmHWM MiB",
+                    "limit (budget + 64) MiB",
+                ],
+                [
+                    [
+                        f"{r['budget_mib']:.0f}",
+                        f"{r['accepted']:.0f}",
+                        f"{r['busy']:.0f}",
+                        f"{r['max_held_mib']:.0f}",
+                        f"{r['max_queue_depth']:.0f}",
+                        f(r["idle_rss_mib"], 1),
+                        f(r["peak_rss_mib"], 1),
+                        f(r["hwm_mib"], 1),
+                        f"{r['budget_mib'] + 64:.0f}",
+                    ]
+                    for r in memory
+                ],
+            )
+        )
+        w("")
+        w(MEMORY_NOTES)
+        w("")
+
+    # ---- e2e
+    if e2e:
+        r, p = rust["e2e"], pil["e2e"]
+        w("## End to end: generate, then save")
+        w("")
+        w(
+            f"{r['iterations']:.0f} iterations per loop, {r['rounds']:.0f} rounds (loop order rotated every round), "
+            "median per iteration. *Generation* is a fixed amount of CPU work calibrated to ~200 ms on an idle core "
+            "(integer work in Rust, a pure-Python loop holding the GIL on the PIL side). The saved image is one "
+            "1024x1024 RGB float32 tensor per iteration at PNG level 4 (ComfyUI's default). *Blocking PIL* is "
+            "ComfyUI's SaveImage path (numpy clip/astype, `Image.fromarray`, `save(compress_level=4)`); *blocking "
+            "Rust* is the daemon's own convert + encode + durable write done inline; *daemon* is `Client::submit` "
+            "into a warm segment, saves running in the daemon (default pool, 2..4 workers)."
+        )
+        w("")
+        w(
+            table(
+                ["loop", "ms per iteration", "vs generation alone"],
+                [
+                    ["Python: generation alone", f(p["generate_alone_ms"], 1), "1.00x"],
+                    [
+                        "Python: generate + blocking PIL save",
+                        f(p["blocking_pil_ms"], 1),
+                        f(e2e["pil_factor"], 3) + "x",
+                    ],
+                    ["Rust: generation alone", f(r["generate_alone_ms"], 1), "1.00x"],
+                    [
+                        "Rust: generate + blocking save (inline)",
+                        f(r["blocking_rust_ms"], 1),
+                        f(e2e["rust_blocking_factor"], 3) + "x",
+                    ],
+                    [
+                        "Rust: generate + submit to the daemon",
+                        f(r["daemon_ms"], 1),
+                        f(e2e["daemon_factor"], 3) + "x",
+                    ],
+                ],
+            )
+        )
+        w("")
+        w(
+            f"Speedup of the daemon loop over blocking PIL saves (each normalised by its own generation-alone loop): "
+            f"**{f(e2e['speedup_vs_pil'])}x**; over blocking Rust saves: {f(e2e['speedup_vs_rust_blocking'])}x. The "
+            f"daemon kept up: its last file was written {f(e2e['drain_ms'], 0)} ms after the last submit returned. "
+            "Per-round values are in results.json; on a shared 2-core machine the spread between rounds is of the "
+            "same order as the 5% target."
+        )
+        w("")
+        if "e2e.svg" in charts:
+            w("![e2e](bench/e2e.svg)")
+            w("")
+        w(E2E_NOTES)
+        w("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+PNG_MAPPING_NOTES = """### The PNG level mapping: what was tried, and why level 4 cannot meet both targets on this image
+
+`src/encode/png_encoder.rs` maps ComfyUI's `compress_level` onto what the `png` crate (0.18) offers: 0 = stored;
+1..=4 = fdeflate (`Compression::Fast`: fdeflate with adaptive filtering); 5..=9 = flate2 `Level(n)` (miniz_oxide,
+the `rust_backend` flate2 is built with here) with adaptive filtering. That mapping was kept after trying every
+option the `png` crate exposes. One-off exploration (1024x1024 synthetic image, encode to memory, median of 5, same
+machine; the scratch programs used `png` 0.18.1 directly and, for the last rows, crates that are not dependencies):
+
+| encoder (filter) | ms | bytes | vs PIL L4 (1,471,158 B, ~173 ms) |
+|---|---|---|---|
+| stored | 0.2 | 3,147,060 | |
+| fdeflate (Up) = `png` "Fastest" | 3.2 | 1,671,118 | +13.6 % |
+| fdeflate (Avg) | 3.1 | 1,598,031 | +8.6 % |
+| fdeflate (Adaptive) = `png` "Fast" **(levels 1-4)** | 4.0 | 1,595,175 | +8.4 % |
+| fdeflate (MinEntropy) | 7.6 | 1,595,175 | +8.4 % |
+| flate2/miniz Level(1) (Adaptive) | 20.6 | 1,610,487 | +9.5 % |
+| flate2/miniz Level(4) (Adaptive) | 75 | 1,589,513 | +8.0 % |
+| flate2/miniz Level(5) (Adaptive) **(level 5)** | 123 | 1,577,807 | +7.2 % |
+| flate2/miniz Level(6..9) (Adaptive) **(levels 6-9)** | 184 | 1,572,412 | +6.9 % |
+| flate2/miniz Level(6..9) (Up / Paeth) | 133-141 | 1,654,011-1,661,208 | +12 % |
+| *not available without a new dependency:* | | | |
+| flate2 with its `zlib-rs` backend, Level(4) (Adaptive) | 36 | 1,552,883 | +5.6 % |
+| flate2 `zlib-rs`, Level(7) (Adaptive), best of all levels | 57 | 1,544,477 | +5.0 % |
+| libdeflate level 1 / 4 (Adaptive filtering, deflate only) | 12.6 / 37 | 1,562,952 / 1,469,277 | +6.2 % / -0.1 % |
+| miniz_oxide strategy **Huffman-only** (Adaptive filtering, deflate only) | 17 | 1,388,925 | **-5.6 %** |
+| miniz_oxide strategy **RLE** level 4 (Adaptive filtering, deflate only) | 26 | 1,390,491 | -5.5 % |
+
+What this shows:
+
+* **The size gap is in the deflate backend, not the filters.** Pillow's wheels link **zlib-ng 2.3**, whose level
+  4-9 (`deflate_medium`/`slow`) on this image behave like zlib's `Z_FILTERED` strategy (re-compressing PIL's own
+  filtered rows with zlib: default strategy level 9 = 1,653,892 B, `Z_FILTERED` level 4 = 1,470,837 B,
+  Huffman-only = 1,464,301 B). The generated image's mild per-pixel noise makes short LZ77 matches cost more than
+  literals; what wins is good dynamic Huffman coding of the filtered residuals. fdeflate uses a fixed Huffman
+  table tuned for PNG, miniz_oxide/zlib-rs at default strategy spend bits on matches, so **no option of the `png`
+  crate comes within 3 % of PIL at levels 4..9 on this image** (best: +6.9 %, at 184 ms, slower than PIL level 4).
+* **Level 4 therefore keeps fdeflate:** it meets the speed target by a wide margin (see the table above) at +8 %
+  size. The mappings that come closest in size (miniz Level(5..9), still +7 %) run at 0.9-1.4x PIL level 4's
+  speed, far from 20x.
+* **Levels 1..3** (PIL: zlib-ng's `deflate_quick`/`fast`/`medium`, 1.69-1.74 MB) are beaten on both speed and size
+  by fdeflate. fdeflate with the Up filter at level 1 was tried (25 % faster, but 5 % larger than Adaptive here and
+  6 % *larger than PIL level 1* on a smoothed variant of the image), so level 1 stays on Adaptive.
+* **Levels 5..9** meet "at least as fast as PIL" (PIL's levels 5..9 take 245-300 ms here) and stay +7 % larger.
+  miniz_oxide gives identical output for Level(6..9) on this image, so levels 6-9 produce the same file (sizes are
+  still monotonic: never larger at a higher level). PIL's own sizes are not monotonic here (level 5 > level 4).
+* **Image dependence.** On a 3x3 box-blurred copy of the image (less noise), fdeflate is +19 % against PIL
+  level 4 (945,452 vs 794,849 B) while Huffman-only is -18 %; the "about 2 % larger" of SPEC §7 was not reproduced
+  on either image.
+
+**Recommendation (needs a dependency change, not made here):** for levels >= 2, filter with the `png` crate's
+adaptive filter and deflate with a Huffman-only or RLE strategy (`miniz_oxide::deflate::core` with
+`CompressionStrategy::RLE`/`HuffmanOnly`, already in the dependency tree through `png`/flate2 but not a direct
+dependency; or `zlib-rs` with `Strategy::Rle`), writing the IDAT through `png::Writer::write_chunk`. Measured: 5.5 %
+*smaller* than PIL level 4 at ~20 ms (~9x PIL). Meeting **both** 20x and <= 3 % on noisy images needs a faster
+dynamic-Huffman/RLE encoder in the style of fpnge (SIMD filtering plus Huffman coding with a table fitted to the
+image), which no crate in the tree provides; RLE-only also keeps flat backgrounds small, where Huffman-only would
+not."""
+
+CODEC_NOTES = """JPEG output has exactly Pillow's size (same libjpeg-turbo-compatible settings), and so has lossy WebP (same
+libwebp, same `method`); lossless WebP differs by a few bytes of container. A JPEG save takes only ~2 ms at
+1024x1024, so the daemon's durability (creating a hidden temp file, two fsyncs, a no-clobber rename) is a visible
+share of its CPU time there, while encoding alone is on par with Pillow (the *encode-only* column). Neither codec can
+be made much faster than Pillow's: the win is doing the work off the generation thread."""
+
+SUBMIT_NOTES = """Where the time goes: the fixed part is small; the rest is the copy into the segment (a per-sample
+little-endian store loop, `Pixels::write_le` in src/client.rs) and, by default, a CRC-32 over the whole 12 MiB
+(`JobOptions::checksum`), which the daemon verifies while reading. Both are in src/client.rs, outside this issue."""
+
+SCALING_NOTES = """At PNG level 4 an image costs ~5 ms of CPU (plus ~2 ms to read and convert the float32 pixels) but
+more wall-clock time on this machine's virtual disk: the durable write (fsync of the file, then of the directory)
+waits for the disk, and concurrent fsyncs on one ext4 file system share its journal commits, so a second worker adds
+less than a second core would. The same job with its output on tmpfs separates the disk's share from the daemon's
+own. More workers than cores (the default pool grows to 4) can overlap the disk waits. Lossy WebP (the node's
+default format, ~57 ms of CPU per image) is CPU-bound and shows the workers' CPU scaling. The level-4 jobs take
+only a fraction of a second, so their run-to-run spread on this shared machine is around +-10 %."""
+
+MEMORY_NOTES = """Queued pixels live in the clients' shared-memory segments (tmpfs), never in the daemon's heap: the daemon
+`pread`s a segment only when a worker takes the image, so its RSS is the idle process plus each busy worker's
+buffers (one 8-bit image, a 1 MiB read chunk, the encoded output), independent of the queue length and of the
+budget. The budget bounds the tmpfs memory the queue holds (`max held`)."""
+
+E2E_NOTES = """On this 2-core machine the generation runs on one core and the daemon's workers on the other, so the
+daemon's encoding is hidden; what remains in the loop is the submit (the copy into the segment and the CRC-32, a
+few ms, see above). With more images per generation or a slower format the second core becomes the limit."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Run the benchmarks and write docs/BENCHMARKS.md"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run (1024x1024 only, few repetitions)",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=ROOT / "docs",
+        help="where BENCHMARKS.md and bench/ go",
+    )
+    parser.add_argument("--keep", type=Path, help="keep the raw work directory here")
+    parser.add_argument(
+        "--report-only", type=Path, help="re-render from an existing results.json"
+    )
+    args = parser.parse_args()
+    if args.report_only:
+        results = json.loads(args.report_only.read_text())
+    else:
+        work = args.keep or Path(tempfile.mkdtemp(prefix="luna-bench-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            results = run_all(args.quick, work)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    chart_dir = args.docs / "bench"
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        (chart_dir / "results.json").write_text(
+            json.dumps(results, indent=1, sort_keys=True) + "\n"
+        )
+    charts = write_charts(results, chart_dir)
+    (args.docs / "BENCHMARKS.md").write_text(render(results, charts))
+    print(
+        f"wrote {args.docs / 'BENCHMARKS.md'} and {len(charts)} charts in {chart_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
