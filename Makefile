@@ -37,5 +37,5 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
-	$(PYTHON) -m ruff check comfyui python
-	$(PYTHON) -m ruff format --check comfyui python
+	$(PYTHON) -m ruff check comfyui python tests scripts
+	$(PYTHON) -m ruff format --check comfyui python tests scripts

@@ -35,7 +35,9 @@ def install_comfyui_stand_ins(output: Path, temp: Path) -> None:
     cli_args = types.ModuleType("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(disable_metadata=False)
     comfy.cli_args = cli_args
-    sys.modules.update({"folder_paths": folder_paths, "comfy": comfy, "comfy.cli_args": cli_args})
+    sys.modules.update(
+        {"folder_paths": folder_paths, "comfy": comfy, "comfy.cli_args": cli_args}
+    )
 
 
 def realistic_image(size: int, seed: int) -> np.ndarray:
@@ -50,11 +52,23 @@ def realistic_image(size: int, seed: int) -> np.ndarray:
 
 def start_daemon(work: Path) -> tuple[subprocess.Popen, Path]:
     binary = REPO / "target" / "release" / "luna-daemon"
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "luna-daemon"], cwd=REPO, check=True)
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "--bin", "luna-daemon"],
+        cwd=REPO,
+        check=True,
+    )
     socket = work / "run" / "luna.sock"
     proc = subprocess.Popen(
-        [str(binary), "--socket", str(socket), "serve", "--spool-dir", str(work / "spool"),
-         "--state-dir", str(work / "state")],
+        [
+            str(binary),
+            "--socket",
+            str(socket),
+            "serve",
+            "--spool-dir",
+            str(work / "spool"),
+            "--state-dir",
+            str(work / "state"),
+        ],
         stderr=subprocess.DEVNULL,
         env={**os.environ, "NO_COLOR": "1"},
     )
@@ -92,7 +106,9 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--json", type=Path)
@@ -104,8 +120,7 @@ def main() -> None:
         (work / "temp").mkdir()
         proc, socket = start_daemon(work)
         os.environ["LUNA_DAEMON_SOCKET"] = str(socket)
-        from luna_multi_saver import client
-        from luna_multi_saver import node
+        from luna_multi_saver import client, node
         from luna_multi_saver.node import LunaMultiSaver
 
         try:
@@ -114,12 +129,20 @@ def main() -> None:
             buffer = np.empty_like(image)
             copy_t, on_t, off_t = [], [], []
             waiter = client.Client(str(socket), "bench-waiter")
-            for i in range(args.runs + 3):  # the first runs warm everything up and are not counted
+            for i in range(
+                args.runs + 3
+            ):  # the first runs warm everything up and are not counted
                 c = timed(lambda: np.copyto(buffer, image))
                 on = timed(lambda: saver.save_images(**node_inputs(image, True)))
-                waiter.wait(saver.last_job.job_id)  # untimed: the daemon catches up, segments are released
+                waiter.wait(
+                    saver.last_job.job_id
+                )  # untimed: the daemon catches up, segments are released
                 node.flush_previews()
-                off = timed(lambda: saver.save_images(**node_inputs(image, False))) if i % 3 == 0 else None
+                off = (
+                    timed(lambda: saver.save_images(**node_inputs(image, False)))
+                    if i % 3 == 0
+                    else None
+                )
                 if i >= 3:
                     copy_t.append(c)
                     on_t.append(on)
@@ -129,7 +152,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    copy_ms, on_ms, off_ms = (statistics.median(t) * 1000 for t in (copy_t, on_t, off_t))
+    copy_ms, on_ms, off_ms = (
+        statistics.median(t) * 1000 for t in (copy_t, on_t, off_t)
+    )
     result = {
         "image": f"{args.size}x{args.size} RGB float32",
         "runs": args.runs,

@@ -28,11 +28,15 @@ def pixels(spec):
     if kind == "checker":
         return (((x // 4 + y // 4) % 2) * 255).astype(np.uint8)
     if kind == "ramp":  # a smooth horizontal ramp: high variance, low edge density
-        return np.broadcast_to((x * 255 // max(w - 1, 1)).astype(np.uint8), (h, w, c)).copy()
+        return np.broadcast_to(
+            (x * 255 // max(w - 1, 1)).astype(np.uint8), (h, w, c)
+        ).copy()
     if kind == "noise":
         return lcg_bytes(spec["seed"], h * w * c).reshape(h, w, c)
     if kind == "float_ramp":  # float32 input, including values outside 0..1
-        f = ((x + 2 * y + 3 * ch) % 97).astype(np.float32) / np.float32(80.0) - np.float32(0.1)
+        f = ((x + 2 * y + 3 * ch) % 97).astype(np.float32) / np.float32(
+            80.0
+        ) - np.float32(0.1)
         return np.clip(255.0 * f, 0, 255).astype(np.uint8)
     raise ValueError(kind)
 
@@ -50,17 +54,28 @@ def lcg_bytes(seed, n):
 def scores(img):
     """SPEC §4 gate scores on a u8 image."""
     img = img.astype(np.float64)
-    gray = img[:, :, 0] if img.shape[2] == 1 else 0.299 * img[:, :, 0] + 0.587 * img[:, :, 1] + 0.114 * img[:, :, 2]
+    gray = (
+        img[:, :, 0]
+        if img.shape[2] == 1
+        else 0.299 * img[:, :, 0] + 0.587 * img[:, :, 1] + 0.114 * img[:, :, 2]
+    )
     variance = min(1.0, float(np.var(gray)) / 3000.0)
     g = gray / 255.0
-    edge = (np.mean(np.abs(g[:-1, :] - g[1:, :])) + np.mean(np.abs(g[:, :-1] - g[:, 1:]))) / 2.0
+    edge = (
+        np.mean(np.abs(g[:-1, :] - g[1:, :])) + np.mean(np.abs(g[:, :-1] - g[:, 1:]))
+    ) / 2.0
     return {"variance": variance, "edge_density": min(1.0, float(edge) / 0.05)}
 
 
 def wire_metadata(meta):
     """JobMetadata as the node sends it: json.dumps of each value, str() of each metadata field."""
-    out = {"prompt": None, "extra_pnginfo": [], "generation_metadata": None, "generation_fields": [],
-           "custom_metadata": None}
+    out = {
+        "prompt": None,
+        "extra_pnginfo": [],
+        "generation_metadata": None,
+        "generation_fields": [],
+        "custom_metadata": None,
+    }
     if meta.get("prompt") is not None:
         out["prompt"] = json.dumps(meta["prompt"])
     for k, v in (meta.get("extra_pnginfo") or {}).items():
@@ -90,7 +105,9 @@ def expected_text(job, wire, affix, batch_index):
     if not job.get("embed_metadata", True):
         return [], {}, None
     path, name, _ = model_info(job.get("model_name", ""))
-    local = datetime.fromtimestamp(TIMESTAMP_MS / 1000, timezone(timedelta(seconds=UTC_OFFSET_S)))
+    local = datetime.fromtimestamp(
+        TIMESTAMP_MS / 1000, timezone(timedelta(seconds=UTC_OFFSET_S))
+    )
     stamp = local.strftime("%Y_%m_%d_%H%M%S")
     text = []
     if wire["prompt"] is not None:
@@ -101,8 +118,13 @@ def expected_text(job, wire, affix, batch_index):
         text += [[f"gen_{k}", v] for k, v in wire["generation_fields"]]
     elif wire["custom_metadata"]:
         text.append(["custom_metadata", wire["custom_metadata"]])
-    text += [["image_type", affix], ["model_name", name], ["model_path", path], ["save_timestamp", stamp],
-             ["batch_index", str(batch_index)]]
+    text += [
+        ["image_type", affix],
+        ["model_name", name],
+        ["model_path", path],
+        ["save_timestamp", stamp],
+        ["batch_index", str(batch_index)],
+    ]
     exif = {}
     if wire["prompt"] is not None:
         exif["prompt"] = wire["prompt"]
@@ -116,83 +138,287 @@ def expected_text(job, wire, affix, batch_index):
     return text, exif, comment
 
 
-WORKFLOW = {"last_node_id": 3, "nodes": [{"id": 1, "type": "KSampler", "title": "Ünïcode \"quoted\" \\ näme"}],
-            "extra": {"ds": {"scale": 1.1, "offset": [0.5, -2.0]}}}
-PROMPT = {"3": {"class_type": "KSampler", "inputs": {"seed": 42, "cfg": 7.5, "denoise": 1.0, "tiny": 1e-05}}}
+WORKFLOW = {
+    "last_node_id": 3,
+    "nodes": [{"id": 1, "type": "KSampler", "title": 'Ünïcode "quoted" \\ näme'}],
+    "extra": {"ds": {"scale": 1.1, "offset": [0.5, -2.0]}},
+}
+PROMPT = {
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {"seed": 42, "cfg": 7.5, "denoise": 1.0, "tiny": 1e-05},
+    }
+}
 
 CASES = [
-    {"name": "defaults_png_single",
-     "job": {"save_path": "", "filename": "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%",
-             "model_name": "Illustrious/3DCG/foo_v60.safetensors",
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": True,
-                        "images": [{"kind": "pattern", "width": 24, "height": 16, "channels": 3}]}]},
-     "files": ["ORIG/2025_03_07.10.05.04_foo_v60_ORIG.png"]},
-    {"name": "templates_batch_webp_lossless",
-     "job": {"save_path": "%model_dir%/%date:yyyy-MM-dd%", "filename": "img_%index%", "filename_index": 7,
-             "model_name": "Illustrious\\3DCG\\foo_v60.ckpt", "lossless_webp": True,
-             "slots": [{"affix": "UPSCALED", "format": "webp", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 20, "height": 12, "channels": 3},
-                                   {"kind": "float_ramp", "width": 20, "height": 12, "channels": 3}]}]},
-     "files": ["Illustrious/3DCG/2025-03-07/img_7_UPSCALED_0.webp", "Illustrious/3DCG/2025-03-07/img_7_UPSCALED_1.webp"]},
-    {"name": "three_slots_three_formats",
-     "job": {"save_path": "runs/%model_name%", "filename": "shot", "model_name": "",
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": True,
-                        "images": [{"kind": "pattern", "width": 16, "height": 16, "channels": 4}]},
-                       {"affix": "FINAL", "format": "jpeg", "subdir": True,
-                        "images": [{"kind": "pattern", "width": 16, "height": 16, "channels": 4}]},
-                       {"affix": "DETAILED", "format": "webp", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 16, "height": 16, "channels": 1}]}]},
-     "files": ["runs/UnknownModel/ORIG/shot_ORIG.png", "runs/UnknownModel/FINAL/shot_FINAL.jpg",
-               "runs/UnknownModel/shot_DETAILED.webp"]},
-    {"name": "gate_variance_each_image_judged_alone",
-     "job": {"filename": "g", "quality_gate": "variance", "min_quality_threshold": 0.3,
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": True,
-                        "images": [{"kind": "flat", "value": 128, "width": 16, "height": 16, "channels": 3},
-                                   {"kind": "noise", "seed": 7, "width": 16, "height": 16, "channels": 3}]}]},
-     "files": ["_discarded/ORIG/g_ORIG_0.png", "ORIG/g_ORIG_1.png"]},
-    {"name": "gate_edge_density_blurry_discarded",
-     "job": {"save_path": "out", "filename": "e", "quality_gate": "edge_density", "min_quality_threshold": 0.3,
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
-                        "images": [{"kind": "ramp", "width": 64, "height": 8, "channels": 3},
-                                   {"kind": "checker", "width": 16, "height": 16, "channels": 3}]}]},
-     "files": ["out/_discarded/e_ORIG_0.png", "out/e_ORIG_1.png"]},
-    {"name": "gate_both_needs_both",
-     "job": {"filename": "b", "quality_gate": "both", "min_quality_threshold": 0.3,
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
-                        "images": [{"kind": "ramp", "width": 64, "height": 8, "channels": 3},
-                                   {"kind": "noise", "seed": 3, "width": 16, "height": 16, "channels": 3}]}]},
-     "files": ["_discarded/b_ORIG_0.png", "b_ORIG_1.png"]},
-    {"name": "metadata_prompt_workflow_custom",
-     "job": {"filename": "m", "model_name": "sd/base.safetensors",
-             "metadata": {"prompt": PROMPT, "extra_pnginfo": {"workflow": WORKFLOW, "luna_extra": {"k": [1, 2]}},
-                          "custom_metadata": "hello, world"},
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}]},
-                       {"affix": "WEB", "format": "webp", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}]}]},
-     "files": ["m_ORIG.png", "m_WEB.webp"]},
-    {"name": "metadata_generation_dict_overrides_custom",
-     "job": {"filename": "gen", "metadata": {"prompt": PROMPT, "metadata": {"sampler": "euler", "seed": 42,
-                                                                           "cfg": 7.5, "hires": True},
-                                          "custom_metadata": "ignored"},
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}]}]},
-     "files": ["gen_ORIG.png"]},
-    {"name": "metadata_off",
-     "job": {"filename": "off", "embed_metadata": False, "metadata": {"prompt": PROMPT},
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}]}]},
-     "files": ["off_ORIG.png"]},
-    {"name": "empty_filename_uses_timestamp_and_model",
-     "job": {"filename": "", "model_name": "a/b/c.pth",
-             "slots": [{"affix": "ORIG", "format": "png", "subdir": False,
-                        "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}]}]},
-     "files": ["2025_03_07_100504_c_ORIG.png"]},
+    {
+        "name": "defaults_png_single",
+        "job": {
+            "save_path": "",
+            "filename": "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%",
+            "model_name": "Illustrious/3DCG/foo_v60.safetensors",
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": True,
+                    "images": [
+                        {"kind": "pattern", "width": 24, "height": 16, "channels": 3}
+                    ],
+                }
+            ],
+        },
+        "files": ["ORIG/2025_03_07.10.05.04_foo_v60_ORIG.png"],
+    },
+    {
+        "name": "templates_batch_webp_lossless",
+        "job": {
+            "save_path": "%model_dir%/%date:yyyy-MM-dd%",
+            "filename": "img_%index%",
+            "filename_index": 7,
+            "model_name": "Illustrious\\3DCG\\foo_v60.ckpt",
+            "lossless_webp": True,
+            "slots": [
+                {
+                    "affix": "UPSCALED",
+                    "format": "webp",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 20, "height": 12, "channels": 3},
+                        {
+                            "kind": "float_ramp",
+                            "width": 20,
+                            "height": 12,
+                            "channels": 3,
+                        },
+                    ],
+                }
+            ],
+        },
+        "files": [
+            "Illustrious/3DCG/2025-03-07/img_7_UPSCALED_0.webp",
+            "Illustrious/3DCG/2025-03-07/img_7_UPSCALED_1.webp",
+        ],
+    },
+    {
+        "name": "three_slots_three_formats",
+        "job": {
+            "save_path": "runs/%model_name%",
+            "filename": "shot",
+            "model_name": "",
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": True,
+                    "images": [
+                        {"kind": "pattern", "width": 16, "height": 16, "channels": 4}
+                    ],
+                },
+                {
+                    "affix": "FINAL",
+                    "format": "jpeg",
+                    "subdir": True,
+                    "images": [
+                        {"kind": "pattern", "width": 16, "height": 16, "channels": 4}
+                    ],
+                },
+                {
+                    "affix": "DETAILED",
+                    "format": "webp",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 16, "height": 16, "channels": 1}
+                    ],
+                },
+            ],
+        },
+        "files": [
+            "runs/UnknownModel/ORIG/shot_ORIG.png",
+            "runs/UnknownModel/FINAL/shot_FINAL.jpg",
+            "runs/UnknownModel/shot_DETAILED.webp",
+        ],
+    },
+    {
+        "name": "gate_variance_each_image_judged_alone",
+        "job": {
+            "filename": "g",
+            "quality_gate": "variance",
+            "min_quality_threshold": 0.3,
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": True,
+                    "images": [
+                        {
+                            "kind": "flat",
+                            "value": 128,
+                            "width": 16,
+                            "height": 16,
+                            "channels": 3,
+                        },
+                        {
+                            "kind": "noise",
+                            "seed": 7,
+                            "width": 16,
+                            "height": 16,
+                            "channels": 3,
+                        },
+                    ],
+                }
+            ],
+        },
+        "files": ["_discarded/ORIG/g_ORIG_0.png", "ORIG/g_ORIG_1.png"],
+    },
+    {
+        "name": "gate_edge_density_blurry_discarded",
+        "job": {
+            "save_path": "out",
+            "filename": "e",
+            "quality_gate": "edge_density",
+            "min_quality_threshold": 0.3,
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "ramp", "width": 64, "height": 8, "channels": 3},
+                        {"kind": "checker", "width": 16, "height": 16, "channels": 3},
+                    ],
+                }
+            ],
+        },
+        "files": ["out/_discarded/e_ORIG_0.png", "out/e_ORIG_1.png"],
+    },
+    {
+        "name": "gate_both_needs_both",
+        "job": {
+            "filename": "b",
+            "quality_gate": "both",
+            "min_quality_threshold": 0.3,
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "ramp", "width": 64, "height": 8, "channels": 3},
+                        {
+                            "kind": "noise",
+                            "seed": 3,
+                            "width": 16,
+                            "height": 16,
+                            "channels": 3,
+                        },
+                    ],
+                }
+            ],
+        },
+        "files": ["_discarded/b_ORIG_0.png", "b_ORIG_1.png"],
+    },
+    {
+        "name": "metadata_prompt_workflow_custom",
+        "job": {
+            "filename": "m",
+            "model_name": "sd/base.safetensors",
+            "metadata": {
+                "prompt": PROMPT,
+                "extra_pnginfo": {"workflow": WORKFLOW, "luna_extra": {"k": [1, 2]}},
+                "custom_metadata": "hello, world",
+            },
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
+                    ],
+                },
+                {
+                    "affix": "WEB",
+                    "format": "webp",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
+                    ],
+                },
+            ],
+        },
+        "files": ["m_ORIG.png", "m_WEB.webp"],
+    },
+    {
+        "name": "metadata_generation_dict_overrides_custom",
+        "job": {
+            "filename": "gen",
+            "metadata": {
+                "prompt": PROMPT,
+                "metadata": {"sampler": "euler", "seed": 42, "cfg": 7.5, "hires": True},
+                "custom_metadata": "ignored",
+            },
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
+                    ],
+                }
+            ],
+        },
+        "files": ["gen_ORIG.png"],
+    },
+    {
+        "name": "metadata_off",
+        "job": {
+            "filename": "off",
+            "embed_metadata": False,
+            "metadata": {"prompt": PROMPT},
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
+                    ],
+                }
+            ],
+        },
+        "files": ["off_ORIG.png"],
+    },
+    {
+        "name": "empty_filename_uses_timestamp_and_model",
+        "job": {
+            "filename": "",
+            "model_name": "a/b/c.pth",
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [
+                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
+                    ],
+                }
+            ],
+        },
+        "files": ["2025_03_07_100504_c_ORIG.png"],
+    },
 ]
 
 TRAVERSAL = [
-    {"save_path": "../x"}, {"save_path": "/etc/x"}, {"save_path": "..\\x"}, {"save_path": "C:\\x"},
-    {"save_path": "\\\\?\\x"}, {"filename": "con"}, {"filename": "a\u0000b"}, {"save_path": "ok/../../x"},
+    {"save_path": "../x"},
+    {"save_path": "/etc/x"},
+    {"save_path": "..\\x"},
+    {"save_path": "C:\\x"},
+    {"save_path": "\\\\?\\x"},
+    {"filename": "con"},
+    {"filename": "a\u0000b"},
+    {"save_path": "ok/../../x"},
     {"save_path": "%model_dir%", "model_name": "../../etc/passwd.safetensors"},
     {"filename": "%model_path%", "model_name": "/etc/evil.ckpt"},
 ]
@@ -210,20 +436,32 @@ def build():
                 gate = job.get("quality_gate", "disabled")
                 s = scores(px)
                 thr = job.get("min_quality_threshold", 0.3)
-                checks = {"variance": ["variance"], "edge_density": ["edge_density"],
-                          "both": ["variance", "edge_density"]}.get(gate, [])
+                checks = {
+                    "variance": ["variance"],
+                    "edge_density": ["edge_density"],
+                    "both": ["variance", "edge_density"],
+                }.get(gate, [])
                 passed = all(s[k] >= thr for k in checks)
                 text, exif, comment = expected_text(job, wire, slot["affix"], b)
-                images.append({
-                    "state": "written" if passed else "discarded",
-                    "scores": {k: s[k] for k in checks} if checks else None,
-                    "png_text": text if slot["format"] == "png" else None,
-                    "exif": exif if slot["format"] != "png" and text else None,
-                    "user_comment": comment if slot["format"] != "png" else None,
-                    "u8_pixels_sha_hint": int(px.astype(np.uint64).sum()),
-                })
-        cases.append({"name": case["name"], "job": job, "wire_metadata": wire, "files": case["files"],
-                      "images": images})
+                images.append(
+                    {
+                        "state": "written" if passed else "discarded",
+                        "scores": {k: s[k] for k in checks} if checks else None,
+                        "png_text": text if slot["format"] == "png" else None,
+                        "exif": exif if slot["format"] != "png" and text else None,
+                        "user_comment": comment if slot["format"] != "png" else None,
+                        "u8_pixels_sha_hint": int(px.astype(np.uint64).sum()),
+                    }
+                )
+        cases.append(
+            {
+                "name": case["name"],
+                "job": job,
+                "wire_metadata": wire,
+                "files": case["files"],
+                "images": images,
+            }
+        )
     return {
         "comment": "Generated by tests/vectors/make_vectors.py; see tests/vectors/README.md.",
         "timestamp_ms": TIMESTAMP_MS,
