@@ -245,7 +245,7 @@ fn a_read_only_output_dir_recovers_when_remounted_writable() {
 fn a_segment_truncated_after_submit_fails_its_image_not_the_daemon() {
     let daemon = TestDaemon::start_with_env(
         &["--min-workers", "1", "--max-workers", "1"],
-        &[("LUNA_DAEMON_TEST_SAVE_DELAY_MS", "300")],
+        &[("LUNA_DAEMON_TEST_SAVE_DELAY_MS", "1500")],
     );
     let mut client = daemon.client();
     let job = submit_images(&mut client, &daemon.output, 0, 1);
