@@ -28,7 +28,7 @@ wheel:
 	$(PYTHON) -m maturin build --release
 
 ## Benchmarks against PIL and the physical floor (release build, ~5 min on 2 cores; not part of test or CI).
-## Writes docs/BENCHMARKS.md and docs/bench/. `python3 scripts/bench.py --quick` is a ~1 min smoke run.
+## Writes docs/BENCHMARKS.md and docs/bench/. `python3 scripts/bench.py --quick` is a ~1 min smoke run (report in target/bench-quick/).
 bench:
 	CARGO=$(CARGO) $(PYTHON) scripts/bench.py
 
