@@ -59,7 +59,8 @@ fn main() {
         results.insert("memory".to_owned(), bench_memory(&opts, &scratch));
     }
     if opts.wants("e2e") {
-        results.insert("e2e".to_owned(), bench_e2e(&opts, &scratch));
+        results.insert("e2e".to_owned(), bench_e2e(&opts, &scratch, 1));
+        results.insert("e2e_batch4".to_owned(), bench_e2e(&opts, &scratch, 4));
     }
     results.insert("seconds".to_owned(), Json::Num(started.elapsed().as_secs_f64()));
     let path = opts.out.join("rust.json");
@@ -641,21 +642,35 @@ fn bench_memory(opts: &Opts, scratch: &Scratch) -> Json {
 // ---------------------------------------------------------------------------------------------------------------
 // End to end: generate (fixed CPU work) then save
 
-fn bench_e2e(opts: &Opts, scratch: &Scratch) -> Json {
+/// `batch` images (1024x1024 RGB float32, PNG level 4) saved per simulated generation: blocking, inline, or
+/// submitted to the daemon as one job (as the node submits one job per execution).
+fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
     // Calibrated now, so that a busy machine at start-up does not shorten the simulated generation.
     let work = calibrate_cpu_work();
     let iterations = if opts.quick { 5 } else { 10 };
-    let rounds = if opts.quick { 1 } else { 3 };
+    let rounds = match (opts.quick, batch) {
+        (true, _) => 1,
+        (false, 1) => 3,
+        (false, _) => 2,
+    };
     let gen_iters = (work.iters_per_ms * GENERATE_MS) as u64;
     let pixels = synthetic::rgb_f32(1024, 1024, SEED);
     let raw: Vec<u8> = pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let daemon = Daemon::start(opts, scratch, "e2e", (2, 4), 4096, &[]);
+    let daemon = Daemon::start(opts, scratch, &format!("e2e{batch}"), (2, 4), 4096, &[]);
     let mut client = daemon.client();
-    let daemon_out = scratch.dir("e2e-daemon");
-    let blocking_out = scratch.dir("e2e-blocking");
+    // With several images per generation the default pool grows past the free core (up to 4 workers on 2
+    // cores); a daemon limited to nproc - 1 workers shows what that costs the generation.
+    let spare = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1);
+    let limited =
+        (batch > 1).then(|| Daemon::start(opts, scratch, &format!("e2e{batch}-limited"), (1, spare), 4096, &[]));
+    let mut limited_client = limited.as_ref().map(Daemon::client);
+    let loops = if limited.is_some() { 4 } else { 3 };
+    let daemon_out = scratch.dir(&format!("e2e{batch}-daemon"));
+    let blocking_out = scratch.dir(&format!("e2e{batch}-blocking"));
+    let images: Vec<ImageRef<'_>> = (0..batch).map(|_| f32_image(&pixels)).collect();
     let job = JobOptions::new(&daemon_out);
     let format = Format::Png { compression: 4 };
-    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut times: [Vec<f64>; 4] = Default::default();
     let mut drain = Vec::new();
     let mut run = |which: usize| -> f64 {
         let t = Instant::now();
@@ -665,24 +680,32 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch) -> Json {
             match which {
                 0 => {}
                 1 => {
-                    // What the daemon does, inline: convert float32 to 8 bits, encode, write durably.
-                    let mut data = vec![0u8; pixels.len()];
-                    let row = 1024 * 3;
-                    for (src, dst) in raw.chunks_exact(row * 4).zip(data.chunks_exact_mut(row)) {
-                        convert_row(SampleFormat::F32, src, dst);
+                    for b in 0..batch {
+                        // What the daemon does, inline: convert float32 to 8 bits, encode, write durably.
+                        let mut data = vec![0u8; pixels.len()];
+                        let row = 1024 * 3;
+                        for (src, dst) in raw.chunks_exact(row * 4).zip(data.chunks_exact_mut(row)) {
+                            convert_row(SampleFormat::F32, src, dst);
+                        }
+                        let image = Image8 { width: 1024, height: 1024, channels: 3, data };
+                        let stem = format!("e2e_{i}_{b}");
+                        write_new_file(&blocking_out, &stem, "png", |w| encode(&image, format, None, w))
+                            .expect("output")
+                            .expect("encode");
                     }
-                    let image = Image8 { width: 1024, height: 1024, channels: 3, data };
-                    write_new_file(&blocking_out, &format!("e2e_{i}"), "png", |w| encode(&image, format, None, w))
-                        .expect("output")
-                        .expect("encode");
                 }
-                _ => ids.push(client.submit(&job, &[f32_image(&pixels)]).expect("submit").job_id),
+                2 => ids.push(client.submit(&job, &images).expect("submit").job_id),
+                _ => {
+                    let c = limited_client.as_mut().expect("limited daemon");
+                    ids.push(c.submit(&job, &images).expect("submit").job_id);
+                }
             }
         }
         let elapsed = ms(t.elapsed());
         let t = Instant::now();
         for id in &ids {
-            wait_finished(&mut client, id, Duration::from_millis(1));
+            let c = if which == 3 { limited_client.as_mut().expect("limited daemon") } else { &mut client };
+            wait_finished(c, id, Duration::from_millis(1));
         }
         if which == 2 {
             drain.push(ms(t.elapsed()));
@@ -695,15 +718,15 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch) -> Json {
     };
     // Rotate the order every round so that a slow phase of the shared machine hits every loop alike.
     for round in 0..rounds {
-        for k in 0..3 {
-            let which = (round + k) % 3;
+        for k in 0..loops {
+            let which = (round + k) % loops;
             times[which].push(run(which));
         }
     }
     let per = |v: &[f64]| median(v) / iterations as f64;
-    let [alone, blocking, via_daemon] = &times;
+    let [alone, blocking, via_daemon, via_limited] = &times;
     eprintln!(
-        "[rust] e2e per iteration: generate {:.1} ms, +blocking save {:.1} ms, +daemon {:.1} ms (drain {:.1} ms)",
+        "[rust] e2e ({batch} per iteration): generate {:.1} ms, +blocking save {:.1} ms, +daemon {:.1} ms (drain {:.1} ms)",
         per(alone),
         per(blocking),
         per(via_daemon),
@@ -713,6 +736,7 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch) -> Json {
     let mut out = BTreeMap::new();
     out.insert("iterations".to_owned(), Json::Num(iterations as f64));
     out.insert("rounds".to_owned(), Json::Num(rounds as f64));
+    out.insert("batch".to_owned(), Json::Num(batch as f64));
     out.insert("generate_ms_target".to_owned(), Json::Num(GENERATE_MS));
     out.insert("generate_alone_ms".to_owned(), Json::Num(per(alone)));
     out.insert("blocking_rust_ms".to_owned(), Json::Num(per(blocking)));
@@ -721,6 +745,11 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch) -> Json {
     out.insert("blocking_rust_ms_all".to_owned(), all(blocking));
     out.insert("daemon_ms_all".to_owned(), all(via_daemon));
     out.insert("daemon_drain_ms".to_owned(), Json::Num(median(&drain)));
+    if !via_limited.is_empty() {
+        out.insert("daemon_limited_ms".to_owned(), Json::Num(per(via_limited)));
+        out.insert("daemon_limited_workers".to_owned(), Json::Num(spare as f64));
+        eprintln!("[rust] e2e ({batch} per iteration): daemon with at most {spare} workers {:.1} ms", per(via_limited));
+    }
     out.insert("format".to_owned(), Json::Str("png level 4, 1024x1024 RGB float32".to_owned()));
     Json::Obj(out)
 }
