@@ -1380,8 +1380,10 @@ PNG_MAPPING_NOTES = """### The PNG level mapping: what was tried, and why level 
 `src/encode/png_encoder.rs` maps ComfyUI's `compress_level` onto what the `png` crate (0.18) offers: 0 = stored;
 1..=4 = fdeflate (`Compression::Fast`: fdeflate with adaptive filtering); 5..=9 = flate2 `Level(n)` (miniz_oxide,
 the `rust_backend` flate2 is built with here) with adaptive filtering. That mapping was kept after trying every
-option the `png` crate exposes. One-off exploration (1024x1024 synthetic image, encode to memory, median of 5, same
-machine; the scratch programs used `png` 0.18.1 directly and, for the last rows, crates that are not dependencies):
+option the `png` crate exposes. One-off exploration (1024x1024 synthetic image with seed 1, sizes within 0.1 % of the
+benchmark's seed 7; encode to memory, median of 5, same machine; scratch programs outside the repository used `png`
+0.18.1 directly and, for the last rows, crates that are not direct dependencies; "deflate only" rows add ~1.5 ms of
+adaptive filtering to get a whole encode):
 
 | encoder (filter) | ms | bytes | vs PIL L4 (1,471,158 B, ~173 ms) |
 |---|---|---|---|
@@ -1428,7 +1430,8 @@ What this shows:
 adaptive filter and deflate with a Huffman-only or RLE strategy (`miniz_oxide::deflate::core` with
 `CompressionStrategy::RLE`/`HuffmanOnly`, already in the dependency tree through `png`/flate2 but not a direct
 dependency; or `zlib-rs` with `Strategy::Rle`), writing the IDAT through `png::Writer::write_chunk`. Measured: 5.5 %
-*smaller* than PIL level 4 at ~20 ms (~9x PIL). Meeting **both** 20x and <= 3 % on noisy images needs a faster
+*smaller* than PIL level 4 at ~19-28 ms with filtering (6-9x PIL). libdeflate (the `libdeflater` crate, C) at level
+2-4 matches PIL's size at ~4.5x. Meeting **both** 20x and <= 3 % on noisy images needs a faster
 dynamic-Huffman/RLE encoder in the style of fpnge (SIMD filtering plus Huffman coding with a table fitted to the
 image), which no crate in the tree provides; RLE-only also keeps flat backgrounds small, where Huffman-only would
 not."""
