@@ -5,6 +5,7 @@ mod gate;
 mod jpeg_encoder;
 mod metadata;
 mod pixels;
+mod png_deflate;
 mod png_encoder;
 pub mod pyjson;
 mod webp_encoder;

@@ -1,12 +1,12 @@
 //! PNG encoding with ComfyUI's `compress_level` scale 0..9.
 //!
-//! Level mapping (same pixels at every level; see docs/ARCHITECTURE.md and docs/BENCHMARKS.md):
-//! 0 stores uncompressed; 1..=4 use fdeflate with adaptive filtering; 5..=9 use zlib-compatible deflate at that
-//! level with adaptive filtering. Measured against Pillow (zlib-ng) on the benchmark image: fdeflate is >30x PIL's
-//! level 4 per core but ~8% larger; flate2 `Level(4)` would be ~20x slower than fdeflate for a file only 0.4%
-//! smaller, and levels 5..=9 are 1.6-2x faster than PIL and ~7% larger. No deflate option of the `png` crate comes
-//! within 3% of zlib-ng at levels 4..=9 on that image: closing the gap needs a Huffman-only/RLE deflate strategy
-//! (docs/BENCHMARKS.md lists what was tried).
+//! Level mapping (same pixels at every level; measurements in docs/BENCHMARKS.md):
+//! - 0 stores uncompressed;
+//! - 1..=4 use fdeflate with adaptive filtering (the `png` crate's `Fast`): >30x Pillow's level 4 per core. On
+//!   noisy images its fixed Huffman code costs up to ~8 % in size; flate2 `Level(4)` would be ~20x slower for a
+//!   file only 0.4 % smaller, so ComfyUI's default level 4 stays the fast path.
+//! - 5..=9 filter adaptively and deflate with an RLE (and at 7..=9 also a `Filtered`) strategy, see
+//!   [`super::png_deflate`]: faster than Pillow at the same level and smaller than its files.
 
 use std::io::Write;
 
@@ -52,16 +52,15 @@ pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Res
     if image.data.len() != expected {
         return Err(EncodeError::InvalidImage(format!("{} bytes, expected {expected}", image.data.len())));
     }
+    if options.compression >= 5 {
+        return encode_filtered_deflate(image, color, options, out);
+    }
     let mut encoder = png::Encoder::new(out, image.width, image.height);
     encoder.set_color(color);
     encoder.set_depth(png::BitDepth::Eight);
     match options.compression {
         0 => encoder.set_deflate_compression(png::DeflateCompression::NoCompression),
-        1..=4 => encoder.set_compression(png::Compression::Fast),
-        level => {
-            encoder.set_deflate_compression(png::DeflateCompression::Level(level));
-            encoder.set_filter(png::Filter::Adaptive);
-        }
+        _ => encoder.set_compression(png::Compression::Fast),
     }
     let mut writer = encoder.write_header()?;
     // Text chunks are written by hand, in the caller's order, before the image data: like PIL's
@@ -73,6 +72,46 @@ pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Res
     }
     writer.write_image_data(&image.data)?;
     writer.finish()?;
+    Ok(())
+}
+
+/// Levels 5..=9: the container written here, the image data from [`super::png_deflate`].
+fn encode_filtered_deflate<W: Write>(
+    image: &Image8,
+    color: png::ColorType,
+    options: &PngOptions,
+    mut out: W,
+) -> Result<(), EncodeError> {
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend(image.width.to_be_bytes());
+    ihdr.extend(image.height.to_be_bytes());
+    // bit depth 8, colour type, deflate, adaptive filtering, no interlace
+    ihdr.extend([8, color as u8, 0, 0, 0]);
+    out.write_all(b"\x89PNG\r\n\x1a\n")?;
+    write_chunk(&mut out, png::chunk::IHDR, &ihdr)?;
+    for (key, value) in &options.text {
+        let (kind, data) = text_chunk(key, value)?;
+        write_chunk(&mut out, kind, &data)?;
+    }
+    let idat = super::png_deflate::idat(image, options.compression)?;
+    // IDAT in pieces of at most 1 MiB, as encoders conventionally do.
+    for piece in idat.chunks(1 << 20) {
+        write_chunk(&mut out, png::chunk::IDAT, piece)?;
+    }
+    write_chunk(&mut out, png::chunk::IEND, &[])?;
+    out.flush()?;
+    Ok(())
+}
+
+fn write_chunk<W: Write>(out: &mut W, kind: png::chunk::ChunkType, data: &[u8]) -> Result<(), EncodeError> {
+    let len = u32::try_from(data.len()).map_err(|_| EncodeError::InvalidImage("chunk over 4 GiB".into()))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&kind.0);
+    crc.update(data);
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(&kind.0)?;
+    out.write_all(data)?;
+    out.write_all(&crc.finalize().to_be_bytes())?;
     Ok(())
 }
 
@@ -145,5 +184,30 @@ mod tests {
         let options = PngOptions { compression: 10, ..PngOptions::default() };
         let err = encode_png(&gradient(3), &options, Vec::new()).unwrap_err();
         assert_eq!(err.to_string(), "png_compression 10 is outside 0..=9");
+    }
+}
+
+#[cfg(test)]
+mod monotonic_tests {
+    use super::*;
+
+    fn size(image: &Image8, level: u8) -> usize {
+        let mut bytes = Vec::new();
+        encode_png(image, &PngOptions { compression: level, ..PngOptions::default() }, &mut bytes).unwrap();
+        bytes.len()
+    }
+
+    /// Files never grow with the level, on a noisy photo-like image and on a flat illustration-like one.
+    #[test]
+    fn sizes_do_not_grow_with_the_level() {
+        let noisy = Image8 { width: 256, height: 256, channels: 3, data: crate::synthetic::rgb_u8(256, 256, 3) };
+        let flat_data: Vec<u8> = (0..256 * 256)
+            .flat_map(|i| if (i % 256 / 32 + i / 256 / 32) % 2 == 0 { [200, 80, 40] } else { [20, 20, 90] })
+            .collect();
+        let flat = Image8 { width: 256, height: 256, channels: 3, data: flat_data };
+        for image in [&noisy, &flat] {
+            let sizes: Vec<usize> = (0..=9).map(|level| size(image, level)).collect();
+            assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
+        }
     }
 }
