@@ -279,3 +279,19 @@ class FakeDaemon:
 
     def close(self) -> None:
         self._server.close()
+
+
+def run_node(daemon_save: bool = False, **inputs):
+    """Runs the Luna Multi Saver node with the required inputs filled in; returns (node, result)."""
+    from luna_multi_saver.node import LunaMultiSaver
+
+    base = {
+        "save_path": "",
+        "filename": "img",
+        "daemon_save": daemon_save,
+        "save_mode": "parallel",
+        "quality_gate": "disabled",
+        "min_quality_threshold": 0.3,
+    }
+    saver = LunaMultiSaver()
+    return saver, saver.save_images(**{**base, **inputs})

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from conftest import PACK, READY_DEADLINE_S
 from helpers import decoded, files_under, noise
 from luna_multi_saver import autostart, client, node
@@ -99,17 +100,7 @@ def private(daemon_binary, monkeypatch):
 
 
 def run_node(**inputs) -> tuple[LunaMultiSaver, dict]:
-    base = {
-        "save_path": "",
-        "filename": "img",
-        "daemon_save": True,
-        "save_mode": "parallel",
-        "quality_gate": "disabled",
-        "min_quality_threshold": 0.3,
-        "format_1": "png",
-    }
-    saver = LunaMultiSaver()
-    return saver, saver.save_images(**{**base, **inputs})
+    return helpers.run_node(**{"daemon_save": True, "format_1": "png", **inputs})
 
 
 def wait_job(socket_path: str, job_id: str) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import helpers
 from conftest import PACK, DaemonProcess, folder_paths
 from helpers import comfy_frontend_exif, decoded, files_under, jpeg_exif, noise, png_text, user_comment, webp_exif
 from luna_multi_saver import client, node, templates
@@ -29,17 +30,7 @@ def fixed_time(monkeypatch):
 
 
 def run_node(daemon_save: bool, **inputs) -> tuple[LunaMultiSaver, dict]:
-    base = {
-        "save_path": "",
-        "filename": "img",
-        "daemon_save": daemon_save,
-        "save_mode": "parallel",
-        "quality_gate": "disabled",
-        "min_quality_threshold": 0.3,
-        "format_1": "png",
-    }
-    saver = LunaMultiSaver()
-    return saver, saver.save_images(**{**base, **inputs})
+    return helpers.run_node(daemon_save, **{"format_1": "png", **inputs})
 
 
 def wait_for(d: DaemonProcess, job_id: str) -> dict:

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+import helpers
 from conftest import cli_args
 from helpers import FakeDaemon, FakeTensor, decoded, error, files_under, noise, png_text, send
 from luna_multi_saver import node, templates
@@ -32,16 +33,7 @@ def fixed_time(monkeypatch):
 
 
 def run(daemon_save=False, **inputs):
-    base = {
-        "save_path": "",
-        "filename": "img",
-        "daemon_save": daemon_save,
-        "save_mode": "parallel",
-        "quality_gate": "disabled",
-        "min_quality_threshold": 0.3,
-    }
-    saver = LunaMultiSaver()
-    return saver, saver.save_images(**{**base, **inputs})
+    return helpers.run_node(daemon_save, **inputs)
 
 
 # -- local mode ---------------------------------------------------------------------------------------------------
