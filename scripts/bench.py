@@ -572,23 +572,7 @@ def write_charts(results: dict, chart_dir: Path) -> list[str]:
     sizes = sorted({r["size"] for r in png})
     if png:
         levels = sorted({r["level"] for r in png})
-        series = [
-            (
-                f"{s}x{s}",
-                [
-                    next(
-                        (
-                            r["speed"]
-                            for r in png
-                            if r["size"] == s and r["level"] == lv
-                        ),
-                        None,
-                    )
-                    for lv in levels
-                ],
-            )
-            for s in sizes
-        ]
+        series = level_series(png, sizes, levels, "speed")
         save(
             "png_speed.svg",
             bar_chart(
@@ -601,23 +585,7 @@ def write_charts(results: dict, chart_dir: Path) -> list[str]:
                 fmt="{:.1f}",
             ),
         )
-        series = [
-            (
-                f"{s}x{s}",
-                [
-                    next(
-                        (
-                            r["size_ratio"]
-                            for r in png
-                            if r["size"] == s and r["level"] == lv
-                        ),
-                        None,
-                    )
-                    for lv in levels
-                ],
-            )
-            for s in sizes
-        ]
+        series = level_series(png, sizes, levels, "size_ratio")
         save(
             "png_size.svg",
             bar_chart(
@@ -744,6 +712,22 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def level_series(
+    png: list[dict], sizes: list[int], levels: list[int], key: str
+) -> list:
+    """One chart series per image size: ``key`` of the PNG row at each level (None where missing)."""
+    return [
+        (
+            f"{s}x{s}",
+            [
+                next((r[key] for r in png if r["size"] == s and r["level"] == lv), None)
+                for lv in levels
+            ],
+        )
+        for s in sizes
+    ]
 
 
 def render(results: dict, charts: list[str], history: list[dict] | None = None) -> str:
