@@ -129,12 +129,8 @@ mod tests {
         // 10_000 nested one-element arrays: would overflow a stack without the depth cap.
         let mut body = vec![0x91u8; 10_000];
         body.push(0xc0);
-        let err = decode_message::<rmpv_stub::Any>(&body).unwrap_err();
+        // IgnoredAny walks whatever it is given, so the nesting is really descended.
+        let err = decode_message::<serde::de::IgnoredAny>(&body).unwrap_err();
         assert!(err.to_string().contains("depth"), "{err}");
-    }
-
-    mod rmpv_stub {
-        /// Deserializes anything (like `serde::de::IgnoredAny`) so nesting is actually walked.
-        pub type Any = serde::de::IgnoredAny;
     }
 }
