@@ -56,6 +56,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let (journal, unfinished) = Journal::open(&config.state_dir)?;
     let table = Arc::new(JobTable::new(config.job_retention, Some(journal)));
     let dirs = Arc::new(OutputDirs::default());
+    raise_fd_limit();
     let listener = ipc::bind(&config.socket)?;
     let pool = Pool::start(config.pool, Arc::clone(&table), Arc::clone(&dirs));
     recover(&table, &pool, &config.spool_dir, unfinished);
@@ -121,6 +122,21 @@ fn accept_waker(listener: &interprocess::local_socket::Listener, socket: &Path) 
             let _ = <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name);
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection and every segment in use holds a
+/// descriptor, and the default soft limit (often 1024) is below `max_connections`.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+            && soft < hard
+            && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        {
+            tracing::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
+        }
+    }
 }
 
 /// Starts the journal flusher and the janitor; both end when the context is stopping.

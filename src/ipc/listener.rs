@@ -74,7 +74,10 @@ pub fn serve(listener: interprocess::local_socket::Listener, ctx: Arc<Context>) 
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
+                // Out of file descriptors, typically: the connection stays in the backlog, so retrying at once
+                // would spin. Pause, then try again.
                 tracing::warn!("accept failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
         };

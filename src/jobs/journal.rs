@@ -118,7 +118,12 @@ impl Journal {
     /// Appends a record with one `write` (not yet fsynced).
     pub fn append(&mut self, record: &Record) -> io::Result<()> {
         let framed = frame(record)?;
-        self.file.write_all(&framed)?;
+        if let Err(e) = self.file.write_all(&framed) {
+            // Cut a partial record off, or it would hide every later record from the next replay.
+            let _ = self.file.set_len(self.len);
+            let _ = self.file.seek(SeekFrom::Start(self.len));
+            return Err(e);
+        }
         self.len += framed.len() as u64;
         self.dirty = true;
         Ok(())

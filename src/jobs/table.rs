@@ -118,10 +118,13 @@ impl JobTable {
             pid: client.pid,
             job: Box::new(job.clone()),
         };
-        self.journal(&record)?;
         let tasks: Vec<Option<Arc<ImageTask>>> = plan.tasks.iter().cloned().map(Some).collect();
         let extra = extra_segments(&plan.segments, &tasks);
-        self.insert_record(job_id, client, Arc::new(job.clone()), tasks, HashMap::new(), extra);
+        // The table lock is held from the journal append to the insertion, so a compaction (which snapshots the
+        // table under the same lock) can never drop a record whose job it did not see.
+        let mut inner = self.inner.lock();
+        self.journal(&record)?;
+        self.insert_locked(&mut inner, job_id, client, Arc::new(job.clone()), tasks, HashMap::new(), extra);
         Ok(())
     }
 
@@ -167,12 +170,15 @@ impl JobTable {
         } else {
             extra
         };
-        self.insert_record(job_id, client, Arc::new(job), live, finals, held_extra);
+        let mut inner = self.inner.lock();
+        self.insert_locked(&mut inner, job_id, client, Arc::new(job), live, finals, held_extra);
         release
     }
 
-    fn insert_record(
+    #[allow(clippy::too_many_arguments)]
+    fn insert_locked(
         &self,
+        inner: &mut Inner,
         job_id: &str,
         client: ClientKey,
         job: Arc<SubmitJob>,
@@ -180,8 +186,7 @@ impl JobTable {
         finals: HashMap<u32, ImageStatus>,
         extra_segments: Vec<Arc<Segment>>,
     ) {
-        let mut inner = self.inner.lock();
-        expire(&mut inner, self.retention);
+        expire(inner, self.retention);
         let mut images = Vec::with_capacity(tasks.len());
         let mut pixel_bytes = Vec::with_capacity(tasks.len());
         let mut pending_per_segment: HashMap<String, (usize, Arc<Segment>)> = HashMap::new();
@@ -214,7 +219,7 @@ impl JobTable {
         inner.counters.jobs_accepted += 1;
         inner.counters.images_pending += pending as u64;
         inner.counters.bytes_held += held;
-        let stats = client_stats(&mut inner, &client);
+        let stats = client_stats(inner, &client);
         stats.jobs += 1;
         stats.images_pending += pending as u64;
         if pending == 0 {
@@ -251,7 +256,8 @@ impl JobTable {
     pub fn begin(&self, job_id: &str, index: usize) -> bool {
         let mut inner = self.inner.lock();
         match inner.jobs.get_mut(job_id).and_then(|j| j.images.get_mut(index)) {
-            Some(image) if !image.state.is_final() => {
+            // Only a waiting image can start: one already encoding belongs to a worker (or to a cancel).
+            Some(image) if matches!(image.state, ImageState::Queued | ImageState::Retrying) => {
                 image.state = ImageState::Encoding;
                 true
             }
@@ -274,20 +280,18 @@ impl JobTable {
     /// Records an image's final outcome. Returns the segment to hand back if this was the last pending image
     /// that used it.
     pub fn finish(&self, job_id: &str, index: usize, outcome: Result<SavedImage, ErrorReply>) -> Release {
-        let status = {
-            let mut guard = self.inner.lock();
-            let Some(release) = finish_locked(&mut guard, job_id, index, outcome) else { return Vec::new() };
-            let status = guard.jobs.get(job_id).map(|j| j.images[index].clone());
-            drop(guard);
-            self.room.notify_all();
-            (release, status)
-        };
-        if let (_, Some(status)) = &status
-            && let Err(e) = self.journal(&Record::Done { job_id: job_id.to_owned(), status: status.clone() })
+        let mut inner = self.inner.lock();
+        let Some(release) = finish_locked(&mut inner, job_id, index, outcome) else { return Vec::new() };
+        // Journaled under the table lock, before any segment of the job can be handed back: a replay never
+        // redoes an image whose segment the client may already be reusing.
+        if let Some(status) = inner.jobs.get(job_id).map(|j| j.images[index].clone())
+            && let Err(e) = self.journal(&Record::Done { job_id: job_id.to_owned(), status })
         {
             tracing::error!(job = job_id, "could not journal a finished image: {e}");
         }
-        status.0
+        drop(inner);
+        self.room.notify_all();
+        release
     }
 
     /// Records that one of the job's segments was handed back; journals the job as released when it was the
@@ -493,7 +497,8 @@ fn finish_locked(
     let job_finished = job.pending_images == 0;
     let job_failed = job.any_failed;
     let bytes = job.pixel_bytes[index];
-    let segment_name = job.tasks[index].as_ref().map(|t| t.segment.name().to_owned()).unwrap_or_default();
+    // The finished image's task (and with it an open handle on its segment) is not needed any more.
+    let segment_name = job.tasks[index].take().map(|t| t.segment.name().to_owned()).unwrap_or_default();
     let mut release: Release = match job.pending_per_segment.get_mut(&segment_name) {
         Some((pending, _)) if *pending > 1 => {
             *pending -= 1;
@@ -551,19 +556,26 @@ fn client_stats<'a>(inner: &'a mut Inner, client: &ClientKey) -> &'a mut ClientS
 
 fn expire(inner: &mut Inner, retention: Duration) {
     let now = Instant::now();
+    let mut still_releasing = Vec::new();
     while let Some((at, id)) = inner.finished.front() {
         let too_old = now.duration_since(*at) > retention;
         if !too_old && inner.finished.len() <= MAX_FINISHED_JOBS {
             break;
         }
-        let id = id.clone();
+        let (at, id) = (*at, id.clone());
         inner.finished.pop_front();
-        // A finished job whose segments are still being handed back stays until they are.
-        if inner.jobs.get(&id).is_some_and(|j| j.unreleased_segments == 0)
-            && let Some(job) = inner.jobs.remove(&id)
-            && let Some(submit_id) = &job.job.submit_id
-        {
-            inner.by_submit_id.remove(submit_id);
+        match inner.jobs.get(&id) {
+            // A finished job whose segments are still being handed back stays until the next expiry.
+            Some(job) if job.unreleased_segments > 0 => still_releasing.push((at, id)),
+            Some(_) => {
+                if let Some(submit_id) = inner.jobs.remove(&id).and_then(|j| j.job.submit_id.clone()) {
+                    inner.by_submit_id.remove(&submit_id);
+                }
+            }
+            None => {}
         }
+    }
+    for entry in still_releasing.into_iter().rev() {
+        inner.finished.push_front(entry);
     }
 }

@@ -5,6 +5,8 @@ use super::HEADER_LEN;
 
 /// Largest width or height accepted (PNG allows more; no diffusion output comes near this).
 pub const MAX_DIMENSION: u32 = 65_535;
+/// Largest image accepted, in bytes of 8-bit output (`width * height * channels`): 1 GiB, 16k x 16k RGBA.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
 /// The geometry of one image inside a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,13 @@ impl Layout {
                 self.offset, self.row_stride, self.sample_size
             ));
         }
+        let pixels = u64::from(self.width) * u64::from(self.height) * u64::from(self.channels);
+        if pixels > MAX_IMAGE_BYTES {
+            return invalid(format!(
+                "{}x{}x{} is {pixels} bytes at 8 bits, more than the {MAX_IMAGE_BYTES}-byte limit",
+                self.width, self.height, self.channels
+            ));
+        }
         let row_bytes = self.row_bytes();
         if self.row_stride < row_bytes {
             return invalid(format!("row_stride {} is smaller than a row of {row_bytes} bytes", self.row_stride));
@@ -77,6 +86,11 @@ impl Layout {
             .ok_or_else(|| LayoutError::Invalid("row_stride * height overflows".to_owned()))?;
         if self.length < needed {
             return invalid(format!("length {} is smaller than the {needed} bytes the rows need", self.length));
+        }
+        // At most whole strides: a padded length could make the daemon read (and hash) a huge sparse range.
+        let most = self.row_stride.saturating_mul(u64::from(self.height));
+        if self.length > most {
+            return invalid(format!("length {} is more than row_stride * height = {most}", self.length));
         }
         let end = self.offset.checked_add(self.length).ok_or(LayoutError::OutOfBounds {
             start: self.offset,
@@ -129,12 +143,14 @@ mod tests {
             (Layout { row_stride: 8, ..base }, "row_stride 8"),
             (Layout { length: 10, ..base }, "length 10"),
             (Layout { row_stride: u64::MAX - 3, ..base }, "overflows"),
+            (Layout { length: 1 << 40, ..base }, "more than row_stride * height"),
+            (Layout { width: 65_535, height: 65_535, ..base }, "more than the 1073741824-byte limit"),
         ];
         for (layout, needle) in cases {
             let err = layout.validate(u64::MAX).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
         }
-        let huge_offset = Layout { offset: u64::MAX - 3, length: 96, ..base };
+        let huge_offset = Layout { offset: u64::MAX - 3, ..base };
         assert!(matches!(huge_offset.validate(1 << 40), Err(LayoutError::OutOfBounds { .. })));
     }
 }

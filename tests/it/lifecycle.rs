@@ -177,3 +177,24 @@ fn sigterm_stops_the_daemon_even_if_its_socket_file_is_gone() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), nix::sys::signal::SIGTERM).unwrap();
     assert!(daemon.wait_exit().success(), "{}", daemon.log());
 }
+
+/// Regression: finished jobs kept an open handle on their segment until they expired (an hour), so a busy
+/// daemon ran out of file descriptors. Pass: 60 jobs later, the daemon holds no more descriptors than before.
+#[cfg(target_os = "linux")]
+#[test]
+fn finished_jobs_do_not_keep_segment_descriptors_open() {
+    let daemon = TestDaemon::start();
+    let open_fds = || std::fs::read_dir(format!("/proc/{}/fd", daemon.pid())).unwrap().count();
+    let mut client = daemon.client();
+    let pixels = vec![1u8; 8 * 8 * 3];
+    let image = ImageRef { width: 8, height: 8, channels: 3, pixels: Pixels::U8(&pixels) };
+    let job = client.submit(&JobOptions::new(&daemon.output), &[image]).unwrap();
+    client.wait(&job.job_id, |_| {}).unwrap();
+    let before = open_fds();
+    for _ in 0..60 {
+        let job = client.submit(&JobOptions::new(&daemon.output), &[image]).unwrap();
+        client.wait(&job.job_id, |_| {}).unwrap();
+    }
+    let after = open_fds();
+    assert!(after <= before + 2, "descriptors grew from {before} to {after} over 60 finished jobs");
+}
