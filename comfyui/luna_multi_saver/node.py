@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import dataclasses
 import os
 import secrets
 import threading
@@ -275,7 +276,11 @@ class LunaMultiSaver:
             return {"ui": {"images": []}}
 
         embed = bool(embed_workflow) and not _metadata_disabled()
-        job_meta = JobMetadata.from_inputs(prompt, extra_pnginfo, metadata, custom_metadata) if embed else JobMetadata()
+
+        def text_metadata() -> JobMetadata:
+            # json.dumps of the prompt and workflow: only the local save needs it here (the daemon gets the values).
+            return JobMetadata.from_inputs(prompt, extra_pnginfo, metadata, custom_metadata) if embed else JobMetadata()
+
         options = local_save.SaveOptions(
             output_dir=_output_directory(),
             save_path=save_path or "",
@@ -289,12 +294,14 @@ class LunaMultiSaver:
             quality_gate=quality_gate,
             min_quality_threshold=float(min_quality_threshold),
             embed_metadata=embed,
-            metadata=job_meta,
+            metadata=JobMetadata(),
         )
         if daemon_save:
-            result = self._via_daemon(options, slots, autostart.enabled(autostart_daemon))
+            values = JobMetadata.wire_values(prompt, extra_pnginfo, metadata, custom_metadata) if embed else None
+            result = self._via_daemon(options, slots, autostart.enabled(autostart_daemon), values, text_metadata)
             if result is not None:
                 return result
+        options = dataclasses.replace(options, metadata=text_metadata())
         saved = local_save.save_local(options, slots, parallel=save_mode != "sequential")
         self.last_saved = saved
         for image in saved:
@@ -308,7 +315,12 @@ class LunaMultiSaver:
         return {"ui": {"images": [image.ui() for image in saved]}}
 
     def _via_daemon(
-        self, options: local_save.SaveOptions, slots: list[local_save.Slot], autostart_daemon: bool = False
+        self,
+        options: local_save.SaveOptions,
+        slots: list[local_save.Slot],
+        autostart_daemon: bool = False,
+        values: dict | None = None,
+        text_metadata=None,
     ) -> dict | None:
         """Submits the execution as one job; with ``autostart_daemon``, starts a daemon first if none answers.
         Returns the UI result, or None after printing why the caller must save locally."""
@@ -328,11 +340,21 @@ class LunaMultiSaver:
             embed_metadata=options.embed_metadata,
         )
         wire_slots = [daemon.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
-        meta = options.metadata.to_wire() if options.embed_metadata else None
+        meta = values if options.embed_metadata else None
+
+        def submit() -> daemon.Accepted:
+            try:
+                return DAEMON_CLIENTS.submit(socket_path, job, wire_slots, meta)
+            except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
+                if meta is not values or meta is None:
+                    raise
+                # Values MessagePack cannot carry (integers beyond 64 bits, lone surrogates): send the text.
+                return DAEMON_CLIENTS.submit(socket_path, job, wire_slots, text_metadata().to_wire())
+
         socket_path = daemon.default_socket()
         try:
             try:
-                accepted = DAEMON_CLIENTS.submit(socket_path, job, wire_slots, meta)
+                accepted = submit()
             except daemon.DaemonUnreachable as e:
                 if not autostart_daemon:
                     raise
@@ -344,7 +366,7 @@ class LunaMultiSaver:
                 if started.pid is not None:
                     log = f", log: {started.log}" if started.log else ""
                     print(f"{LOG_PREFIX} Started luna-daemon (pid {started.pid}{log}) on {socket_path}")
-                accepted = DAEMON_CLIENTS.submit(socket_path, job, wire_slots, meta)
+                accepted = submit()
         except daemon.ConnectionLost as e:
             reason = str(e)
             if e.job_may_exist:

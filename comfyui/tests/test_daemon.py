@@ -219,6 +219,15 @@ def test_parity_png_metadata(daemon, comfy_dirs, monkeypatch):
         same_pixels(local / rel, remote / rel)
 
 
+def test_parity_metadata_msgpack_cannot_carry_falls_back_to_text(daemon, comfy_dirs, monkeypatch):
+    # A 70-bit integer does not fit MessagePack: the node sends json.dumps text instead, same files.
+    prompt = {"3": {"inputs": {"seed": 2**70, "cfg": 1e-05, "text": "ünï \ud83d"}}}
+    local, remote = both_modes(daemon, comfy_dirs, monkeypatch, image_1=noise(), prompt=prompt)
+    for rel in files_under(local):
+        assert png_text(local / rel) == png_text(remote / rel)
+        assert dict(png_text(remote / rel))["prompt"] == json.dumps(prompt)
+
+
 def test_parity_generation_metadata(daemon, comfy_dirs, monkeypatch):
     inputs = {"image_1": noise(), "prompt": PROMPT, "metadata": {"seed": 42, "cfg": 7.5, "hires": True}}
     local, remote = both_modes(daemon, comfy_dirs, monkeypatch, **inputs)

@@ -12,6 +12,60 @@ pub fn dumps(value: &Value) -> String {
     out
 }
 
+/// `json.dumps(value)` for a value that arrived as MessagePack from a Python client: what Python's `json.dumps`
+/// writes for the dict it packed. Map keys that are not strings become strings the way `json.dumps` makes them
+/// (`1` -> `"1"`, `1.5` -> `"1.5"`, `True` -> `"true"`, `None` -> `"null"`).
+pub fn dumps_msgpack(value: &rmpv::Value) -> String {
+    let mut out = String::new();
+    write_msgpack(value, &mut out);
+    out
+}
+
+fn write_msgpack(value: &rmpv::Value, out: &mut String) {
+    use rmpv::Value;
+    match value {
+        Value::Nil => out.push_str("null"),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Integer(i) => out.push_str(&i.to_string()),
+        Value::F32(f) => out.push_str(&float_repr(f64::from(*f))),
+        Value::F64(f) => out.push_str(&float_repr(*f)),
+        Value::String(s) => write_str(&String::from_utf8_lossy(s.as_bytes()), out),
+        Value::Binary(b) => write_str(&String::from_utf8_lossy(b), out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_msgpack(item, out);
+            }
+            out.push(']');
+        }
+        Value::Map(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let key = match key {
+                    Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                    Value::Nil => "null".to_owned(),
+                    Value::Boolean(b) => b.to_string(),
+                    Value::Integer(i) => i.to_string(),
+                    Value::F32(f) => float_repr(f64::from(*f)),
+                    Value::F64(f) => float_repr(*f),
+                    other => other.to_string(),
+                };
+                write_str(&key, out);
+                out.push_str(": ");
+                write_msgpack(item, out);
+            }
+            out.push('}');
+        }
+        Value::Ext(..) => out.push_str("null"),
+    }
+}
+
 /// `json.dumps(text)` for a string.
 pub fn dumps_str(text: &str) -> String {
     let mut out = String::new();
@@ -134,6 +188,23 @@ mod tests {
         for (f, expected) in cases {
             assert_eq!(float_repr(f), expected, "{f}");
         }
+    }
+
+    #[test]
+    fn msgpack_values_print_like_json_dumps_of_the_python_dict() {
+        use rmpv::Value;
+        // json.dumps({"b": [1, 2.0, None, True], 3: "é", 1.5: {}, None: float("nan"), "x": -0.0})
+        let value = Value::Map(vec![
+            ("b".into(), Value::Array(vec![1.into(), Value::F64(2.0), Value::Nil, true.into()])),
+            (3.into(), "é".into()),
+            (Value::F64(1.5), Value::Map(vec![])),
+            (Value::Nil, Value::F64(f64::NAN)),
+            ("x".into(), Value::F64(-0.0)),
+        ]);
+        assert_eq!(
+            dumps_msgpack(&value),
+            r#"{"b": [1, 2.0, null, true], "3": "\u00e9", "1.5": {}, "null": NaN, "x": -0.0}"#
+        );
     }
 
     #[test]

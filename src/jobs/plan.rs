@@ -50,12 +50,24 @@ pub struct JobSettings {
     pub quality_gate: QualityGate,
     /// The gate's threshold.
     pub threshold: f64,
-    /// Metadata to embed, or `None` when metadata is off.
+    /// Metadata to embed as received, or `None` when metadata is off.
     pub metadata: Option<JobMetadata>,
+    /// `metadata` with every value formatted as `json.dumps` text, computed by the first worker that needs it
+    /// (large workflows are formatted off the submitting client's critical path, once per job).
+    pub metadata_text: std::sync::OnceLock<Option<JobMetadata>>,
     /// The parsed model.
     pub model: ModelInfo,
     /// `YYYY_mm_dd_HHMMSS` of the node's run (metadata `save_timestamp`).
     pub save_timestamp: String,
+}
+
+impl JobSettings {
+    /// The metadata to embed, as text.
+    pub fn metadata_text(&self) -> Option<&JobMetadata> {
+        self.metadata_text
+            .get_or_init(|| self.metadata.as_ref().map(|m| m.to_text(crate::encode::pyjson::dumps_msgpack)))
+            .as_ref()
+    }
 }
 
 /// Everything a worker needs to save one image.
@@ -219,6 +231,7 @@ impl<'a> Planner<'a> {
             quality_gate: job.quality_gate,
             threshold: job.min_quality_threshold,
             metadata,
+            metadata_text: std::sync::OnceLock::new(),
             model: ctx.model,
             save_timestamp,
         };

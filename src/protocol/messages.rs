@@ -159,8 +159,10 @@ pub struct BlobRef {
 }
 
 /// Metadata to embed, already serialised by the client exactly as it should appear (for ComfyUI clients:
-/// Python's `json.dumps` of each value), so both save paths write identical text.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Python's `json.dumps` of each value), so both save paths write identical text. The two large values (the
+/// prompt and the extra_pnginfo entries, typically hundreds of KB) may instead be sent as MessagePack values;
+/// the daemon then writes them exactly as Python's `json.dumps` would, off the client's critical path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobMetadata {
     /// `json.dumps(prompt)`: the API-format graph.
     #[serde(default)]
@@ -177,6 +179,26 @@ pub struct JobMetadata {
     /// Free text, used when there is no metadata dict.
     #[serde(default)]
     pub custom_metadata: Option<String>,
+    /// The prompt as a value (takes precedence over `prompt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_value: Option<rmpv::Value>,
+    /// `(key, value)` per extra_pnginfo key as values, in order (when not empty, replaces `extra_pnginfo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_pnginfo_values: Vec<(String, rmpv::Value)>,
+}
+
+impl JobMetadata {
+    /// The same metadata with every value turned into its `json.dumps` text, using `dumps`.
+    pub fn to_text(&self, dumps: impl Fn(&rmpv::Value) -> String) -> JobMetadata {
+        let mut text = self.clone();
+        if let Some(value) = text.prompt_value.take() {
+            text.prompt = Some(dumps(&value));
+        }
+        if !text.extra_pnginfo_values.is_empty() {
+            text.extra_pnginfo = text.extra_pnginfo_values.drain(..).map(|(k, v)| (k, dumps(&v))).collect();
+        }
+        text
+    }
 }
 
 /// A job: the images of one node execution and how to save them.

@@ -21,5 +21,6 @@ pub const PROTOCOL_NAME: &str = "luna-daemon";
 /// Pixels and large metadata travel through shared memory, so frames stay small.
 pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
 
-/// Deepest MessagePack nesting a decoder accepts; every message of this protocol is far shallower.
-pub const MAX_NESTING_DEPTH: usize = 32;
+/// Deepest MessagePack nesting a decoder accepts. Protocol structures nest at most 5 levels; metadata sent as
+/// values (a ComfyUI workflow) adds its own depth, rarely beyond 15.
+pub const MAX_NESTING_DEPTH: usize = 64;

@@ -77,7 +77,7 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
         ImageFormat::Webp => Format::Webp { lossless: settings.lossless_webp, quality: settings.lossy_quality },
         ImageFormat::Jpeg => Format::Jpeg { quality: settings.lossy_quality },
     };
-    let metadata = settings.metadata.as_ref().map(|m| Metadata {
+    let metadata = settings.metadata_text().map(|m| Metadata {
         prompt: m.prompt.clone(),
         extra: m.extra_pnginfo.clone(),
         generation_metadata: m.generation_metadata.clone(),

@@ -86,7 +86,27 @@ fn wire_metadata(v: &Value) -> JobMetadata {
         generation_metadata: v["generation_metadata"].as_str().map(str::to_owned),
         generation_fields: pairs("generation_fields"),
         custom_metadata: v["custom_metadata"].as_str().map(str::to_owned),
+        ..JobMetadata::default()
     }
+}
+
+/// The same metadata with the prompt and extra_pnginfo sent as values (the node's raw dicts), which the daemon
+/// must format exactly as `json.dumps` did for the expected text.
+fn value_metadata(wire: &Value, raw: &Value) -> JobMetadata {
+    let to_msgpack = |v: &Value| -> rmpv::Value {
+        let bytes = rmp_serde::to_vec(v).unwrap();
+        rmpv::decode::read_value(&mut bytes.as_slice()).unwrap()
+    };
+    let mut meta = wire_metadata(wire);
+    if let Some(prompt) = raw.get("prompt").filter(|p| !p.is_null()) {
+        meta.prompt = None;
+        meta.prompt_value = Some(to_msgpack(prompt));
+    }
+    if let Some(extra) = raw.get("extra_pnginfo").and_then(Value::as_object) {
+        meta.extra_pnginfo.clear();
+        meta.extra_pnginfo_values = extra.iter().map(|(k, v)| (k.clone(), to_msgpack(v))).collect();
+    }
+    meta
 }
 
 /// Writes every image of the case into one segment and builds the job the node would send.
@@ -235,12 +255,17 @@ fn every_shared_vector_saves_as_specified() {
     let v = vectors();
     let daemon = TestDaemon::start();
     let mut conn = RawConn::handshaken(&daemon.socket);
-    for case in v["cases"].as_array().unwrap() {
+    let cases = v["cases"].as_array().unwrap();
+    for (case, as_values) in cases.iter().map(|c| (c, false)).chain(cases.iter().map(|c| (c, true))) {
         let name = case["name"].as_str().unwrap();
-        let output = daemon.dir.path().join("vectors").join(name);
+        let output = daemon.dir.path().join(if as_values { "values" } else { "text" }).join(name);
         let mut segment = SegmentWriter::create(&daemon.spool, &segment_name(), 1 << 20).unwrap();
-        let (job, generated) =
-            build_job(&v, &case["job"], wire_metadata(&case["wire_metadata"]), &output, &mut segment);
+        let metadata = if as_values {
+            value_metadata(&case["wire_metadata"], &case["job"]["metadata"])
+        } else {
+            wire_metadata(&case["wire_metadata"])
+        };
+        let (job, generated) = build_job(&v, &case["job"], metadata, &output, &mut segment);
         let lossless_webp = job.lossless_webp;
         let Response::Accepted(accepted) = conn.request(&Request::Submit(Box::new(job))) else {
             panic!("{name}: not accepted")
