@@ -7,7 +7,9 @@ mod plan;
 mod table;
 
 pub use journal::Journal;
-pub use plan::{DISCARD_DIR, ImageTask, JobPlan, JobSettings, PlanError, Recovered, plan_job, recover_job};
+pub use plan::{
+    DISCARD_DIR, ImageTask, JobPlan, JobSettings, MetadataSource, PlanError, Recovered, plan_job, recover_job,
+};
 pub use table::{ClientKey, Counters, JobTable, Release, SavedImage};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.

@@ -51,7 +51,7 @@ pub struct JobSettings {
     /// The gate's threshold.
     pub threshold: f64,
     /// Metadata to embed as received, or `None` when metadata is off.
-    pub metadata: Option<JobMetadata>,
+    pub metadata: Option<MetadataSource>,
     /// `metadata` with every value formatted as `json.dumps` text, computed by the first worker that needs it
     /// (large workflows are formatted off the submitting client's critical path, once per job).
     pub metadata_text: std::sync::OnceLock<Option<JobMetadata>>,
@@ -61,11 +61,52 @@ pub struct JobSettings {
     pub save_timestamp: String,
 }
 
+/// Where a job's metadata is until a worker needs it.
+#[derive(Debug)]
+pub enum MetadataSource {
+    /// Sent in the submit frame.
+    Inline(JobMetadata),
+    /// The MessagePack bytes of a `metadata_blob`, structure already checked.
+    Blob(Vec<u8>),
+}
+
+/// A `JobMetadata` with the value fields skipped: checks a blob's structure without building its values.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // only the check matters
+struct MetadataSkim {
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    extra_pnginfo: Vec<(String, String)>,
+    #[serde(default)]
+    generation_metadata: Option<String>,
+    #[serde(default)]
+    generation_fields: Vec<(String, String)>,
+    #[serde(default)]
+    custom_metadata: Option<String>,
+    #[serde(default)]
+    prompt_value: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    extra_pnginfo_values: Vec<(String, serde::de::IgnoredAny)>,
+}
+
 impl JobSettings {
-    /// The metadata to embed, as text.
+    /// The metadata to embed, as text: decoded and formatted once, by the first worker that needs it.
     pub fn metadata_text(&self) -> Option<&JobMetadata> {
         self.metadata_text
-            .get_or_init(|| self.metadata.as_ref().map(|m| m.to_text(crate::encode::pyjson::dumps_msgpack)))
+            .get_or_init(|| {
+                let decoded = match self.metadata.as_ref()? {
+                    MetadataSource::Inline(m) => std::borrow::Cow::Borrowed(m),
+                    MetadataSource::Blob(bytes) => match protocol::decode_message::<JobMetadata>(bytes) {
+                        Ok(m) => std::borrow::Cow::Owned(m),
+                        Err(e) => {
+                            tracing::error!("metadata_blob passed its check but does not decode: {e}");
+                            return None;
+                        }
+                    },
+                };
+                Some(decoded.to_text(crate::encode::pyjson::dumps_msgpack))
+            })
             .as_ref()
     }
 }
@@ -294,8 +335,8 @@ impl<'a> Planner<'a> {
     }
 
     /// The job's metadata: the blob in shared memory if given, else the inline value.
-    fn load_metadata(&mut self, job: &SubmitJob) -> Result<Option<JobMetadata>, PlanError> {
-        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone()) };
+    fn load_metadata(&mut self, job: &SubmitJob) -> Result<Option<MetadataSource>, PlanError> {
+        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone().map(MetadataSource::Inline)) };
         let what = "metadata_blob";
         if blob.length > MAX_METADATA_BLOB {
             return Err(PlanError::new(
@@ -328,9 +369,11 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        let metadata = protocol::decode_message::<JobMetadata>(&bytes)
+        // Checked here (so a malformed blob is refused, not accepted), but without building the values: the
+        // full decode of a large workflow takes milliseconds and happens in the worker, after the reply.
+        protocol::decode_message::<MetadataSkim>(&bytes)
             .map_err(|e| PlanError::new(ErrorCode::InvalidDescriptor, format!("{what}: {e}")))?;
-        Ok(Some(metadata))
+        Ok(Some(MetadataSource::Blob(bytes)))
     }
 }
 

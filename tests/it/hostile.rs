@@ -274,3 +274,21 @@ fn a_segment_used_only_for_metadata_is_handed_back_too() {
     assert_eq!(meta.state(), SegmentState::Client, "and handed back when the job is done");
     assert_eq!(pixels.state(), SegmentState::Client);
 }
+
+/// A metadata blob that is not a `JobMetadata` is refused at submission (its structure is checked before the
+/// reply even though its values are only built later, by a worker).
+#[test]
+fn a_malformed_metadata_blob_is_refused() {
+    use luna_daemon::protocol::BlobRef;
+    let daemon = TestDaemon::start();
+    let mut conn = RawConn::handshaken(&daemon.socket);
+    let mut segment = SegmentWriter::create(&daemon.spool, "blobby", 4096).unwrap();
+    let garbage = protocol::encode_message(&serde_json::json!({"prompt": 42, "extra_pnginfo_values": "nope"})).unwrap();
+    segment.data_mut().unwrap()[48..48 + garbage.len()].copy_from_slice(&garbage);
+    let Request::Submit(mut job) = job_with(rgb_u8_4x4(segment.name()), &daemon.output) else { unreachable!() };
+    job.metadata_blob =
+        Some(BlobRef { segment: "blobby".into(), offset: HEADER_LEN + 48, length: garbage.len() as u64, crc32: None });
+    expect_error(conn.request(&Request::Submit(job)), ErrorCode::InvalidDescriptor, "metadata_blob: ");
+    assert_eq!(segment.state(), SegmentState::Client);
+    assert!(file_names(&daemon.output).is_empty());
+}
