@@ -38,7 +38,7 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_LEN = 1024 * 1024
 DEFAULT_CLIENT_NAME = "luna-python/0.1.0"
 # Metadata whose MessagePack encoding is larger than this goes into the segment instead of the frame.
-INLINE_METADATA_MAX = 64 * 1024
+INLINE_METADATA_MAX = 16 * 1024  # larger metadata goes through the segment: the reply does not wait for its decode
 
 # Stable error codes (src/protocol/error_code.rs).
 ERROR_NAMES = {
