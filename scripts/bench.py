@@ -922,7 +922,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                 f"{f(node['daemon_on_ms'])} ms vs copy {f(node['copy_ms'])} ms = {f(node['on_over_copy'])}x "
                 f"(blocking PIL save: {f(node['daemon_off_ms'])} ms); with a "
                 f"{node.get('workflow_kb', '?')} KB workflow attached "
-                f"{f(node.get('on_with_workflow_over_copy', float('nan')))}x (json.dumps in the node)"
+                f"{f(node.get('on_with_workflow_over_copy', float('nan')))}x (packing the workflow)"
                 if node
                 else "not run"
             ),
