@@ -14,8 +14,18 @@ use crate::shm::HEADER_LEN;
 use crate::workers::{Pool, WorkItem, release_segment};
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 9] =
-    ["png", "webp", "jpeg", "templates", "quality_gate", "metadata_blob", "cancel", "journal", "submit_id"];
+pub const FEATURES: [&str; 10] = [
+    "png",
+    "webp",
+    "jpeg",
+    "templates",
+    "quality_gate",
+    "metadata_blob",
+    "metadata_values",
+    "cancel",
+    "journal",
+    "submit_id",
+];
 
 /// Admission limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
