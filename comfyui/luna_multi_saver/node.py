@@ -80,13 +80,16 @@ class _DaemonClients:
         self._lock = threading.Lock()
         self._clients: dict[str, daemon.Client] = {}
 
-    def submit(self, socket_path: str, options: daemon.JobOptions, slots, meta: dict | None) -> daemon.Accepted:
+    def submit(self, socket_path: str, options: daemon.JobOptions, slots, meta) -> daemon.Accepted:
+        """``meta`` is the wire metadata, or a function choosing it from the daemon's announced ``features``."""
         with self._lock:
             client = self._clients.get(socket_path)
             if client is None:
                 timeout = float(os.environ.get("LUNA_DAEMON_TIMEOUT", DEFAULT_TIMEOUT_S))
                 client = daemon.Client.connect(socket_path, CLIENT_NAME, timeout=timeout)
                 self._clients[socket_path] = client
+            if callable(meta):
+                meta = meta(client.welcome.get("features") or [])
             return client.submit(options, slots, metadata=meta)
 
     def close(self) -> None:
@@ -342,9 +345,15 @@ class LunaMultiSaver:
         wire_slots = [daemon.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
         meta = values if options.embed_metadata else None
 
+        def choose(features: list) -> dict | None:
+            # A daemon that does not announce metadata_values would ignore the values: send it the text.
+            if meta is values and meta is not None and "metadata_values" not in features:
+                return text_metadata().to_wire()
+            return meta
+
         def submit() -> daemon.Accepted:
             try:
-                return DAEMON_CLIENTS.submit(socket_path, job, wire_slots, meta)
+                return DAEMON_CLIENTS.submit(socket_path, job, wire_slots, choose)
             except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
                 if meta is not values or meta is None:
                     raise
