@@ -327,21 +327,7 @@ class LunaMultiSaver:
     ) -> dict | None:
         """Submits the execution as one job; with ``autostart_daemon``, starts a daemon first if none answers.
         Returns the UI result, or None after printing why the caller must save locally."""
-        job = daemon.JobOptions(
-            output_dir=options.output_dir,
-            save_path=options.save_path,
-            filename=options.filename,
-            model_name=options.model_name,
-            filename_index=options.filename_index,
-            timestamp_ms=options.timestamp.ms,
-            utc_offset_s=options.timestamp.utc_offset_s,
-            png_compression=options.png_compression,
-            lossy_quality=options.lossy_quality,
-            lossless_webp=options.lossless_webp,
-            quality_gate=options.quality_gate,
-            min_quality_threshold=options.min_quality_threshold,
-            embed_metadata=options.embed_metadata,
-        )
+        job = daemon_job_options(options)
         wire_slots = [daemon.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
         meta = values if options.embed_metadata else None
 
@@ -389,6 +375,25 @@ class LunaMultiSaver:
         self.last_job = accepted
         print(submitted_message(accepted.images, accepted.job_id))
         return {"ui": {"images": _write_previews(slots, accepted.job_id)}}
+
+
+def daemon_job_options(options: local_save.SaveOptions) -> daemon.JobOptions:
+    """The protocol's job options for the same settings the local save would use."""
+    return daemon.JobOptions(
+        output_dir=options.output_dir,
+        save_path=options.save_path,
+        filename=options.filename,
+        model_name=options.model_name,
+        filename_index=options.filename_index,
+        timestamp_ms=options.timestamp.ms,
+        utc_offset_s=options.timestamp.utc_offset_s,
+        png_compression=options.png_compression,
+        lossy_quality=options.lossy_quality,
+        lossless_webp=options.lossless_webp,
+        quality_gate=options.quality_gate,
+        min_quality_threshold=options.min_quality_threshold,
+        embed_metadata=options.embed_metadata,
+    )
 
 
 # One background thread renders previews, so daemon mode returns as soon as the daemon has the job.

@@ -4,6 +4,7 @@ pixels and metadata, so both modes of the node give the same result."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from helpers import comfy_frontend_exif, decoded, jpeg_exif, png_text, user_comment, webp_exif
-from luna_multi_saver import client, paths
+from luna_multi_saver import client, node, paths
 from luna_multi_saver.local_save import SaveOptions, Slot, save_local
 from luna_multi_saver.metadata import JobMetadata
 from luna_multi_saver.templates import Timestamp
@@ -145,19 +146,7 @@ def test_local_save_refuses_what_the_vectors_refuse(refused, tmp_path):
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_the_daemon_matches_the_vectors(case, daemon, tmp_path):
     options, meta, slots, expected = job_parts(case)
-    job = client.JobOptions(
-        output_dir=str(tmp_path),
-        save_path=options.save_path,
-        filename=options.filename,
-        model_name=options.model_name,
-        filename_index=options.filename_index,
-        timestamp_ms=options.timestamp.ms,
-        utc_offset_s=options.timestamp.utc_offset_s,
-        lossless_webp=options.lossless_webp,
-        quality_gate=options.quality_gate,
-        min_quality_threshold=options.min_quality_threshold,
-        embed_metadata=options.embed_metadata,
-    )
+    job = dataclasses.replace(node.daemon_job_options(options), output_dir=str(tmp_path))
     wire_slots = [client.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
     with daemon.client() as c:
         accepted = c.submit(job, wire_slots, meta.to_wire() if options.embed_metadata else None)
