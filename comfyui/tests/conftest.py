@@ -41,6 +41,13 @@ sys.modules.setdefault("comfy", comfy)
 sys.modules.setdefault("comfy.cli_args", cli_args)
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "wheel: builds or installs the release wheel; its own CI step (`make test-wheel`), not `make test`"
+    )
+    config.addinivalue_line("markers", "root: needs root (a file owned by another user); CI runs as root")
+
+
 class ComfyDirs(types.SimpleNamespace):
     output: Path
     temp: Path

@@ -3,9 +3,12 @@ installed offline into a fresh venv, it puts ``luna-daemon`` on the venv's PATH 
 ``python -m luna_daemon.server`` start the same daemon with the same flags; the node pack's client then saves through
 it, and ``luna-daemon stop`` stops it.
 
-The wheel is built once per test session (a release build: the first one on a fresh checkout takes minutes on a small
-machine; later ones reuse ``target/``). Without maturin these tests skip, except under CI (``CI`` set), where a
-missing maturin is an error: ``make python-deps`` installs it (comfyui/requirements-dev.txt).
+These tests are marked ``wheel`` and are their own CI step, ``make test-wheel``: it builds the wheel once (a release
+build, minutes on a fresh checkout of a small machine) and passes its directory in ``LUNA_DAEMON_WHEEL_DIR``; the
+tests install that wheel. ``make test`` (``-m "not wheel"``) runs everything else, including the launcher's unit tests
+at the end of this file. Run directly without ``LUNA_DAEMON_WHEEL_DIR``, the fixture builds the wheel itself once per
+session. Without maturin that build skips, except under CI (``CI`` set), where a missing maturin is an error:
+``make python-deps`` installs it (comfyui/requirements-dev.txt).
 """
 
 from __future__ import annotations
@@ -50,16 +53,16 @@ class Installed:
         self.binary = venv / scripts / ("luna-daemon.exe" if sys.platform == "win32" else "luna-daemon")
 
 
-@pytest.fixture(scope="session")
-def installed_wheel() -> Installed:
+WHEEL_DIR_ENV = "LUNA_DAEMON_WHEEL_DIR"
+
+
+def _build_wheel(wheels: Path) -> None:
     maturin = _maturin()
     if maturin is None:
         message = "maturin is not installed (`pip install maturin` or `make python-deps`): the wheel is not tested"
         if os.environ.get("CI"):
             pytest.fail(message + " - and CI must test it")
         pytest.skip(message)
-    work = Path(tempfile.mkdtemp(prefix="luna-wheel-"))
-    wheels = work / "wheels"
     env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target"))
     build = subprocess.run(
         [*maturin, "build", "--release", "--out", str(wheels)],
@@ -70,14 +73,31 @@ def installed_wheel() -> Installed:
         check=False,
     )
     assert build.returncode == 0, f"maturin build failed:\n{build.stdout[-3000:]}\n{build.stderr[-5000:]}"
-    (wheel,) = wheels.glob("luna_daemon-*.whl")
+
+
+def _host_wheel(wheels: Path) -> Path:
+    """This version's wheel for this platform in ``wheels`` (a directory may also hold other platforms' wheels)."""
+    windows = sys.platform == "win32"
+    found = [w for w in wheels.glob(f"luna_daemon-{_crate_version()}-py3-none-*.whl") if ("win" in w.name) == windows]
+    assert found, f"no luna_daemon-{_crate_version()} wheel for this platform in {wheels}"
+    return max(found, key=lambda w: w.stat().st_mtime)
+
+
+@pytest.fixture(scope="session")
+def installed_wheel() -> Installed:
+    work = Path(tempfile.mkdtemp(prefix="luna-wheel-"))
+    prebuilt = os.environ.get(WHEEL_DIR_ENV)
+    if prebuilt:
+        wheels = Path(prebuilt)
+    else:
+        wheels = work / "wheels"
+        _build_wheel(wheels)
+    wheel = _host_wheel(wheels)
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     installed = Installed(wheel, venv)
     pip = [str(installed.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    done = subprocess.run(
-        [*pip, "--no-index", "--find-links", str(wheels), "luna-daemon"], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([*pip, "--no-index", str(wheel)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"pip install of {wheel.name} failed:\n{done.stdout}\n{done.stderr}"
     yield installed
     shutil.rmtree(work, ignore_errors=True)
@@ -91,6 +111,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.wheel
 def test_the_wheel_carries_the_binary_and_the_launcher(installed_wheel):
     names = zipfile.ZipFile(installed_wheel.wheel).namelist()
     version = _crate_version()
@@ -99,6 +120,7 @@ def test_the_wheel_carries_the_binary_and_the_launcher(installed_wheel):
     assert installed_wheel.wheel.name.startswith(f"luna_daemon-{version}-py3-none-")
 
 
+@pytest.mark.wheel
 def test_luna_daemon_is_on_the_venvs_path(installed_wheel):
     version = f"luna-daemon {_crate_version()}"
     done = subprocess.run([str(installed_wheel.binary), "--version"], capture_output=True, text=True, check=True)
@@ -111,6 +133,7 @@ def test_luna_daemon_is_on_the_venvs_path(installed_wheel):
     assert "Usage: luna-daemon serve" in done.stdout and "--spool-dir" in done.stdout
 
 
+@pytest.mark.wheel
 def test_python_m_luna_daemon_server_runs_the_daemon(installed_wheel):
     root = Path(tempfile.mkdtemp(prefix="luna-wd-", dir="/tmp" if os.path.isdir("/tmp") else None))
     sock, spool, state, out = root / "run" / "luna.sock", root / "spool", root / "state", root / "out"
