@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from . import shm
+from . import shm, trust
 from .pixels import images_of
 
 PROTOCOL_NAME = "luna-daemon"
@@ -72,6 +72,11 @@ class ClientError(Exception):
 
 class DaemonUnreachable(ClientError):
     """No daemon answers on the socket."""
+
+
+class UntrustedDaemon(ClientError):
+    """The socket's directory, the server's user id or the announced spool directory is not this user's
+    (:mod:`.trust`): nothing was sent to it. Not "unreachable": auto-starting a daemon would not help."""
 
 
 class ProtocolError(ClientError):
@@ -263,6 +268,7 @@ class Client:
         """(Re)opens the connection and repeats the handshake. Warm segments are kept if the spool directory is
         the same."""
         self._drop_connection()
+        _refuse_if(trust.private_dir_problem(os.path.dirname(self.socket_path) or ".", "the socket's directory"))
         try:
             if sys.platform == "win32":
                 conn = _PipeTransport(self.socket_path)
@@ -276,6 +282,12 @@ class Client:
                 "(is it running? start it with `luna-daemon serve`)"
             ) from e
         self._conn = conn
+        if isinstance(conn, socket.socket):
+            try:
+                _refuse_if(trust.peer_problem(conn, self.socket_path))
+            except (UntrustedDaemon, OSError):
+                self._drop_connection()
+                raise
         hello = {
             "type": "hello",
             "protocol": PROTOCOL_NAME,
@@ -307,6 +319,10 @@ class Client:
                 f"{shm.HEADER_LEN}-byte headers"
             )
         spool_dir = str(welcome.get("spool_dir", ""))
+        problem = trust.private_dir_problem(spool_dir, "the spool directory the daemon announced,")
+        if problem is not None:
+            self._drop_connection()
+            raise UntrustedDaemon(problem)
         if self.pool is None or self.pool.spool_dir != spool_dir:
             if self.pool is not None:
                 self.pool.close()
@@ -507,6 +523,11 @@ class Client:
 
     def stop(self) -> None:
         _expect(self.request({"type": "stop"}), "stopping")
+
+
+def _refuse_if(problem: str | None) -> None:
+    if problem is not None:
+        raise UntrustedDaemon(problem)
 
 
 def _expect(reply: dict, kind: str) -> dict:
