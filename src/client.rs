@@ -181,7 +181,7 @@ impl JobOptions {
 }
 
 /// Metadata larger than this travels through shared memory instead of the frame.
-const INLINE_METADATA_LIMIT: usize = 256 * 1024;
+pub const INLINE_METADATA_LIMIT: usize = 256 * 1024;
 
 /// Images inside a segment start at multiples of this many bytes.
 const IMAGE_ALIGN: u64 = 64;

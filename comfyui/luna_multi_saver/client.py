@@ -16,6 +16,7 @@ in one segment at 64-byte-aligned offsets, and only descriptors go over the sock
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import socket
@@ -30,40 +31,19 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from . import shm, trust
+from . import constants, shm, trust
 from .pixels import images_of
 
-PROTOCOL_NAME = "luna-daemon"
-PROTOCOL_VERSION = 1
-MAX_FRAME_LEN = 1024 * 1024
+PROTOCOL_NAME = constants.PROTOCOL_NAME
+PROTOCOL_VERSION = constants.PROTOCOL_VERSION
+MAX_FRAME_LEN = constants.MAX_FRAME_LEN
 DEFAULT_CLIENT_NAME = "luna-python/0.1.0"
 # Metadata whose MessagePack encoding is larger than this goes into the segment instead of the frame.
-INLINE_METADATA_MAX = 16 * 1024  # larger metadata goes through the segment: the reply does not wait for its decode
-
-# Stable error codes (src/protocol/error_code.rs).
-ERROR_NAMES = {
-    1: "malformed_frame",
-    2: "frame_too_large",
-    3: "version_mismatch",
-    4: "handshake_required",
-    5: "invalid_descriptor",
-    6: "invalid_segment_name",
-    7: "segment_not_found",
-    8: "out_of_bounds",
-    9: "segment_busy",
-    10: "invalid_job",
-    11: "unknown_job",
-    12: "busy",
-    13: "shutting_down",
-    14: "permission_denied",
-    15: "checksum_mismatch",
-    16: "save_failed",
-    17: "internal",
-    18: "lost",
-    19: "cancelled",
-}
-VERSION_MISMATCH = 3
-BUSY = 12
+INLINE_METADATA_MAX = constants.INLINE_METADATA_MAX
+# Stable error codes (constants.json, checked against src/protocol/error_code.rs).
+ERROR_NAMES = constants.ERROR_NAMES
+VERSION_MISMATCH = constants.ERROR_CODES["version_mismatch"]
+BUSY = constants.ERROR_CODES["busy"]
 
 
 class ClientError(Exception):
@@ -149,11 +129,25 @@ def decode_message(body: bytes) -> dict:
     return message
 
 
-class _PipeTransport:
-    """A Windows named pipe opened as a file (what ``interprocess`` serves there)."""
+# Windows: all instances of the pipe are serving other clients right now; wait for one (WaitNamedPipe).
+ERROR_PIPE_BUSY = 231
+PIPE_BUSY_WAIT_MS = 5000
 
-    def __init__(self, path: str):
-        self._file = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
+
+class _PipeTransport:
+    """A Windows named pipe opened as a file (``CreateFile`` on ``\\\\.\\pipe\\...``, what ``interprocess``
+    serves there): a byte stream like the Unix socket. A busy pipe is waited for once (``WaitNamedPipe``).
+    ``opener`` and ``winapi`` are seams for the unit tests, which run on Linux (no Windows CPython here)."""
+
+    def __init__(self, path: str, opener: Callable = open, winapi=None):
+        self._winapi = winapi if winapi is not None else _load_winapi()
+        try:
+            self._file = opener(path, "r+b", buffering=0)
+        except OSError as e:
+            if getattr(e, "winerror", None) != ERROR_PIPE_BUSY or self._winapi is None:
+                raise
+            self._winapi.WaitNamedPipe(path, PIPE_BUSY_WAIT_MS)
+            self._file = opener(path, "r+b", buffering=0)
 
     def sendall(self, data: bytes) -> None:
         self._file.write(data)
@@ -162,29 +156,41 @@ class _PipeTransport:
         return self._file.read(n)
 
     def settimeout(self, timeout: float | None) -> None:
-        pass
+        pass  # reads on a pipe handle opened by open() cannot time out; the daemon answers or closes
+
+    def peer_gone(self) -> bool:
+        """Whether the daemon closed its end (``PeekNamedPipe`` fails with a broken pipe)."""
+        if self._winapi is None:
+            return False
+        try:
+            import msvcrt
+
+            self._winapi.PeekNamedPipe(msvcrt.get_osfhandle(self._file.fileno()), 0)
+        except (BrokenPipeError, OSError):
+            return True
+        return False
 
     def close(self) -> None:
         self._file.close()
 
 
-@dataclass(frozen=True)
-class JobOptions:
-    """Everything of a ``SubmitJob`` except the slots and metadata (see ``src/protocol/messages.rs``)."""
+# How a pipe is opened: the built-in open(); the unit tests replace it with a byte stream (see _PipeTransport).
+_pipe_opener = open
 
-    output_dir: str
-    save_path: str = ""
-    filename: str = "luna"
-    model_name: str = ""
-    filename_index: int = 0
-    timestamp_ms: int | None = None
-    utc_offset_s: int | None = None
-    png_compression: int = 4
-    lossy_quality: int = 90
-    lossless_webp: bool = False
-    quality_gate: str = "disabled"
-    min_quality_threshold: float = 0.3
-    embed_metadata: bool = True
+
+def _load_winapi():
+    """CPython's ``_winapi`` (Windows only; also in the embedded distribution ComfyUI portable ships)."""
+    try:
+        import _winapi
+    except ImportError:
+        return None
+    return _winapi
+
+
+JobOptions = dataclasses.make_dataclass("JobOptions", constants.option_fields(), frozen=True)
+JobOptions.__doc__ = """Everything of a ``SubmitJob`` except the slots and metadata, with the protocol's defaults: the
+fields are ``job_options`` of ``constants.json`` (PROTOCOL §7.2.1)."""
+JobOptions.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,7 @@ class Client:
         _refuse_if(trust.private_dir_problem(os.path.dirname(self.socket_path) or ".", "the socket's directory"))
         try:
             if sys.platform == "win32":
-                conn = _PipeTransport(self.socket_path)
+                conn = _PipeTransport(self.socket_path, opener=_pipe_opener)
             else:
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 conn.settimeout(self.timeout)
@@ -339,6 +345,8 @@ class Client:
         """Whether the daemon closed the connection since the last reply (e.g. it was restarted)."""
         if self._conn is None:
             return True
+        if isinstance(self._conn, _PipeTransport):
+            return self._conn.peer_gone()
         if not isinstance(self._conn, socket.socket):
             return False
         try:
@@ -457,7 +465,7 @@ class Client:
             if self.checksum:
                 descriptor["crc32"] = zlib.crc32(segment.memory(offset, placed.length))
             wire_slots[placed.slot]["images"].append(descriptor)
-        job = {"type": "submit", **_options_map(options), "slots": [s for s in wire_slots if s["images"]]}
+        job = {"type": "submit", **constants.wire_options(options), "slots": [s for s in wire_slots if s["images"]]}
         if blob is not None:
             offset, encoded = blob[0] + base, blob[1]
             segment.write(offset, encoded)
@@ -534,24 +542,3 @@ def _expect(reply: dict, kind: str) -> dict:
     if reply["type"] != kind:
         raise ProtocolError(f"expected a {kind} reply, got {reply['type']!r}")
     return reply
-
-
-def _options_map(o: JobOptions) -> dict:
-    out = {
-        "output_dir": o.output_dir,
-        "save_path": o.save_path,
-        "filename": o.filename,
-        "model_name": o.model_name,
-        "filename_index": int(o.filename_index),
-        "png_compression": int(o.png_compression),
-        "lossy_quality": int(o.lossy_quality),
-        "lossless_webp": bool(o.lossless_webp),
-        "quality_gate": o.quality_gate,
-        "min_quality_threshold": float(o.min_quality_threshold),
-        "embed_metadata": bool(o.embed_metadata),
-    }
-    if o.timestamp_ms is not None:
-        out["timestamp_ms"] = int(o.timestamp_ms)
-    if o.utc_offset_s is not None:
-        out["utc_offset_s"] = int(o.utc_offset_s)
-    return out

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
 import numpy as np
 from PIL import Image
 
-from . import gates, metadata, paths, templates
+from . import constants, gates, metadata, paths, templates
 from .pixels import images_of, to_uint8
 
 FORMATS = ("png", "webp", "jpeg")
@@ -36,23 +36,18 @@ class Slot:
     subdir: bool
 
 
-@dataclass(frozen=True)
-class SaveOptions:
-    """Job-wide settings (the same fields a daemon job carries)."""
-
-    output_dir: str
-    save_path: str = ""
-    filename: str = "luna"
-    model_name: str = ""
-    filename_index: int = 0
-    timestamp: templates.Timestamp = field(default_factory=templates.Timestamp.now)
-    png_compression: int = 4
-    lossy_quality: int = 90
-    lossless_webp: bool = False
-    quality_gate: str = "disabled"
-    min_quality_threshold: float = 0.3
-    embed_metadata: bool = True
-    metadata: metadata.JobMetadata = field(default_factory=metadata.JobMetadata)
+# Job-wide settings: the job options of constants.json (the same fields a daemon job carries), with the execution's
+# timestamp in place of timestamp_ms/utc_offset_s, and the metadata as text.
+SaveOptions = make_dataclass(
+    "SaveOptions",
+    [
+        *constants.option_fields(without=("timestamp_ms", "utc_offset_s")),
+        ("timestamp", templates.Timestamp, field(default_factory=templates.Timestamp.now)),
+        ("metadata", metadata.JobMetadata, field(default_factory=metadata.JobMetadata)),
+    ],
+    frozen=True,
+)
+SaveOptions.__module__ = __name__
 
 
 @dataclass

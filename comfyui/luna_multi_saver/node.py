@@ -378,22 +378,13 @@ class LunaMultiSaver:
 
 
 def daemon_job_options(options: local_save.SaveOptions) -> daemon.JobOptions:
-    """The protocol's job options for the same settings the local save would use."""
-    return daemon.JobOptions(
-        output_dir=options.output_dir,
-        save_path=options.save_path,
-        filename=options.filename,
-        model_name=options.model_name,
-        filename_index=options.filename_index,
-        timestamp_ms=options.timestamp.ms,
-        utc_offset_s=options.timestamp.utc_offset_s,
-        png_compression=options.png_compression,
-        lossy_quality=options.lossy_quality,
-        lossless_webp=options.lossless_webp,
-        quality_gate=options.quality_gate,
-        min_quality_threshold=options.min_quality_threshold,
-        embed_metadata=options.embed_metadata,
-    )
+    """The protocol's job options for the same settings the local save would use (both are built from the job
+    options of constants.json; only the timestamp is carried differently)."""
+    shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in _JOB_OPTION_NAMES}
+    return daemon.JobOptions(**shared, timestamp_ms=options.timestamp.ms, utc_offset_s=options.timestamp.utc_offset_s)
+
+
+_JOB_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(daemon.JobOptions)) - {"timestamp_ms", "utc_offset_s"}
 
 
 # One background thread renders previews, so daemon mode returns as soon as the daemon has the job.

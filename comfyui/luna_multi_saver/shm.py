@@ -34,26 +34,30 @@ import mmap
 import os
 import re
 import struct
+import sys
 import weakref
 
 import numpy as np
 
-MAGIC = b"LUNASEG\0"
-HEADER_VERSION = 1
-HEADER_LEN = 64
-STATE_OFFSET = 12
-FLAGS_OFFSET = 13
-PID_OFFSET = 16
-RELEASE_COUNT_OFFSET = 24
+from .constants import SEGMENT
+
+# The header layout and the name rules: constants.json (checked against src/shm/ by tests/it/constants.rs).
+MAGIC = SEGMENT["magic"].encode("ascii")
+HEADER_VERSION = SEGMENT["header_version"]
+HEADER_LEN = SEGMENT["header_len"]
+STATE_OFFSET = SEGMENT["state_offset"]
+FLAGS_OFFSET = SEGMENT["flags_offset"]
+PID_OFFSET = SEGMENT["pid_offset"]
+RELEASE_COUNT_OFFSET = SEGMENT["release_count_offset"]
 STATE_CLIENT = 0
 STATE_DAEMON = 1
-FLAG_DETACHED = 1
+FLAG_DETACHED = SEGMENT["flag_detached"]
 
 # New segments are rounded up to this many bytes so that slightly different image sizes share segments.
 SEGMENT_GRANULE = 1 << 20
 # Images (and the metadata blob) start at multiples of this many bytes after the header.
-ALIGN = 64
-MAX_NAME_LEN = 64
+ALIGN = SEGMENT["align"]
+MAX_NAME_LEN = SEGMENT["max_name_len"]
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
@@ -164,8 +168,13 @@ class Segment:
             self._map.close()
         os.close(self._fd)
         if owned_by_client:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(*_UNLINK_GONE_OR_HELD):
                 os.unlink(self.path)
+
+
+# Windows refuses to delete a file another process still has open (the daemon may hold a released segment's handle
+# a moment longer): the file is left to the daemon's janitor, which removes segments of dead creators.
+_UNLINK_GONE_OR_HELD = (FileNotFoundError, PermissionError) if sys.platform == "win32" else (FileNotFoundError,)
 
 
 def _close_all(segments: list[Segment]) -> None:

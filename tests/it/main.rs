@@ -1,6 +1,7 @@
 //! Integration tests: one binary, each module against real daemon processes in temp dirs.
 
 mod cli;
+mod constants;
 mod crash;
 mod fixtures;
 mod hostile;
