@@ -2,7 +2,11 @@
 //! independent Python implementation of `docs/PROTOCOL.md`) decode to exactly the documented values, with
 //! defaults applied for absent fields and unknown fields ignored, and survive an encode/decode round trip.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use luna_daemon::encode::pyjson;
+use serde_json::Value;
 
 use luna_daemon::protocol::{
     ClientStats, ErrorCode, ImageDescriptor, ImageFormat, ImageState, QualityGate, Request, Response, SampleType,
@@ -11,12 +15,14 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 17] = [
+const FIXTURES: [&str; 19] = [
     "hello",
     "welcome",
+    "welcome_features",
     "submit",
     "submit_minimal",
     "submit_blob",
+    "submit_metadata_values",
     "status_request",
     "stats_request",
     "stop_request",
@@ -414,4 +420,96 @@ fn status_of_an_unfinished_job_with_a_retrying_image() {
         "could not write /home/user/ComfyUI/output/x_ORIG_1.png: No space left on device (os error 28)"
     );
     assert_eq!(s.images[1].notes, ["attempt 3 failed; retrying in 2.0 s"]);
+}
+
+#[test]
+fn welcome_with_instance_id_and_features() {
+    let Response::Welcome(w) = response("welcome_features") else { panic!("not a welcome") };
+    assert_eq!(w.instance_id, "5e0c2a9d7b1f4e83");
+    let features = [
+        "png",
+        "webp",
+        "jpeg",
+        "templates",
+        "quality_gate",
+        "metadata_blob",
+        "metadata_values",
+        "cancel",
+        "journal",
+        "submit_id",
+    ];
+    assert_eq!(w.features, features);
+    // welcome.msgpack, of the first release, has neither: they default to empty.
+    let Response::Welcome(old) = response("welcome") else { panic!("not a welcome") };
+    assert_eq!((old.instance_id.as_str(), old.features.len()), ("", 0));
+}
+
+#[test]
+fn submit_with_metadata_as_values_is_formatted_as_json_dumps() {
+    let Request::Submit(job) = request("submit_metadata_values") else { panic!("not a submit") };
+    assert_eq!((job.filename.as_str(), job.timestamp_ms, job.utc_offset_s), ("values", Some(1_764_253_132_123), Some(3600)));
+    assert_eq!(job.submit_id.as_deref(), Some("0f8e4c2a-9b7d-4e1f-8a6c-3d5b7e9f1a2c"));
+    let meta = job.metadata.as_ref().expect("metadata");
+    assert_eq!(meta.prompt, None, "the prompt travels as a value");
+    assert!(meta.extra_pnginfo.is_empty(), "extra_pnginfo travels as values");
+    assert_eq!(meta.generation_metadata.as_deref(), Some(r#"{"seed": 42}"#));
+    assert_eq!(meta.generation_fields, [("seed".to_owned(), "42".to_owned())]);
+    // What the daemon embeds: the text Python's json.dumps writes for the same values.
+    let text = meta.to_text(pyjson::dumps_msgpack);
+    assert_eq!(
+        text.prompt.as_deref(),
+        Some(r#"{"3": {"class_type": "KSampler", "inputs": {"seed": 42, "cfg": 7.5, "denoise": 1.0}}}"#)
+    );
+    let workflow = concat!(
+        r#"{"last_node_id": 9, "nodes": [{"id": 3, "pos": [10.5, -20.25], "flags": {}, "mode": 0}], "#,
+        r#""extra": {"ds": {"scale": 1.1}, "note": "caf\u00e9 \u2713", "group": null, "pinned": false}, "#,
+        r#""version": 0.4, "big": 18446744073709551615, "negative": -9007199254740993}"#
+    );
+    let expected = [("workflow".to_owned(), workflow.to_owned()), ("comment".to_owned(), r#""made with luna""#.to_owned())];
+    assert_eq!(text.extra_pnginfo, expected);
+}
+
+/// Every key path (`submit.slots[].images[].crc32`) of a MessagePack map tree, prefixed by the message type.
+fn key_paths(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let path = format!("{prefix}.{key}");
+                key_paths(child, &path, out);
+                out.insert(path);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn typed_paths(value: &Value) -> BTreeSet<String> {
+    let kind = value["type"].as_str().expect("a message with a type").to_owned();
+    let mut out = BTreeSet::new();
+    key_paths(value, &kind, &mut out);
+    out
+}
+
+#[test]
+fn the_fixtures_cover_every_message_field() {
+    // Each fixture decoded into the protocol types and serialised again names every field of every struct it
+    // holds (defaults filled in); each such field must be present in some fixture's own bytes.
+    let mut in_files = BTreeSet::new();
+    let mut in_types = BTreeSet::new();
+    for name in FIXTURES {
+        let raw: Value = rmp_serde::from_slice(&read_fixture(name)).unwrap();
+        in_files.extend(typed_paths(&raw));
+        let typed = match decode_message::<Request>(&read_fixture(name)) {
+            Ok(request) => serde_json::to_value(&request).unwrap(),
+            Err(_) => serde_json::to_value(response(name)).unwrap(),
+        };
+        in_types.extend(typed_paths(&typed));
+    }
+    let uncovered: Vec<&String> = in_types.difference(&in_files).collect();
+    assert!(uncovered.is_empty(), "message fields no fixture sets: {uncovered:?}");
 }
