@@ -3,7 +3,9 @@
 The daemon is started as the same user with its default paths (and whatever ``LUNA_DAEMON_*`` variables ComfyUI
 runs with, ``LUNA_DAEMON_SOCKET`` included), detached: in its own session (POSIX) or process group without a
 console (Windows), stdin from the null device and stdout/stderr appended to ``luna-daemon.log`` in the daemon's state
-directory (else the temp directory). It therefore outlives ComfyUI and finishes its queue when ComfyUI exits; it
+directory (else the temp directory). On Windows it gets no console window (``CREATE_NO_WINDOW | DETACHED_PROCESS |
+CREATE_NEW_PROCESS_GROUP``, and out of ComfyUI's job object where allowed) and inherits no handle but the standard
+ones. It therefore outlives ComfyUI and finishes its queue when ComfyUI exits; it
 stops only when asked (``luna-daemon stop``, SIGTERM).
 
 Which daemon: ``$LUNA_DAEMON_BIN``, else ``luna-daemon`` on PATH, else ``python -m luna_daemon.server`` when the
@@ -75,8 +77,23 @@ def daemon_command() -> list[str] | None:
     except (ImportError, ValueError):
         found = False
     if found:
+        if sys.platform == "win32":
+            # The wheel's luna-daemon.exe itself, not a Python process holding it as a child: one detached process.
+            binary = _wheel_binary()
+            if binary:
+                return [binary, "serve"]
         return [sys.executable, "-m", "luna_daemon.server"]
     return None
+
+
+def _wheel_binary() -> str | None:
+    """The binary the luna-daemon wheel installed, as its launcher finds it (``luna_daemon.find_binary``)."""
+    try:
+        import luna_daemon
+
+        return luna_daemon.find_binary()
+    except (ImportError, RuntimeError, OSError):
+        return None
 
 
 def state_dir() -> str:
@@ -127,25 +144,51 @@ def _spawn(command: list[str], socket_path: str) -> tuple[subprocess.Popen, str 
     env["LUNA_DAEMON_SOCKET"] = socket_path
     # Its log is a file, not a terminal: no colour escape codes in it.
     env.setdefault("NO_COLOR", "1")
-    kwargs: dict = {}
-    if sys.platform == "win32":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
-    else:
-        kwargs["start_new_session"] = True
     try:
-        proc = subprocess.Popen(
+        proc = _popen_detached(command, stdout, env)
+    finally:
+        if log_fd is not None:
+            os.close(log_fd)
+    return proc, log_path
+
+
+# Windows process-creation flags (the values of winbase.h; named here so the Windows branch is testable on Linux,
+# whose subprocess module lacks them).
+CREATE_NEW_PROCESS_GROUP = 0x00000200  # Ctrl+C / Ctrl+Break in ComfyUI's console do not reach the daemon
+DETACHED_PROCESS = 0x00000008  # no console at all: nothing flashes up on the desktop
+CREATE_NO_WINDOW = 0x08000000  # and if a console were created anyway, no window for it
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000  # outlive a launcher's job object that kills its processes on exit
+DETACHED_FLAGS = CREATE_NO_WINDOW | DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+
+
+def detached_kwargs(breakaway: bool = True) -> dict:
+    """``Popen`` arguments that detach the daemon from ComfyUI: its own session on POSIX; on Windows no console
+    window, its own process group and, where the job allows it, out of ComfyUI's job. No handle but the standard
+    ones is inherited (``close_fds``: on Windows a handle list of stdin/stdout/stderr only)."""
+    if sys.platform == "win32":
+        flags = DETACHED_FLAGS | (CREATE_BREAKAWAY_FROM_JOB if breakaway else 0)
+        return {"creationflags": flags, "close_fds": True}
+    return {"start_new_session": True, "close_fds": True}
+
+
+def _popen_detached(command: list[str], stdout, env: dict) -> subprocess.Popen:
+    def start(breakaway: bool) -> subprocess.Popen:
+        return subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=subprocess.STDOUT,
             env=env,
-            close_fds=True,
-            **kwargs,
+            **detached_kwargs(breakaway),
         )
-    finally:
-        if log_fd is not None:
-            os.close(log_fd)
-    return proc, log_path
+
+    try:
+        return start(breakaway=True)
+    except PermissionError:
+        if sys.platform != "win32":
+            raise
+        # The job ComfyUI runs in forbids breakaway (CreateProcess: access denied): start inside it.
+        return start(breakaway=False)
 
 
 def _answers(socket_path: str) -> bool:

@@ -2,7 +2,8 @@
 
 There is no second implementation here: ``python -m luna_daemon.server [FLAGS]`` is ``luna-daemon serve [FLAGS]``
 and ``python -m luna_daemon ARGS`` is ``luna-daemon ARGS``, run by replacing this process (``os.execv``) on Unix
-and as a child whose exit code is passed through on Windows.
+and as a child whose exit code is passed through on Windows (with no console window of its own when the launcher
+has no console: see ``_windows_creation_flags``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,26 @@ def run(args: list[str]) -> int:
         sys.stderr.flush()
         os.execv(binary, argv)
     try:
-        return subprocess.call(argv)
+        return subprocess.call(argv, creationflags=_windows_creation_flags())
     except KeyboardInterrupt:
         return 130
+
+
+# winbase.h: give a console program no console window.
+CREATE_NO_WINDOW = 0x08000000
+
+
+def _windows_creation_flags() -> int:
+    """Run from a console (``python -m luna_daemon.server`` in PowerShell, ComfyUI portable's .bat), the daemon
+    shares it; run without one (``pythonw``, or a process started detached, as the node's auto-start does), the
+    daemon would get a new console window of its own: CREATE_NO_WINDOW keeps the desktop clear."""
+    return 0 if _has_console() else CREATE_NO_WINDOW
+
+
+def _has_console() -> bool:
+    try:
+        import ctypes
+
+        return bool(ctypes.windll.kernel32.GetConsoleWindow())
+    except (ImportError, AttributeError, OSError):
+        return True
