@@ -180,8 +180,10 @@ impl JobOptions {
     }
 }
 
-/// Metadata larger than this travels through shared memory instead of the frame.
-pub const INLINE_METADATA_LIMIT: usize = 256 * 1024;
+/// Metadata larger than this travels through shared memory instead of the frame: the daemon decodes inline
+/// metadata completely before it replies, a blob only skims it (the worker decodes it after the reply). The same
+/// threshold as the Python client's (`constants.json`, checked by `tests/it/constants.rs`).
+pub const INLINE_METADATA_LIMIT: usize = 16 * 1024;
 
 /// Images inside a segment start at multiples of this many bytes.
 const IMAGE_ALIGN: u64 = 64;

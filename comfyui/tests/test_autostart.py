@@ -153,7 +153,9 @@ def test_a_second_execution_uses_the_started_daemon_and_never_starts_another(pri
     assert second.last_job is not None and second.last_started is None
     assert autostart.ensure_daemon(private.socket).pid is None, "one answers: nothing is started"
     assert len(private.marker.read_text().split()) == 1, "exactly one daemon was ever started"
-    wait_job(private.socket, second.last_job.job_id)
+    # Both jobs, not only the second: with several workers the second may be written before the first.
+    for saver in (first, second):
+        wait_job(private.socket, saver.last_job.job_id)
     assert files_under(comfy_dirs.output) == ["ORIG/img_ORIG.png", "ORIG/img_ORIG_00001.png"]
 
 

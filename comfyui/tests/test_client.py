@@ -217,6 +217,36 @@ def test_small_metadata_is_inline_and_large_metadata_goes_into_the_segment(fake)
     assert blob["offset"] >= image["offset"] + image["length"], "the blob does not overlap the pixels"
 
 
+def test_a_blob_larger_than_the_room_kept_moves_the_job_to_a_segment_with_room_for_both(fake):
+    # The segment is chosen while the metadata is still being packed, with room for a blob as large as the last
+    # one. A first 1.5 MiB blob does not fit the 1 MiB segment an image of 36 KB gets: the pixels go again into a
+    # larger segment, with the blob after them. The next job of that size fits at once.
+    d = fake(on_submit=accept)
+    image = noise()
+    large = {"prompt": None, "extra_pnginfo": [["workflow", "w" * (3 << 19)]]}
+    with client.Client.connect(d.socket) as c:
+        first = c.submit(job_options(), [client.SlotImages(image)], metadata=large)
+        assert len(c.pool) == 2, "the small segment stayed in the pool, client-owned"
+        daemon_releases(d)
+        second = c.submit(job_options(), [client.SlotImages(image)], metadata=large)
+        assert len(c.pool) == 2, "the room kept for the blob made the second job fit one segment"
+        raw = (d.spool / first.segment).read_bytes()
+    job = d.requests[-2]
+    desc, blob = job["slots"][0]["images"][0], job["metadata_blob"]
+    assert desc["segment"] == blob["segment"] == first.segment == second.segment
+    assert raw[desc["offset"] : desc["offset"] + desc["length"]] == image[0].astype("<f4").tobytes()
+    assert msgpack.unpackb(raw[blob["offset"] : blob["offset"] + blob["length"]]) == large
+
+
+def test_metadata_msgpack_cannot_carry_fails_the_submit_before_anything_is_sent(fake):
+    d = fake(on_submit=accept)
+    with client.Client.connect(d.socket) as c:
+        with pytest.raises(OverflowError):
+            c.submit(job_options(), [client.SlotImages(noise())], metadata={"prompt_value": 1 << 70})
+        assert [r["type"] for r in d.requests] == ["hello"]
+        assert all(s.client_owned() for s in c.pool.segments), "the segment stays the client's, for reuse"
+
+
 def daemon_releases(d: FakeDaemon) -> None:
     for name in os.listdir(d.spool):
         fd = os.open(d.spool / name, os.O_RDWR)
