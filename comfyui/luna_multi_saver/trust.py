@@ -12,9 +12,9 @@ So, on POSIX, before trusting a daemon the client checks:
 3. the ``spool_dir`` the welcome announces, by the same rule as 1, before a segment is created in it.
 
 Each check returns None or the reason, naming the path or the user id; the client raises ``UntrustedDaemon``
-with it and the node then saves locally. The Rust
-client (``src/client.rs``) applies the same three rules. Windows named pipes are checked by the daemon's security
-descriptor instead (none of these checks applies there).
+with it and the node then saves locally. PROTOCOL.md §3.1
+states the same three rules for every client. On Windows the pipe's security descriptor, set by the daemon, plays
+this part (none of these checks applies there).
 """
 
 from __future__ import annotations
