@@ -447,7 +447,10 @@ fn welcome_with_instance_id_and_features() {
 #[test]
 fn submit_with_metadata_as_values_is_formatted_as_json_dumps() {
     let Request::Submit(job) = request("submit_metadata_values") else { panic!("not a submit") };
-    assert_eq!((job.filename.as_str(), job.timestamp_ms, job.utc_offset_s), ("values", Some(1_764_253_132_123), Some(3600)));
+    assert_eq!(
+        (job.filename.as_str(), job.timestamp_ms, job.utc_offset_s),
+        ("values", Some(1_764_253_132_123), Some(3600))
+    );
     assert_eq!(job.submit_id.as_deref(), Some("0f8e4c2a-9b7d-4e1f-8a6c-3d5b7e9f1a2c"));
     let meta = job.metadata.as_ref().expect("metadata");
     assert_eq!(meta.prompt, None, "the prompt travels as a value");
@@ -465,7 +468,8 @@ fn submit_with_metadata_as_values_is_formatted_as_json_dumps() {
         r#""extra": {"ds": {"scale": 1.1}, "note": "caf\u00e9 \u2713", "group": null, "pinned": false}, "#,
         r#""version": 0.4, "big": 18446744073709551615, "negative": -9007199254740993}"#
     );
-    let expected = [("workflow".to_owned(), workflow.to_owned()), ("comment".to_owned(), r#""made with luna""#.to_owned())];
+    let expected =
+        [("workflow".to_owned(), workflow.to_owned()), ("comment".to_owned(), r#""made with luna""#.to_owned())];
     assert_eq!(text.extra_pnginfo, expected);
 }
 
