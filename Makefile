@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python python-deps lint bench wheel
+.PHONY: serve test test-rust test-python python-deps lint bench wheel test-windows lint-windows wheel-windows ci-windows
 
 ## Run the daemon with its embedded defaults.
 serve:
@@ -39,3 +39,20 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(PYTHON) -m ruff check comfyui python tests scripts
 	$(PYTHON) -m ruff format --check comfyui python tests scripts
+
+## Windows, cross-built on Debian (x86_64-pc-windows-gnu) and run under Wine; see docs/WINDOWS.md. Installs its
+## toolchain from apt into $${LUNA_WINDOWS_CACHE:-~/.cache/luna-daemon-windows} (first run ~25 min on 2 cores).
+## Every test runs in its own Wine process with a timeout (LUNA_WINDOWS_TEST_TIMEOUT, default 120 s).
+test-windows:
+	scripts/windows/test.sh
+
+## clippy -D warnings for the Windows target.
+lint-windows:
+	scripts/windows/lint.sh
+
+## The win_amd64 wheel carrying luna-daemon.exe, and its binary checked under Wine (serve, submit, stop).
+wheel-windows:
+	scripts/windows/wheel.sh
+
+## What CI runs for Windows.
+ci-windows: test-windows lint-windows wheel-windows

@@ -5,7 +5,8 @@
 //!
 //! Modules and what each owns (dependencies point one way, leaves first):
 //! - [`protocol`]: frames, messages, versions, error codes (leaf).
-//! - [`shm`]: segments: names, header, daemon reads, client mappings (leaf; the only `unsafe`).
+//! - [`platform`]: the OS calls that differ between Unix and Windows (leaf; `unsafe` for Win32).
+//! - [`shm`]: segments: names, header, daemon reads, client mappings (`unsafe` for the mapping).
 //! - [`encode`]: pure pixel conversion and encoding.
 //! - [`output`]: path confinement and atomic no-clobber writes.
 //! - [`jobs`]: submission validation, job ids, the job table.
@@ -30,6 +31,7 @@ pub mod janitor;
 pub mod jobs;
 pub mod output;
 pub mod paths;
+pub mod platform;
 pub mod protocol;
 pub mod shm;
 pub mod synthetic;

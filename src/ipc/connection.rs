@@ -120,10 +120,16 @@ fn check_peer(stream: &Stream) -> Result<(), String> {
     }
 }
 
-#[cfg(not(unix))]
-fn check_peer(_stream: &Stream) -> Result<(), String> {
-    // Windows: the pipe's security descriptor admits only the owner.
-    Ok(())
+/// Windows: the pipe's DACL already admits only our user and SYSTEM; this checks each client anyway, as the
+/// Unix side does, by the user SID of the client process's token.
+#[cfg(windows)]
+fn check_peer(stream: &Stream) -> Result<(), String> {
+    use crate::platform::{check_same_user, current_user_sid, process_user_sid};
+    let creds = stream.peer_creds().map_err(|e| format!("could not read the client's process id: {e}"))?;
+    let pid = creds.pid().ok_or("the platform did not report the client's process id")?;
+    let client = process_user_sid(pid).map_err(|e| format!("could not read the user of client process {pid}: {e}"))?;
+    let me = current_user_sid().map_err(|e| format!("could not read this daemon's user: {e}"))?;
+    check_same_user(&client, &me)
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {

@@ -40,14 +40,20 @@ pub fn connect_name(path: &Path) -> io::Result<Name<'_>> {
 }
 
 /// Binds the socket. A socket file left by a dead daemon (nobody answers) is replaced; a live one is an error.
-/// On Unix the socket file is created with mode 0600 inside the caller's 0700 directory.
+/// On Unix the socket file is created with mode 0600 inside the caller's 0700 directory; on Windows the pipe
+/// gets a protected DACL admitting only our user and SYSTEM.
+///
+/// Single instance on Windows does not rest on `FILE_FLAG_FIRST_PIPE_INSTANCE` alone (Wine ignores it): a live
+/// daemon is found by connecting first, and the flag's "Access denied" on real Windows means "already running".
 pub fn bind(path: &Path) -> Result<interprocess::local_socket::Listener, BindError> {
     let io_err = |source| BindError::Io { path: path.into(), source };
-    if cfg!(unix) && path.exists() {
+    if cfg!(windows) || path.exists() {
         let name = connect_name(path).map_err(io_err)?;
         if interprocess::local_socket::Stream::connect(name).is_ok() {
             return Err(BindError::InUse(path.into()));
         }
+    }
+    if cfg!(unix) && path.exists() {
         tracing::info!("replacing stale socket {} left by a daemon that is gone", path.display());
         std::fs::remove_file(path).map_err(io_err)?;
     }
@@ -58,10 +64,26 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::Listener, BindErr
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
         options.mode(0o600)
     };
+    #[cfg(windows)]
+    let options = {
+        use interprocess::os::windows::local_socket::ListenerOptionsExt;
+        options.security_descriptor(owner_only_pipe_descriptor().map_err(io_err)?)
+    };
     options.create_sync().map_err(|source| match source.kind() {
         io::ErrorKind::AddrInUse => BindError::InUse(path.into()),
+        // Real Windows refuses a first instance of an existing pipe with ERROR_ACCESS_DENIED.
+        io::ErrorKind::PermissionDenied if cfg!(windows) => BindError::InUse(path.into()),
         _ => io_err(source),
     })
+}
+
+/// The pipe's security descriptor: our user and SYSTEM only, protected from inherited entries.
+#[cfg(windows)]
+fn owner_only_pipe_descriptor() -> io::Result<interprocess::os::windows::security_descriptor::SecurityDescriptor> {
+    use crate::platform::{current_user_sid, owner_only_sddl};
+    let sddl = widestring::U16CString::from_str(owner_only_sddl(&current_user_sid()?, false))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    interprocess::os::windows::security_descriptor::SecurityDescriptor::deserialize(&sddl)
 }
 
 /// Accepts connections until the context says stop, one thread per connection, at most `max_connections`.

@@ -28,11 +28,6 @@ pub enum OutputError {
     NamesExhausted(PathBuf),
 }
 
-const WINDOWS_RESERVED: [&str; 22] = [
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "LPT1", "LPT2",
-    "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
-];
-
 fn check_part(what: &'static str, part: &str) -> Result<(), OutputError> {
     let refuse = |reason| Err(OutputError::Refused { what, value: part.to_owned(), reason });
     if part.chars().any(char::is_control) {
@@ -41,18 +36,8 @@ fn check_part(what: &'static str, part: &str) -> Result<(), OutputError> {
     if part == ".." {
         return refuse("'..' would leave the output directory");
     }
-    if part.contains(':') {
-        return refuse("':' (drive letters, alternate streams) is not allowed");
-    }
-    if part.contains(['<', '>', '"', '|', '?', '*']) {
-        return refuse("it contains a character Windows forbids in file names");
-    }
-    let base = part.split('.').next().unwrap_or("").trim_end();
-    if WINDOWS_RESERVED.iter().any(|r| r.eq_ignore_ascii_case(base)) {
-        return refuse("it is a reserved device name on Windows");
-    }
-    if part.ends_with(['.', ' ']) && part != "." {
-        return refuse("names ending in '.' or ' ' are not portable");
+    if let Some(reason) = super::winname::windows_name_problem(part) {
+        return refuse(reason);
     }
     Ok(())
 }
@@ -103,13 +88,13 @@ pub fn resolve_dir(root: &Path, sub_path: &str) -> Result<PathBuf, OutputError> 
         move |source| OutputError::Dir { path, source }
     };
     std::fs::create_dir_all(root).map_err(dir_err(root))?;
-    let real_root = root.canonicalize().map_err(dir_err(root))?;
+    let real_root = crate::platform::canonicalize(root).map_err(dir_err(root))?;
     let mut current = real_root.clone();
     for part in parts {
         let next = current.join(part);
         current = match std::fs::symlink_metadata(&next) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                let target = next.canonicalize().map_err(dir_err(&next))?;
+                let target = crate::platform::canonicalize(&next).map_err(dir_err(&next))?;
                 if !target.starts_with(&real_root) {
                     return Err(OutputError::Escapes { dir: target, root: real_root });
                 }

@@ -4,6 +4,7 @@
 mod confine;
 mod dirs;
 mod template;
+mod winname;
 mod write;
 
 pub use confine::{OutputError, check_sub_path, resolve_dir, validate_stem};

@@ -27,6 +27,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
     files_below(dir).into_iter().filter(|f| f.rsplit('/').next().unwrap().starts_with(".luna-")).collect()
 }
 
+#[cfg(unix)]
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -139,6 +140,8 @@ fn sigterm_with_a_queue_then_restart() {
     submit_images(&mut daemon.client(), &daemon.output, 2, 1);
 }
 
+// The tmpfs tests below are Unix-only: Windows has no `mount` and no tmpfs to fill or remount read-only.
+#[cfg(unix)]
 /// Mounts a small tmpfs at `dir` (root only). Returns false (and the test skips) where mounting is impossible.
 fn mount_tmpfs(dir: &Path, options: &str) -> bool {
     std::fs::create_dir_all(dir).unwrap();
@@ -154,16 +157,19 @@ fn mount_tmpfs(dir: &Path, options: &str) -> bool {
     ok
 }
 
+#[cfg(unix)]
 fn umount(dir: &Path) {
     let _ = Command::new("umount").arg(dir).status();
 }
 
+#[cfg(unix)]
 fn image_state(client: &mut Client, job: &str) -> luna_daemon::protocol::ImageStatus {
     client.status(job).unwrap().images[0].clone()
 }
 
 /// Pass: on a full disk the image is reported `retrying` with the error, the daemon stays up and keeps the
 /// segment; once space is freed the image is written.
+#[cfg(unix)] // mounts a tmpfs
 #[test]
 fn disk_full_is_retried_until_space_is_freed() {
     let daemon = TestDaemon::start();
@@ -196,6 +202,7 @@ fn disk_full_is_retried_until_space_is_freed() {
 
 /// Pass: a read-only output directory is retried; `cancel` then fails the image with `cancelled` and hands the
 /// segment back.
+#[cfg(unix)] // mounts a tmpfs
 #[test]
 fn a_read_only_output_dir_is_retried_and_can_be_cancelled() {
     let daemon = TestDaemon::start();
@@ -221,6 +228,7 @@ fn a_read_only_output_dir_is_retried_and_can_be_cancelled() {
 }
 
 /// Pass: a read-only directory that becomes writable again gets its image.
+#[cfg(unix)] // mounts a tmpfs
 #[test]
 fn a_read_only_output_dir_recovers_when_remounted_writable() {
     let daemon = TestDaemon::start();
@@ -241,6 +249,8 @@ fn a_read_only_output_dir_recovers_when_remounted_writable() {
 
 /// Pass: a segment truncated by its client after submitting fails that image cleanly (no SIGBUS); the
 /// daemon keeps serving.
+// Unix-only attack: Windows refuses to truncate a file that is mapped (error 1224, user-mapped section open).
+#[cfg(unix)]
 #[test]
 fn a_segment_truncated_after_submit_fails_its_image_not_the_daemon() {
     let daemon = TestDaemon::start_with_env(
@@ -260,6 +270,8 @@ fn a_segment_truncated_after_submit_fails_its_image_not_the_daemon() {
 }
 
 /// Pass: 1000 idle connections neither stop a real client from being served nor blow up the daemon's memory.
+// Linux-only: the memory bound is read from /proc/<pid>/status.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_thousand_idle_connections_do_not_starve_real_clients() {
     let daemon = TestDaemon::start();
@@ -303,7 +315,7 @@ fn the_janitor_cleans_up_after_dead_processes() {
     let live_segment = file_names(&daemon.spool);
     assert_eq!(live_segment.len(), 1);
     // A segment created by a process that has since died.
-    let mut dead = Command::new("true").spawn().unwrap();
+    let mut dead = Command::new(daemon_exe()).arg("--version").stdout(Stdio::null()).spawn().unwrap();
     let dead_pid = dead.id();
     dead.wait().unwrap();
     let mut header = luna_daemon::shm::MAGIC.to_vec();
