@@ -1,6 +1,7 @@
-//! Jobs: turning a submission into a validated plan ([`plan`]), what a worker gets to save an image
-//! ([`task`]), the per-job state machine ([`state`]: pure, unit-tested), the table `status` and `stats` read
-//! ([`table`]), handing segments back ([`release`]), the journal, and recovery after a restart ([`recover`]).
+//! Jobs: turning a submission into a validated plan (`plan`), what a worker gets to save an image (`task`:
+//! [`ImageTask`], [`JobSettings`], [`SegmentRef`]), the per-job state machine (`state`: pure, unit-tested),
+//! the table `status` and `stats` read ([`JobTable`]), handing segments back ([`Release`]), the [`journal`],
+//! and recovery after a restart ([`recover()`]).
 
 pub mod journal;
 mod plan;
