@@ -75,13 +75,14 @@ pub struct Saved {
 pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveError> {
     let image = read_pixels(task, &open_segment(task)?)?;
     let settings = &task.settings;
-    let (scores, passed) = judge(&image, settings.quality_gate, settings.threshold);
+    let job = &settings.job;
+    let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
     dirs.record(&dir);
     let format = match task.image_format {
-        ImageFormat::Png => Format::Png { compression: settings.png_compression },
-        ImageFormat::Webp => Format::Webp { lossless: settings.lossless_webp, quality: settings.lossy_quality },
-        ImageFormat::Jpeg => Format::Jpeg { quality: settings.lossy_quality },
+        ImageFormat::Png => Format::Png { compression: job.png_compression },
+        ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
+        ImageFormat::Jpeg => Format::Jpeg { quality: job.lossy_quality },
     };
     let mut notes = Vec::new();
     let text = settings.metadata_text().unwrap_or_else(|note| {

@@ -174,6 +174,11 @@ impl Hooks {
         std::fs::write(self.dir.join(format!("{point}.hold")), passes.to_string()).unwrap();
     }
 
+    /// Holds only the first `callers` reaching `point`; later ones pass.
+    pub fn hold_first(&self, point: &str, callers: usize) {
+        std::fs::write(self.dir.join(format!("{point}.hold")), format!("first {callers}")).unwrap();
+    }
+
     /// Lets every held caller of `point` go (and later ones pass).
     pub fn release(&self, point: &str) {
         let _ = std::fs::remove_file(self.dir.join(format!("{point}.hold")));
