@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python python-deps lint bench wheel test-windows lint-windows wheel-windows ci-windows
+.PHONY: serve test test-rust test-python test-root python-deps lint bench wheel test-windows lint-windows wheel-windows ci-windows
 
 ## Run the daemon with its embedded defaults.
 serve:
@@ -39,6 +39,11 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(PYTHON) -m ruff check comfyui python tests scripts
 	$(PYTHON) -m ruff format --check comfyui python tests scripts
+
+## Integration tests that need root (tmpfs mounts, a client of another user): `#[ignore]`d in `make test`, run
+## here explicitly. CI runs as root.
+test-root:
+	$(CARGO) test --test it -- --ignored
 
 ## Windows, cross-built on Debian (x86_64-pc-windows-gnu) and run under Wine; see docs/WINDOWS.md. Installs its
 ## toolchain from apt into $${LUNA_WINDOWS_CACHE:-~/.cache/luna-daemon-windows} (first run ~25 min on 2 cores).
