@@ -25,6 +25,7 @@ test-python:
 ## by the lock file), so only the first run downloads it (see comfyui/tests/real/prepare_comfyui.sh).
 test-comfyui:
 	$(CARGO) build --bin luna-daemon
+	cd comfyui/tests/browser && npm ci --no-audit --no-fund --silent
 	@set -e; paths="$$(comfyui/tests/real/prepare_comfyui.sh)"; \
 	export LUNA_COMFYUI_DIR="$$(echo "$$paths" | sed -n 1p)" LUNA_COMFYUI_PYTHON="$$(echo "$$paths" | sed -n 2p)"; \
 	LUNA_DAEMON_BIN=$(CURDIR)/target/debug/luna-daemon $(PYTHON) -m pytest -q -p no:cacheprovider comfyui/tests/real
