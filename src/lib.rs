@@ -17,6 +17,7 @@
 //! - [`client`]: the public client API.
 //! - [`doctor`]: set-up checks with explanations.
 //! - [`synthetic`]: generated realistic test images.
+//! - [`transport`]: socket naming shared by the daemon's `ipc` and the `client` (leaf).
 
 #![deny(unsafe_code)]
 
@@ -33,4 +34,5 @@ pub mod paths;
 pub mod protocol;
 pub mod shm;
 pub mod synthetic;
+pub mod transport;
 pub mod workers;

@@ -71,7 +71,7 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     let settings = &task.settings;
     let (scores, passed) = judge(&image, settings.quality_gate, settings.threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
-    dirs.record(&dir);
+    dirs.record(dir.path());
     let format = match task.image_format {
         ImageFormat::Png => Format::Png { compression: settings.png_compression },
         ImageFormat::Webp => Format::Webp { lossless: settings.lossless_webp, quality: settings.lossy_quality },
@@ -91,7 +91,7 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     });
     let ext = task.image_format.extension();
     let (written, notes) =
-        output::write_new_file(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
     Ok(Saved { written, discarded: !passed, scores, notes })
 }
 
