@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -38,9 +39,7 @@ def run(cmd: list[str], **kwargs) -> None:
 
 def capture(cmd: list[str]) -> str:
     try:
-        return subprocess.run(
-            cmd, check=True, capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -78,9 +77,7 @@ def machine() -> dict:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "rustc": capture(["rustc", "--version"]),
         "commit": capture(["git", "rev-parse", "--short", "HEAD"]),
-        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]
-        if Path("/proc/loadavg").exists()
-        else [],
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else [],
     }
 
 
@@ -105,13 +102,9 @@ def run_all(quick: bool, work: Path) -> dict:
     node_args = ["--json", str(work / "node.json"), "--runs", "10" if quick else "30"]
     run([sys.executable, str(ROOT / "scripts/bench_node.py"), *node_args])
     after = cpu_times()
-    delta = [a - b for a, b in zip(after, before)]
+    delta = [a - b for a, b in zip(after, before, strict=True)]
     total = sum(delta) or 1
-    info["loadavg_end"] = (
-        Path("/proc/loadavg").read_text().split()[:3]
-        if Path("/proc/loadavg").exists()
-        else []
-    )
+    info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     info["steal_pct"] = 100.0 * delta[7] / total
     info["busy_pct"] = 100.0 * (total - delta[3] - delta[4]) / total
     info["minutes"] = (time.time() - started) / 60
@@ -205,7 +198,7 @@ EQUAL_SIZE = 1.001
 
 
 def monotonic(sizes: list[int]) -> bool:
-    return all(b <= a for a, b in zip(sizes, sizes[1:]))
+    return all(b <= a for a, b in itertools.pairwise(sizes))
 
 
 def scaling_configs(results: dict) -> list[dict]:
@@ -339,9 +332,7 @@ def history_count(history: list[dict], target: str) -> str:
     for prefix, key, ok in HISTORY_RULES:
         if target.startswith(prefix):
             values = [h[key] for h in history if h.get(key) is not None]
-            return (
-                f"{sum(1 for v in values if ok(v))} of {len(values)}" if values else "-"
-            )
+            return f"{sum(1 for v in values if ok(v))} of {len(values)}" if values else "-"
     return "-"
 
 
@@ -351,9 +342,7 @@ def history_table(history: list[dict]) -> str:
         row = []
         for key, _, digits in HISTORY_COLUMNS:
             v = h.get(key)
-            row.append(
-                "-" if v is None else (str(v) if digits is None else f(v, digits))
-            )
+            row.append("-" if v is None else (str(v) if digits is None else f(v, digits)))
         rows.append(row)
     return table([label for _, label, _ in HISTORY_COLUMNS], rows)
 
@@ -381,21 +370,14 @@ def bar_chart(
     width, height = 760, 380
     left, right, top, bottom = 70, 20, 50, 60
     plot_w, plot_h = width - left - right, height - top - bottom
-    values = [
-        v
-        for _, vs in series
-        for v in vs
-        if v is not None and math.isfinite(v) and v > 0
-    ]
+    values = [v for _, vs in series for v in vs if v is not None and math.isfinite(v) and v > 0]
     values += [r[0] for r in refs]
     if log:
         lo = 10 ** math.floor(math.log10(min(values)))
         hi = 10 ** math.ceil(math.log10(max(values)))
 
         def y(v: float) -> float:
-            return top + plot_h * (
-                1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-            )
+            return top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
 
         ticks = []
         t = lo
@@ -423,19 +405,13 @@ def bar_chart(
         ),
     ]
     for t in ticks:
-        out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
-        )
-        out.append(
-            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>'
-        )
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     group_w = plot_w / max(1, len(groups))
     bar_w = group_w * 0.8 / max(1, len(series))
     for gi, group in enumerate(groups):
         gx = left + gi * group_w
-        out.append(
-            f'<text x="{gx + group_w / 2:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{esc(group)}</text>'
-        )
+        out.append(f'<text x="{gx + group_w / 2:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{esc(group)}</text>')
         for si, (_, vs) in enumerate(series):
             v = vs[gi] if gi < len(vs) else None
             if v is None or not math.isfinite(v) or v <= 0:
@@ -460,17 +436,11 @@ def bar_chart(
         out.append(
             f'<text x="{left + plot_w - 4}" y="{y(value) - 4:.1f}" text-anchor="end" fill="#cc0000">{esc(label)}</text>'
         )
-    out.append(
-        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>'
-    )
-    out.append(
-        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>'
-    )
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>')
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>')
     lx = left
     for si, (name, _) in enumerate(series):
-        out.append(
-            f'<rect x="{lx}" y="{height - 22}" width="12" height="12" fill="{COLORS[si % len(COLORS)]}"/>'
-        )
+        out.append(f'<rect x="{lx}" y="{height - 22}" width="12" height="12" fill="{COLORS[si % len(COLORS)]}"/>')
         out.append(f'<text x="{lx + 16}" y="{height - 12}">{esc(name)}</text>')
         lx += 24 + 7 * len(name)
     out.append("</svg>")
@@ -513,32 +483,20 @@ def line_chart(
     step = nice_step(hi / 5)
     for i in range(int(hi / step) + 1):
         t = i * step
-        out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>'
-        )
-        out.append(
-            f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>'
-        )
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     for x in xs:
-        out.append(
-            f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:g}</text>'
-        )
-    for si, (name, vs) in enumerate(series):
+        out.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:g}</text>')
+    for si, (_name, vs) in enumerate(series):
         color = COLORS[si % len(COLORS)]
-        points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, vs))
-        out.append(
-            f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>'
-        )
-        for x, v in zip(xs, vs):
+        points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, vs, strict=False))
+        out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, v in zip(xs, vs, strict=False):
             out.append(
                 f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="3.5" fill="{color}"><title>{v:.3g}</title></circle>'
             )
-    out.append(
-        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>'
-    )
-    out.append(
-        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>'
-    )
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>')
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>')
     # One legend entry per line, to the right of the plot.
     for si, (name, _) in enumerate(series):
         ly = top + 10 + 20 * si
@@ -631,9 +589,7 @@ def write_charts(results: dict, chart_dir: Path) -> list[str]:
         )
     configs = scaling_configs(results)
     if configs:
-        nproc = results["machine"].get("nproc") or max(
-            r["workers"] for c in configs for r in c["rows"]
-        )
+        nproc = results["machine"].get("nproc") or max(r["workers"] for c in configs for r in c["rows"])
         xs = [r["workers"] for r in configs[0]["rows"] if r["workers"] <= nproc]
         series = [
             ("ideal", xs),
@@ -698,11 +654,7 @@ def yes(ok: bool | None) -> str:
 
 
 def f(v: float, digits: int = 2) -> str:
-    return (
-        "n/a"
-        if v is None or (isinstance(v, float) and not math.isfinite(v))
-        else f"{v:.{digits}f}"
-    )
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -714,17 +666,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def level_series(
-    png: list[dict], sizes: list[int], levels: list[int], key: str
-) -> list:
+def level_series(png: list[dict], sizes: list[int], levels: list[int], key: str) -> list:
     """One chart series per image size: ``key`` of the PNG row at each level (None where missing)."""
     return [
         (
             f"{s}x{s}",
-            [
-                next((r[key] for r in png if r["size"] == s and r["level"] == lv), None)
-                for lv in levels
-            ],
+            [next((r[key] for r in png if r["size"] == s and r["level"] == lv), None) for lv in levels],
         )
         for s in sizes
     ]
@@ -798,8 +745,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         ],
         [
             "run time",
-            f"{f(m.get('minutes'), 1)} min"
-            + (" (quick mode)" if results.get("quick") else ""),
+            f"{f(m.get('minutes'), 1)} min" + (" (quick mode)" if results.get("quick") else ""),
         ],
     ]
     w(table(["", ""], rows))
@@ -817,19 +763,14 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         summary.append(
             [
                 "PNG level 4: >= 20x PIL per core",
-                "; ".join(
-                    f"{r['size']}: {f(r['speed'], 1)}x (wall clock {f(r['speed_wall'], 1)}x)"
-                    for r in lvl4
-                ),
+                "; ".join(f"{r['size']}: {f(r['speed'], 1)}x (wall clock {f(r['speed_wall'], 1)}x)" for r in lvl4),
                 yes(speed_ok),
             ]
         )
         summary.append(
             [
                 "PNG level 4: files <= 3% larger than PIL's",
-                "; ".join(
-                    f"{r['size']}: {f(100 * (r['size_ratio'] - 1), 1)} %" for r in lvl4
-                )
+                "; ".join(f"{r['size']}: {f(100 * (r['size_ratio'] - 1), 1)} %" for r in lvl4)
                 + " (no deflate option of the png crate gets within 3 %: see the mapping section)",
                 yes(size_ok),
             ]
@@ -844,13 +785,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                 "slowest ratio "
                 + f(min(r["speed"] for r in png), 2)
                 + "x"
-                + (
-                    " ("
-                    + ", ".join(f"L{r['level']}@{r['size']}" for r in slow)
-                    + " below 1x)"
-                    if slow
-                    else ""
-                ),
+                + (" (" + ", ".join(f"L{r['level']}@{r['size']}" for r in slow) + " below 1x)" if slow else ""),
                 yes(not slow),
             ]
         )
@@ -858,19 +793,12 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             [
                 "PNG every level 0..9: files <= 3% larger",
                 "larger than 3% at "
-                + (
-                    ", ".join(f"L{r['level']}@{r['size']}" for r in big)
-                    if big
-                    else "none"
-                )
+                + (", ".join(f"L{r['level']}@{r['size']}" for r in big) if big else "none")
                 + f"; worst {f(100 * (max(r['size_ratio'] for r in png) - 1), 1)} %",
                 yes(not big),
             ]
         )
-        mono = all(
-            monotonic([r["rust_bytes"] for r in png if r["size"] == s])
-            for s in {r["size"] for r in png}
-        )
+        mono = all(monotonic([r["rust_bytes"] for r in png if r["size"] == s]) for s in {r["size"] for r in png})
         summary.append(
             [
                 "PNG sizes monotonic in the level (never larger at a higher level)",
@@ -884,10 +812,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         summary.append(
             [
                 "JPEG / WebP: >= 0.9x PIL per core",
-                "; ".join(
-                    f"{CODEC_LABELS[r['codec']]}@{r['size']} {f(r['speed'])}x"
-                    for r in codecs
-                )
+                "; ".join(f"{CODEC_LABELS[r['codec']]}@{r['size']} {f(r['speed'])}x" for r in codecs)
                 + " (encoding alone, without the daemon's durable write: at least "
                 + f(min(r["speed_encode"] for r in codecs))
                 + "x)",
@@ -928,11 +853,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             ),
             (
                 ("**met** without metadata" if node["met"] else "**not met**")
-                + (
-                    "; **not met** with a workflow attached"
-                    if node.get("on_with_workflow_over_copy", 0) > 2
-                    else ""
-                )
+                + ("; **not met** with a workflow attached" if node.get("on_with_workflow_over_copy", 0) > 2 else "")
             )
             if node
             else "not measured",
@@ -957,10 +878,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         summary.append(
             [
                 "Memory: daemon RSS < queue budget + 64 MiB",
-                "; ".join(
-                    f"budget {r['budget_mib']:.0f} MiB: peak {f(r['hwm_mib'], 1)} MiB"
-                    for r in memory
-                ),
+                "; ".join(f"budget {r['budget_mib']:.0f} MiB: peak {f(r['hwm_mib'], 1)} MiB" for r in memory),
                 yes(ok),
             ]
         )
@@ -969,11 +887,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         if not fig:
             continue
         label = "1 image" if batch == 1 else f"{batch} images"
-        name = (
-            "End to end: daemon loop"
-            if batch == 1
-            else f"End to end, {label} per generation: daemon loop"
-        )
+        name = "End to end: daemon loop" if batch == 1 else f"End to end, {label} per generation: daemon loop"
         summary.append(
             [
                 f"{name} within 5% of generation alone",
@@ -1059,11 +973,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                             f"{r['pil_bytes']:,}",
                             f(r["size_ratio"], 3),
                             "speed "
-                            + (
-                                "yes"
-                                if r["speed"] >= (20 if r["level"] == 4 else 1)
-                                else "NO"
-                            )
+                            + ("yes" if r["speed"] >= (20 if r["level"] == 4 else 1) else "NO")
                             + ", size "
                             + ("yes" if r["size_ratio"] <= 1.03 else "NO"),
                         ]
@@ -1188,9 +1098,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             "(untimed), as it does while the next image is generated. Medians."
         )
         w("")
-        w(
-            "| copy ms | ON ms | OFF ms | ON / copy | OFF / ON | target ON / copy | met |"
-        )
+        w("| copy ms | ON ms | OFF ms | ON / copy | OFF / ON | target ON / copy | met |")
         w("|---|---|---|---|---|---|---|")
         w(
             f"| {f(node['copy_ms'])} | {f(node['daemon_on_ms'])} | {f(node['daemon_off_ms'])} | "
@@ -1367,8 +1275,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                                     f"{r['daemon_limited_workers']:.0f} worker(s) (nproc - 1)"
                                 ),
                                 f(r["daemon_limited_ms"], 1),
-                                f(r["daemon_limited_ms"] / r["generate_alone_ms"], 3)
-                                + "x",
+                                f(r["daemon_limited_ms"] / r["generate_alone_ms"], 3) + "x",
                             ]
                         ]
                         if r.get("daemon_limited_ms")
@@ -1502,9 +1409,7 @@ rounds (in results.json) is of the same order as the 5% target."""
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description="Run the benchmarks and write docs/BENCHMARKS.md"
-    )
+    parser = argparse.ArgumentParser(description="Run the benchmarks and write docs/BENCHMARKS.md")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1517,9 +1422,7 @@ def main() -> int:
         help="where BENCHMARKS.md and bench/ go (default: docs/, or target/bench-quick/ with --quick)",
     )
     parser.add_argument("--keep", type=Path, help="keep the raw work directory here")
-    parser.add_argument(
-        "--report-only", type=Path, help="re-render from an existing results.json"
-    )
+    parser.add_argument("--report-only", type=Path, help="re-render from an existing results.json")
     args = parser.parse_args()
     if args.docs is None:
         args.docs = ROOT / ("target/bench-quick" if args.quick else "docs")
@@ -1536,13 +1439,11 @@ def main() -> int:
     chart_dir = args.docs / "bench"
     chart_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        (chart_dir / "results.json").write_text(
-            json.dumps(results, indent=1, sort_keys=True) + "\n"
-        )
+        (chart_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     history_path = chart_dir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
     if not args.report_only and not results.get("quick"):
-        history = (history + [key_figures(results)])[-12:]
+        history = [*history, key_figures(results)][-12:]
         history_path.write_text(json.dumps(history, indent=1) + "\n")
     charts = write_charts(results, chart_dir)
     (args.docs / "BENCHMARKS.md").write_text(render(results, charts, history))

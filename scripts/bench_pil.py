@@ -45,9 +45,7 @@ def save_kwargs(codec: str) -> tuple[str, dict]:
 
 def more(samples_ms: list[float], min_reps: int) -> bool:
     """Repeat at least `min_reps` times, and fast operations until ~0.5 s was measured (at most 41 times)."""
-    return len(samples_ms) < min_reps or (
-        len(samples_ms) < 41 and sum(samples_ms) < 500.0
-    )
+    return len(samples_ms) < min_reps or (len(samples_ms) < 41 and sum(samples_ms) < 500.0)
 
 
 def measure(image: Image.Image, fmt: str, kwargs: dict, reps: int, path: Path) -> dict:
@@ -99,9 +97,7 @@ def bench_png(images: Path, sizes: list[int], quick: bool, scratch: Path) -> lis
     return rows
 
 
-def bench_codecs(
-    images: Path, sizes: list[int], quick: bool, scratch: Path
-) -> list[dict]:
+def bench_codecs(images: Path, sizes: list[int], quick: bool, scratch: Path) -> list[dict]:
     rows = []
     for size in sizes:
         image = load_u8(images, size)
@@ -163,14 +159,9 @@ def bench_e2e(images: Path, quick: bool, scratch: Path, batch: int = 1) -> dict:
         for path in scratch.glob("e2e_*.png"):
             path.unlink()
     # The pieces of a blocking save, and the floor a daemon submit is compared with (the node issue uses it).
-    convert_ms = statistics.median(
-        timed(lambda: np.clip(255.0 * tensor, 0, 255).astype(np.uint8))
-        for _ in range(7)
-    )
+    convert_ms = statistics.median(timed(lambda: np.clip(255.0 * tensor, 0, 255).astype(np.uint8)) for _ in range(7))
     dst = np.empty_like(tensor)
-    copy_ms = statistics.median(
-        timed(lambda: np.copyto(dst, tensor)) for _ in range(15)
-    )
+    copy_ms = statistics.median(timed(lambda: np.copyto(dst, tensor)) for _ in range(15))
     out = {
         "iterations": iterations,
         "rounds": rounds,
@@ -197,12 +188,8 @@ def main() -> int:
         help="directory with the .npy images from Rust",
     )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer repetitions, 1024x1024 only"
-    )
-    parser.add_argument(
-        "--only", default="png,codecs,e2e", help="comma-separated sections"
-    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, 1024x1024 only")
+    parser.add_argument("--only", default="png,codecs,e2e", help="comma-separated sections")
     args = parser.parse_args()
     only = set(args.only.split(","))
     sizes = [1024] if args.quick else [1024, 2048]
@@ -214,12 +201,8 @@ def main() -> int:
             "pillow": PIL.__version__,
             "numpy": np.__version__,
             "zlib": features.version("zlib"),
-            "zlib_ng": features.version("zlib_ng")
-            if "zlib_ng" in features.features
-            else None,
-            "libjpeg_turbo": features.version("libjpeg_turbo")
-            if "libjpeg_turbo" in features.features
-            else None,
+            "zlib_ng": features.version("zlib_ng") if "zlib_ng" in features.features else None,
+            "libjpeg_turbo": features.version("libjpeg_turbo") if "libjpeg_turbo" in features.features else None,
             "webp": features.version("webp"),
             "python": sys.version.split()[0],
         }
