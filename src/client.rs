@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use interprocess::local_socket::{Stream, prelude::*};
 
-use crate::transport::connect_name;
 use crate::protocol::{
     self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor,
     ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType,
     Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
+use crate::transport::connect_name;
 
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -451,8 +451,9 @@ fn now_local() -> (i64, i32) {
 }
 
 /// The trust checks a client makes before it sends anything that matters (docs/PROTOCOL.md §3.1, "What a
-/// client checks"): the socket's directory and the socket belong to the client's user and are private, the
-/// process behind the socket runs as that user, and the announced spool directory is private and ours.
+/// client checks"; the node's `trust.py` applies the same rules): the socket's directory belongs to the
+/// client's user and is private, the process behind the socket runs as that user, and the announced spool
+/// directory is private and ours.
 mod trust {
     use std::path::Path;
 
@@ -482,21 +483,14 @@ mod trust {
         Ok(())
     }
 
-    /// The socket's directory is private and ours, and the socket file is ours.
+    /// The socket's directory is private and ours (then so is the socket: nobody else can create it there).
     pub(super) fn check_socket(socket: &Path) -> Result<(), String> {
         #[cfg(unix)]
         {
-            use std::os::unix::fs::MetadataExt;
             let dir = socket.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            // A missing directory is no trust problem either: connecting fails with "is it running?".
-            if std::fs::symlink_metadata(dir).is_ok() {
+            // No socket, nothing to trust yet: connecting then fails with "is it running?".
+            if std::fs::symlink_metadata(socket).is_ok() {
                 private_dir("the socket directory", dir, me())?;
-            }
-            // A missing socket is no trust problem: connecting then fails with "is it running?".
-            if let Ok(meta) = std::fs::symlink_metadata(socket)
-                && meta.uid() != me()
-            {
-                return Err(format!("the socket belongs to user id {}, not to you ({})", meta.uid(), me()));
             }
             Ok(())
         }
@@ -523,6 +517,7 @@ mod trust {
         }
     }
 
+    #[cfg(unix)]
     pub(super) fn peer_is(peer: Option<u32>, me: u32) -> Result<(), String> {
         match peer {
             Some(uid) if uid == me => Ok(()),

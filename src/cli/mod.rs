@@ -25,7 +25,7 @@ pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success (with `submit --wait` / `watch`: every image written)
   1  `submit --wait` / `watch`: at least one image failed or was cancelled
-  2  error: bad arguments, no daemon, a refused job, a broken connection
+  2  error: bad arguments, no daemon, a refused job, a broken connection, an untrusted socket
   3  `submit --wait` / `watch`: every image saved, at least one discarded by the quality gate (under _discarded/)";
 
 /// Luna Daemon: saves ComfyUI images from shared memory, off the generation thread.

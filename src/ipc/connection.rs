@@ -88,7 +88,8 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, a
     let Some(client) = handshake(&mut stream, &slot, ctx, refusal) else { return };
     tracing::debug!(client = %client.client, pid = ?client.pid, "client connected");
     loop {
-        let (reply, queued) = match protocol::read_frame(&mut Timed::request(&mut stream, &slot)) {
+        let frame = protocol::read_frame(&mut Timed::request(&mut stream, &slot));
+        let (reply, queued) = match frame {
             Ok(body) => match protocol::decode_message::<Request>(&body) {
                 Ok(request) => ctx.handle(&client, request),
                 Err(e) => (error(ErrorCode::MalformedFrame, e.to_string()), Vec::new()),
@@ -124,7 +125,8 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, a
 /// Reads and answers the handshake (with `refusal` instead of a welcome, if given); returns the client's hello
 /// if both sides speak the same version.
 fn handshake(stream: &mut Stream, slot: &Slot, ctx: &Context, refusal: Option<Response>) -> Option<Hello> {
-    let body = match protocol::read_frame(&mut Timed::handshake(stream, slot)) {
+    let frame = protocol::read_frame(&mut Timed::handshake(stream, slot));
+    let body = match frame {
         Ok(body) => body,
         Err(e @ FrameError::TooLarge { .. }) => {
             let _ = send(stream, &error(ErrorCode::FrameTooLarge, e.to_string()));

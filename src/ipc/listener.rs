@@ -160,7 +160,10 @@ mod unix {
     /// attempt), and is retried quietly on every check after that.
     fn rebind(socket: &Path, loud: bool) -> Option<Listener> {
         if loud {
-            tracing::warn!("socket {} was removed while running (logout clean-up?): creating it again", socket.display());
+            tracing::warn!(
+                "socket {} was removed while running (logout clean-up?): creating it again",
+                socket.display()
+            );
         }
         let bound = socket
             .parent()

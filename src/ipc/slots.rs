@@ -154,7 +154,8 @@ mod tests {
     /// A connected pair over a real socket: (the daemon's side, the client's side).
     fn pair(dir: &std::path::Path, n: u32) -> (Stream, Stream) {
         let path = dir.join(format!("s{n}"));
-        let listener = ListenerOptions::new().name(crate::transport::connect_name(&path).unwrap()).create_sync().unwrap();
+        let listener =
+            ListenerOptions::new().name(crate::transport::connect_name(&path).unwrap()).create_sync().unwrap();
         let client = Stream::connect(crate::transport::connect_name(&path).unwrap()).unwrap();
         (listener.accept().unwrap(), client)
     }

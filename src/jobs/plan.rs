@@ -309,7 +309,8 @@ impl<'a> Planner<'a> {
         if slot.images.len() > 1 {
             stem = format!("{stem}_{batch_index}");
         }
-        output::check_file_name_fits(&stem, slot.format.extension()).map_err(|e| invalid_job(format!("{what}: {e}")))?;
+        output::check_file_name_fits(&stem, slot.format.extension())
+            .map_err(|e| invalid_job(format!("{what}: {e}")))?;
         Ok(ImageTask {
             segment,
             layout,

@@ -176,7 +176,11 @@ mod tests {
             std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
             let err = resolve_dir_with(root.path(), "link/sub", how).unwrap_err();
             assert!(matches!(err, OutputError::Escapes { .. }), "{how:?}: {err}");
-            assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "not even a directory is created outside");
+            assert_eq!(
+                std::fs::read_dir(outside.path()).unwrap().count(),
+                0,
+                "not even a directory is created outside"
+            );
             // A symlink that stays inside the root is followed.
             std::fs::create_dir(root.path().join("real")).unwrap();
             std::os::unix::fs::symlink(root.path().join("real"), root.path().join("inside")).unwrap();

@@ -100,7 +100,8 @@ mod unix {
     pub(super) fn walk(root: &Path, parts: &[&str], how: Walk) -> Result<OwnedFd, OutputError> {
         let root_fd = open_dir(root).map_err(|source| OutputError::Dir { path: root.into(), source })?;
         let mut walker = Walker { root, root_fd, beneath: how == Walk::Best };
-        let mut current = walker.root_fd.try_clone().map_err(|source| OutputError::Dir { path: root.into(), source })?;
+        let mut current =
+            walker.root_fd.try_clone().map_err(|source| OutputError::Dir { path: root.into(), source })?;
         for (i, part) in parts.iter().enumerate() {
             current = walker.step(current.as_fd(), &parts[..=i], part)?;
         }
@@ -127,6 +128,8 @@ mod unix {
                         Ok(()) | Err(Errno::EEXIST) => continue,
                         Err(e) => return Err(fail(e.into())),
                     },
+                    // RESOLVE_BENEATH refuses absolute symlinks even when they point inside: check those by hand.
+                    Err(Errno::EXDEV) if is_symlink(parent, part) => return self.follow_inside(parent, part, &path),
                     Err(Errno::EXDEV) => return Err(self.escapes(&path)),
                     Err(Errno::ELOOP) => return self.follow_inside(parent, part, &path),
                     Err(Errno::ENOTDIR) if self.beneath || !is_symlink(parent, part) => {
@@ -160,7 +163,10 @@ mod unix {
         /// The no-follow walk met a symlink: follow it only if its canonical target is inside the root, and
         /// reach that target again from the root's handle without following anything, so a swap in between
         /// is refused rather than followed.
-        fn follow_inside(&self, parent: BorrowedFd<'_>, part: &str, path: &Path) -> Result<OwnedFd, OutputError> {
+        fn follow_inside(&mut self, parent: BorrowedFd<'_>, part: &str, path: &Path) -> Result<OwnedFd, OutputError> {
+            // Prefixes through this link cannot be opened beneath the root by name any more (an absolute link
+            // stays refused): the rest of the walk goes component by component from the link's target.
+            self.beneath = false;
             let fail = |source: io::Error| OutputError::Dir { path: path.to_path_buf(), source };
             if !is_symlink(parent, part) {
                 return Err(fail(io::Error::other("too many levels of symbolic links")));

@@ -209,7 +209,6 @@ mod sys {
                 Err(e) => Err((self, e.into())),
             }
         }
-
     }
 
     impl Drop for Temp<'_> {

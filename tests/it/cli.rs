@@ -127,10 +127,15 @@ fn a_discarded_image_has_its_own_exit_status() {
     let o = cli(&daemon, &[&args[..], &["--threshold", "1", "--output-dir", out.to_str().unwrap()]].concat());
     assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     assert_eq!(file_names(&out.join("_discarded")), ["luna.png"]);
-    let o = cli(&daemon, &["submit", "--synthetic", "1", "--size", "32x32", "--wait", "--output-dir", out.to_str().unwrap()]);
+    let o = cli(
+        &daemon,
+        &["submit", "--synthetic", "1", "--size", "32x32", "--wait", "--output-dir", out.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(0));
     let help = stdout(&cli(&daemon, &["submit", "--help"]));
-    for line in ["0  success", "1  `submit --wait` / `watch`: at least one image failed", "2  error", "3  `submit --wait`"] {
+    for line in
+        ["0  success", "1  `submit --wait` / `watch`: at least one image failed", "2  error", "3  `submit --wait`"]
+    {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
 }

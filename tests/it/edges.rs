@@ -154,7 +154,10 @@ fn a_socket_directory_open_to_other_users_is_refused() {
 /// private is refused before a single pixel is written.
 #[test]
 fn a_server_announcing_a_spool_that_is_not_private_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
+    // The squatter owns a private directory (as `<tmp>/luna-daemon-<uid>` created first would look to it).
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let socket = tmp.path().join("squat.sock");
     let listener = ListenerOptions::new().name(connect_name(&socket).unwrap()).create_sync().unwrap();
     let server = std::thread::spawn(move || {
@@ -172,7 +175,7 @@ fn a_server_announcing_a_spool_that_is_not_private_is_refused() {
         protocol::write_frame(&mut stream, &protocol::encode_message(&welcome).unwrap()).unwrap();
     });
     let err = Client::connect(&socket, "wary").unwrap_err();
-    server.join().unwrap();
     assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
     assert!(err.to_string().contains("the announced spool directory /tmp"), "{err}");
+    server.join().unwrap();
 }
