@@ -18,6 +18,7 @@
 //! - [`doctor`]: set-up checks with explanations.
 //! - [`synthetic`]: generated realistic test images.
 //! - [`transport`]: socket naming shared by the daemon's `ipc` and the `client` (leaf).
+//! - [`fault`]: test-only fault injection (holds and injected failures; no-ops without `test-hooks`).
 
 #![deny(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod encode;
+pub mod fault;
 pub mod ipc;
 pub mod janitor;
 pub mod jobs;

@@ -7,6 +7,6 @@ mod pool;
 mod queue;
 mod save;
 
-pub use pool::{Pool, PoolConfig, PoolStats, release_segment};
+pub use pool::{Pool, PoolConfig, PoolStats};
 pub use queue::WorkItem;
 pub use save::{SaveError, Saved, save_image};
