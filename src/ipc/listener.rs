@@ -51,7 +51,7 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::Listener, BindErr
 }
 
 /// Accepts connections until the context says stop, one thread per connection, in at most `max_connections`
-/// slots ([`super::slots`]). On Unix it also notices when its socket file or the spool directory is removed
+/// slots (`ipc::slots`: the longest-idle connection makes room). On Unix it also notices when its socket file or the spool directory is removed
 /// while it runs (systemd's `RemoveIPC` and the runtime-directory clean-up at logout do this) and creates them
 /// again, so new clients can connect and no auto-started replacement is needed.
 pub fn serve(listener: interprocess::local_socket::Listener, ctx: Arc<Context>, socket: &Path) {
