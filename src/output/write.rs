@@ -101,6 +101,8 @@ where
 {
     let first = dir.path().join(format!("{stem}.{ext}"));
     let write_err = |source: io::Error| OutputError::Write { path: first.clone(), source };
+    // Test holds (no-ops in release builds): between the directory check and the create, and before the rename.
+    crate::fault::hold("output.before_create");
     let temp = sys::Temp::create(dir).map_err(write_err)?;
     let value = {
         let mut out = BufWriter::with_capacity(1 << 16, temp.file());
@@ -115,6 +117,7 @@ where
     temp.file().sync_all().map_err(write_err)?;
     let bytes = temp.file().metadata().map_err(write_err)?.len();
     let mut temp = temp;
+    crate::fault::hold("output.before_rename");
     for counter in 0..=MAX_COUNTER {
         let name = match counter {
             0 => format!("{stem}.{ext}"),

@@ -179,3 +179,38 @@ fn a_server_announcing_a_spool_that_is_not_private_is_refused() {
     assert!(err.to_string().contains("the announced spool directory /tmp"), "{err}");
     server.join().unwrap();
 }
+
+/// Failure 5: the output directory is swapped for a symlink to another place while the daemon is held between
+/// checking the directory and creating the temp file, and again between creating it and the rename. Nothing
+/// lands outside; both files are in the directories that were checked.
+#[test]
+fn a_directory_swapped_for_a_symlink_during_a_save_cannot_redirect_it() {
+    let daemon = TestDaemon::start();
+    let hooks = daemon.hooks();
+    let outside = tempfile::tempdir().unwrap();
+    let sub = daemon.output.join("sub");
+    let swap = |moved: &str| {
+        std::fs::rename(&sub, daemon.output.join(moved)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
+    };
+    let mut client = daemon.client();
+    let px = pixels();
+    let mut options = JobOptions::new(&daemon.output);
+    options.save_path = "sub".to_owned();
+    for (point, moved) in
+        [("output.before_create", "moved-before-create"), ("output.before_rename", "moved-before-rename")]
+    {
+        if sub.is_symlink() {
+            std::fs::remove_file(&sub).unwrap();
+        }
+        hooks.hold(point);
+        let job = client.submit(&options, &[image(&px)]).unwrap();
+        hooks.wait_reached(point, 1);
+        swap(moved);
+        hooks.release(point);
+        let status = client.wait(&job.job_id, |_| {}).unwrap();
+        assert_eq!(status.images[0].state, ImageState::Written, "{point}: {status:?}");
+        assert_eq!(file_names(&daemon.output.join(moved)), ["luna.png"], "{point}");
+    }
+    assert_eq!(file_names(outside.path()), Vec::<String>::new(), "nothing lands outside the output directory");
+}
