@@ -5,7 +5,7 @@
 //! dev-dependency on itself); without it every function here is an empty inline function and a release build
 //! carries nothing. With it, the points are still inert unless `LUNA_DAEMON_TEST_HOOKS` names a directory:
 //! - **hold** `point`: the test creates `<dir>/<point>.hold` (optionally holding a number `n`: let `n` callers
-//!   pass first). A caller reaching the point appends a line to `<dir>/<point>.reached`, then waits until the
+//!   pass first; or `first n`: hold only the first `n` callers, let later ones pass). A caller reaching the point appends a line to `<dir>/<point>.reached`, then waits until the
 //!   test removes `<point>.hold`. The test synchronises on `.reached`, never on time.
 //! - **fail** `point`: while `<dir>/<point>.fail` exists, [`fail`] returns an injected I/O error.
 //!
@@ -30,7 +30,10 @@ pub fn hold(point: &str) {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&reached) {
             let _ = writeln!(f, "{}", std::process::id());
         }
-        text.trim().parse::<usize>().is_ok_and(|n| earlier < n)
+        match text.trim().strip_prefix("first ") {
+            Some(n) => n.parse::<usize>().is_ok_and(|n| earlier >= n),
+            None => text.trim().parse::<usize>().is_ok_and(|n| earlier < n),
+        }
     };
     if passes_allowed {
         return;

@@ -161,11 +161,7 @@ impl Planner {
             output_root: PathBuf::from(&job.output_dir),
             save_path,
             name_dir: name_dir.to_owned(),
-            png_compression: job.png_compression,
-            lossy_quality: job.lossy_quality,
-            lossless_webp: job.lossless_webp,
-            quality_gate: job.quality_gate,
-            threshold: job.min_quality_threshold,
+            job: Arc::new(job.clone()),
             metadata,
             metadata_text: std::sync::OnceLock::new(),
             model: ctx.model,
@@ -204,6 +200,8 @@ impl Planner {
         if slot.images.len() > 1 {
             stem = format!("{stem}_{batch_index}");
         }
+        output::check_file_name_fits(&stem, slot.format.extension())
+            .map_err(|e| invalid_job(format!("{what}: {e}")))?;
         Ok(ImageTask {
             segment: SegmentRef::new(Arc::clone(&self.spool_dir), desc.segment.clone()),
             layout,
@@ -230,7 +228,7 @@ impl Planner {
 
     /// The job's metadata: the blob in shared memory if given, else the inline value.
     fn load_metadata(&mut self, job: &SubmitJob) -> Result<Option<MetadataSource>, PlanError> {
-        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone().map(MetadataSource::Inline)) };
+        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.as_ref().map(|_| MetadataSource::Inline)) };
         let what = "metadata_blob";
         if blob.length > MAX_METADATA_BLOB {
             return Err(PlanError::new(

@@ -279,7 +279,7 @@ mod tests {
     use crate::jobs::SavedImage;
     use crate::jobs::task::JobSettings;
     use crate::output::ModelInfo;
-    use crate::protocol::{ErrorCode, ImageFormat, QualityGate};
+    use crate::protocol::{ErrorCode, ImageFormat};
     use crate::shm::Layout;
 
     fn seg(name: &str) -> SegmentRef {
@@ -309,11 +309,7 @@ mod tests {
             output_root: PathBuf::from("/out"),
             save_path: String::new(),
             name_dir: String::new(),
-            png_compression: 4,
-            lossy_quality: 90,
-            lossless_webp: false,
-            quality_gate: QualityGate::Disabled,
-            threshold: 0.3,
+            job: Arc::new(crate::protocol::SubmitJob::new("/out", Vec::new())),
             metadata: None,
             metadata_text: OnceLock::new(),
             model: ModelInfo::parse(""),

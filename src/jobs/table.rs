@@ -182,7 +182,8 @@ impl JobTable {
             let e = inner.journal_error.clone().unwrap_or_default();
             return Err(InsertError::JournalUnavailable(e));
         }
-        insert_locked(&mut inner, self.retention, job_id, client, Arc::new(job.clone()), state);
+        let job = plan.tasks.first().map_or_else(|| Arc::new(job.clone()), |t| Arc::clone(&t.settings.job));
+        insert_locked(&mut inner, self.retention, job_id, client, job, state);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::encode::SampleFormat;
 use crate::output::ModelInfo;
-use crate::protocol::{self, ImageFormat, JobMetadata, MetadataFields, QualityGate};
+use crate::protocol::{self, ImageFormat, JobMetadata, MetadataFields, SubmitJob};
 use crate::shm::{Layout, Segment, SegmentOpenError};
 
 /// A segment by name inside the spool directory. Holds no descriptor: [`SegmentRef::open`] opens (and checks)
@@ -38,8 +38,8 @@ impl SegmentRef {
 /// Where a job's metadata is until a worker needs it.
 #[derive(Debug)]
 pub enum MetadataSource {
-    /// Sent in the submit frame.
-    Inline(JobMetadata),
+    /// Sent in the submit frame (the job's `metadata`).
+    Inline,
     /// The MessagePack bytes of a `metadata_blob`, structure already checked.
     Blob(Vec<u8>),
 }
@@ -47,10 +47,12 @@ pub enum MetadataSource {
 impl MetadataSource {
     /// Bytes this source holds in the daemon's memory (counted against the queue budget, with the text the
     /// workers format from it).
-    pub fn held_bytes(&self) -> u64 {
+    pub fn held_bytes(&self, job: &SubmitJob) -> u64 {
         match self {
             Self::Blob(bytes) => bytes.len() as u64,
-            Self::Inline(m) => protocol::encode_message(m).map_or(0, |b| b.len() as u64),
+            Self::Inline => {
+                job.metadata.as_ref().and_then(|m| protocol::encode_message(m).ok()).map_or(0, |b| b.len() as u64)
+            }
         }
     }
 }
@@ -69,16 +71,9 @@ pub struct JobSettings {
     pub save_path: String,
     /// Directories the expanded file name template asked for (relative, validated), below the affix folder.
     pub name_dir: String,
-    /// PNG compression level 0..9.
-    pub png_compression: u8,
-    /// JPEG / lossy WebP quality.
-    pub lossy_quality: u8,
-    /// Lossless WebP.
-    pub lossless_webp: bool,
-    /// The quality gate.
-    pub quality_gate: QualityGate,
-    /// The gate's threshold.
-    pub threshold: f64,
+    /// The job as submitted (and validated): workers read its options (`png_compression`, `lossy_quality`,
+    /// `quality_gate`, ...) here, so a new job option needs no copy in between.
+    pub job: Arc<SubmitJob>,
     /// Metadata to embed as received, or `None` when metadata is off.
     pub metadata: Option<MetadataSource>,
     /// `metadata` with every value formatted as `json.dumps` text, computed by the first worker that needs it
@@ -100,7 +95,10 @@ impl JobSettings {
         let text = self.metadata_text.get_or_init(|| {
             let decoded = match self.metadata.as_ref() {
                 None => return Ok(None),
-                Some(MetadataSource::Inline(m)) => std::borrow::Cow::Borrowed(m),
+                Some(MetadataSource::Inline) => match &self.job.metadata {
+                    Some(m) => std::borrow::Cow::Borrowed(m),
+                    None => return Ok(None),
+                },
                 Some(MetadataSource::Blob(bytes)) => match protocol::decode_message::<JobMetadata>(bytes) {
                     Ok(m) => std::borrow::Cow::Owned(m),
                     Err(e) => {
@@ -120,7 +118,7 @@ impl JobSettings {
     /// Bytes of metadata the job holds in memory: the source and, once formatted, its text (estimated as the
     /// same size again).
     pub fn held_metadata_bytes(&self) -> u64 {
-        self.metadata.as_ref().map_or(0, |m| m.held_bytes().saturating_mul(2))
+        self.metadata.as_ref().map_or(0, |m| m.held_bytes(&self.job).saturating_mul(2))
     }
 }
 
@@ -178,11 +176,7 @@ mod tests {
             output_root: PathBuf::from("/out"),
             save_path: String::new(),
             name_dir: String::new(),
-            png_compression: 4,
-            lossy_quality: 90,
-            lossless_webp: false,
-            quality_gate: QualityGate::Disabled,
-            threshold: 0.3,
+            job: Arc::new(SubmitJob::new("/out", Vec::new())),
             metadata,
             metadata_text: OnceLock::new(),
             model: ModelInfo::parse(""),

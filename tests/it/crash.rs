@@ -560,3 +560,31 @@ fn stats_do_not_count_cancelled_images_as_queued() {
     client.cancel(&job).unwrap();
     assert_eq!(client.stats().unwrap().queue_depth, 0, "a cancelled image is not queued");
 }
+
+/// Issue 11 #2 across a restart: an image saved while its `done` could not be journaled kept its segment, so a
+/// restart saves it again from the same pixels (at least once), never reports it `lost`, and never reads a
+/// segment the client reused.
+#[test]
+fn an_image_saved_while_the_journal_failed_is_saved_again_after_a_crash_not_lost() {
+    let mut daemon = TestDaemon::start();
+    let hooks = daemon.hooks();
+    hooks.hold("worker.before_save");
+    let mut client = daemon.client();
+    let job = submit_images(&mut client, &daemon.output, 3, 1);
+    hooks.wait_reached("worker.before_save", 1);
+    hooks.fail("journal.append");
+    hooks.fail("journal.rewrite");
+    hooks.release("worker.before_save");
+    wait_until("the image is written", || client.status(&job).unwrap().finished);
+    assert_eq!(segment_state(&daemon), luna_daemon::shm::SegmentState::Daemon);
+    daemon.kill();
+    hooks.heal("journal.append");
+    hooks.heal("journal.rewrite");
+    daemon.restart();
+    let status = client.wait(&job, |_| {}).unwrap();
+    assert_eq!(status.images[0].state, ImageState::Written, "{status:?}");
+    let (_, _, _, data) = decode_png(status.images[0].path.as_deref().unwrap().as_ref());
+    assert_eq!(data, image_pixels(3, 0));
+    assert_eq!(files_below(&daemon.output).len(), 2, "saved twice: at least once, never lost");
+    assert_eq!(segment_state(&daemon), luna_daemon::shm::SegmentState::Client, "handed back after the restart");
+}

@@ -174,6 +174,11 @@ impl Hooks {
         std::fs::write(self.dir.join(format!("{point}.hold")), passes.to_string()).unwrap();
     }
 
+    /// Holds only the first `callers` reaching `point`; later ones pass.
+    pub fn hold_first(&self, point: &str, callers: usize) {
+        std::fs::write(self.dir.join(format!("{point}.hold")), format!("first {callers}")).unwrap();
+    }
+
     /// Lets every held caller of `point` go (and later ones pass).
     pub fn release(&self, point: &str) {
         let _ = std::fs::remove_file(self.dir.join(format!("{point}.hold")));
@@ -240,6 +245,15 @@ impl RawConn {
     /// True once the daemon has closed the connection.
     pub fn is_closed(&mut self) -> bool {
         matches!(protocol::read_frame(&mut self.stream), Err(protocol::FrameError::Closed))
+    }
+
+    /// True once the daemon has closed the connection, cleanly or with a reset (it had unread bytes).
+    pub fn is_closed_or_reset(&mut self) -> bool {
+        match protocol::read_frame(&mut self.stream) {
+            Err(protocol::FrameError::Closed) => true,
+            Err(protocol::FrameError::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
     }
 }
 
