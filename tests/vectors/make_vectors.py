@@ -391,9 +391,7 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
                 }
             ],
         },
