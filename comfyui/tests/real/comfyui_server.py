@@ -76,7 +76,11 @@ class ComfyServer:
             self.proc = subprocess.Popen(
                 args, cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
             )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that never became usable must not outlive the test
+            raise
         return self
 
     def _wait_ready(self) -> None:
