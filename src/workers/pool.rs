@@ -22,11 +22,13 @@ pub struct PoolConfig {
     pub max_workers: usize,
     /// How long a worker above `min_workers` waits for work before exiting.
     pub idle_timeout: Duration,
+    /// Nice value of the worker threads (Linux; 0 = normal priority), so generation keeps its cores.
+    pub worker_nice: i32,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { min_workers: 2, max_workers: 4, idle_timeout: Duration::from_secs(300) }
+        Self { min_workers: 2, max_workers: 4, idle_timeout: Duration::from_secs(300), worker_nice: 10 }
     }
 }
 
@@ -154,6 +156,7 @@ impl Pool {
 
 fn worker_loop(shared: &Shared) {
     tracing::debug!("worker started");
+    super::priority::set_current_thread_nice(shared.config.worker_nice);
     while let Some(item) = next_item(shared) {
         if let Some(delay) = shared.test_delay {
             std::thread::sleep(delay);
