@@ -809,12 +809,16 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-/// CPU time of the calling thread in ms (Linux `/proc/thread-self/schedstat`); 0 where unavailable.
+/// CPU time of the calling thread in ms (`CLOCK_THREAD_CPUTIME_ID`: nanoseconds, where
+/// `/proc/thread-self/schedstat` moves in scheduler ticks on some kernels); 0 where unavailable.
 pub(crate) fn thread_cpu_ms() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()))
-        .map_or(0.0, |ns| ns / 1e6)
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    }
+    #[cfg(not(target_os = "linux"))]
+    0.0
 }
 
 #[derive(Debug, Clone)]

@@ -127,8 +127,11 @@ pub(crate) fn idat(image: &Image8, level: u8) -> Result<Vec<u8>, EncodeError> {
     if level <= 4 {
         return Ok(fast);
     }
+    // Highly compressible rows (flat frames) are already near deflate's floor; miniz's LZ77 strategies only
+    // add time there, so they keep to the RLE candidate.
+    let flat = fast.len().saturating_mul(32) < filtered.len();
     let mut best = Some(fast);
-    for &(strategy, effort) in candidates(level) {
+    for &(strategy, effort) in candidates(level).iter().take(if flat { 1 } else { usize::MAX }) {
         let stream = zlib(&filtered, effort, strategy)?;
         if best.as_ref().is_none_or(|b| stream.len() < b.len()) {
             best = Some(stream);

@@ -2,11 +2,10 @@
 //!
 //! Level mapping (same pixels at every level; measurements in docs/BENCHMARKS.md):
 //! - 0 stores uncompressed;
-//! - 1..=4 use fdeflate with adaptive filtering (the `png` crate's `Fast`): >30x Pillow's level 4 per core. On
-//!   noisy images its fixed Huffman code costs up to ~8 % in size; flate2 `Level(4)` would be ~20x slower for a
-//!   file only 0.4 % smaller, so ComfyUI's default level 4 stays the fast path.
-//! - 5..=9 filter adaptively and deflate with an RLE (and at 7..=9 also a `Filtered`) strategy, see
-//!   [`super::png_deflate`]: faster than Pillow at the same level and smaller than its files.
+//! - 1..=4 filter adaptively and deflate with [`super::png_fast`]: Huffman codes fitted to each block of
+//!   filtered rows, runs for flat areas, LZ77 only where the data is predictable;
+//! - 5..=9 take the smallest of that stream and miniz_oxide's RLE (from 7 also LZ77) streams, see
+//!   [`super::png_deflate`], so a higher level never gives a larger file.
 
 use std::io::Write;
 
