@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python python-deps lint bench wheel
+.PHONY: serve test test-rust test-python test-root python-deps lint bench wheel
 
 ## Run the daemon with its embedded defaults.
 serve:
@@ -39,3 +39,8 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(PYTHON) -m ruff check comfyui python tests scripts
 	$(PYTHON) -m ruff format --check comfyui python tests scripts
+
+## Integration tests that need root (tmpfs mounts, a client of another user): `#[ignore]`d in `make test`, run
+## here explicitly. CI runs as root.
+test-root:
+	$(CARGO) test --test it -- --ignored

@@ -38,9 +38,7 @@ def run(cmd: list[str], **kwargs) -> None:
 
 def capture(cmd: list[str]) -> str:
     try:
-        return subprocess.run(
-            cmd, check=True, capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -78,9 +76,7 @@ def machine() -> dict:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "rustc": capture(["rustc", "--version"]),
         "commit": capture(["git", "rev-parse", "--short", "HEAD"]),
-        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]
-        if Path("/proc/loadavg").exists()
-        else [],
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else [],
     }
 
 
@@ -116,13 +112,9 @@ def run_all(quick: bool, work: Path) -> dict:
     node_args = ["--json", str(work / "node.json"), "--runs", "10" if quick else "30"]
     run([sys.executable, str(ROOT / "scripts/bench_node.py"), *node_args])
     after = cpu_times()
-    delta = [a - b for a, b in zip(after, before)]
+    delta = [a - b for a, b in zip(after, before, strict=True)]
     total = sum(delta) or 1
-    info["loadavg_end"] = (
-        Path("/proc/loadavg").read_text().split()[:3]
-        if Path("/proc/loadavg").exists()
-        else []
-    )
+    info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     info["steal_pct"] = 100.0 * delta[7] / total
     info["busy_pct"] = 100.0 * (total - delta[3] - delta[4]) / total
     info["minutes"] = (time.time() - started) / 60
@@ -139,9 +131,7 @@ def run_all(quick: bool, work: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description="Run the benchmarks and write docs/BENCHMARKS.md"
-    )
+    parser = argparse.ArgumentParser(description="Run the benchmarks and write docs/BENCHMARKS.md")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -154,9 +144,7 @@ def main() -> int:
         help="where BENCHMARKS.md and bench/ go (default: docs/, or target/bench-quick/ with --quick)",
     )
     parser.add_argument("--keep", type=Path, help="keep the raw work directory here")
-    parser.add_argument(
-        "--report-only", type=Path, help="re-render from an existing results.json"
-    )
+    parser.add_argument("--report-only", type=Path, help="re-render from an existing results.json")
     args = parser.parse_args()
     if args.docs is None:
         args.docs = ROOT / ("target/bench-quick" if args.quick else "docs")
@@ -173,13 +161,11 @@ def main() -> int:
     chart_dir = args.docs / "bench"
     chart_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        (chart_dir / "results.json").write_text(
-            json.dumps(results, indent=1, sort_keys=True) + "\n"
-        )
+        (chart_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     history_path = chart_dir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
     if not args.report_only and not results.get("quick"):
-        history = (history + [key_figures(results)])[-12:]
+        history = [*history, key_figures(results)][-12:]
         history_path.write_text(json.dumps(history, indent=1) + "\n")
     charts = write_charts(results, chart_dir)
     (args.docs / "BENCHMARKS.md").write_text(render(results, charts, history))

@@ -100,9 +100,7 @@ def near_flat(size: int, seed: int) -> np.ndarray:
     """A decoded empty latent: one colour with sub-level noise, so that values wander by one step here and there."""
     rng = np.random.default_rng(seed)
     base = np.asarray([0.45, 0.47, 0.50], np.float32)
-    return to_u8(
-        base + rng.normal(0.0, 0.6 / 255.0, (size, size, 3)).astype(np.float32)
-    )
+    return to_u8(base + rng.normal(0.0, 0.6 / 255.0, (size, size, 3)).astype(np.float32))
 
 
 def add_noise(image: np.ndarray, strength: float, seed: int) -> np.ndarray:
@@ -125,9 +123,7 @@ def gradient(size: int, kind: str) -> np.ndarray:
     return to_u8(rgb)
 
 
-def generated_classes(
-    photos: dict[str, np.ndarray], quick: bool
-) -> list[tuple[str, str, np.ndarray]]:
+def generated_classes(photos: dict[str, np.ndarray], quick: bool) -> list[tuple[str, str, np.ndarray]]:
     grey_1024 = flat(1024, (0.5, 0.5, 0.5))
     out = [
         ("flat_black_1024", "flat", flat(1024, (0.0, 0.0, 0.0))),
@@ -139,7 +135,8 @@ def generated_classes(
     ]
     if quick:
         return out
-    return out + [
+    return [
+        *out,
         ("flat_colour_512", "flat", flat(512, (0.9, 0.9, 0.85))),
         ("flat_black_2048", "flat", flat(2048, (0.0, 0.0, 0.0))),
         ("near_flat_2048", "flat", near_flat(2048, 4)),
@@ -158,10 +155,8 @@ def write_corpus(out: Path, cache: Path, quick: bool) -> list[dict]:
     real = samples(fetch_wheel(cache), quick)
     photos = {name: a for name, cls, a in real}
     entries = []
-    for name, cls, array in real + generated_classes(photos, quick):
-        if array.ndim == 2:
-            array = array[..., None]
-        array = np.ascontiguousarray(array, dtype=np.uint8)
+    for name, cls, pixels in [*real, *generated_classes(photos, quick)]:
+        array = np.ascontiguousarray(pixels[..., None] if pixels.ndim == 2 else pixels, dtype=np.uint8)
         file = f"{name}.npy"
         np.save(out / file, array)
         h, w, c = array.shape

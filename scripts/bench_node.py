@@ -35,9 +35,7 @@ def install_comfyui_stand_ins(output: Path, temp: Path) -> None:
     cli_args = types.ModuleType("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(disable_metadata=False)
     comfy.cli_args = cli_args
-    sys.modules.update(
-        {"folder_paths": folder_paths, "comfy": comfy, "comfy.cli_args": cli_args}
-    )
+    sys.modules.update({"folder_paths": folder_paths, "comfy": comfy, "comfy.cli_args": cli_args})
 
 
 def realistic_image(size: int, seed: int) -> np.ndarray:
@@ -124,9 +122,7 @@ def realistic_workflow(nodes: int = 400) -> tuple[dict, dict]:
     return prompt, {"workflow": workflow}
 
 
-def node_inputs(
-    image: np.ndarray, daemon_save: bool, metadata: tuple[dict, dict] | None = None
-) -> dict:
+def node_inputs(image: np.ndarray, daemon_save: bool, metadata: tuple[dict, dict] | None = None) -> dict:
     extra = {"prompt": metadata[0], "extra_pnginfo": metadata[1]} if metadata else {}
     return {
         **extra,
@@ -149,9 +145,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--json", type=Path)
@@ -186,9 +180,7 @@ def main() -> None:
                 c = timed(lambda: np.copyto(buffer, image))
                 on = timed(lambda: saver.save_images(**node_inputs(image, True)))
                 settle()
-                with_meta = timed(
-                    lambda: saver.save_images(**node_inputs(image, True, meta))
-                )
+                with_meta = timed(lambda: saver.save_images(**node_inputs(image, True, meta)))
                 settle()
                 off = None
                 if i % 3 == 0:
@@ -203,9 +195,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    copy_ms, on_ms, off_ms, meta_ms = (
-        statistics.median(t) * 1000 for t in (copy_t, on_t, off_t, meta_t)
-    )
+    copy_ms, on_ms, off_ms, meta_ms = (statistics.median(t) * 1000 for t in (copy_t, on_t, off_t, meta_t))
     result = {
         "image": f"{args.size}x{args.size} RGB float32",
         "runs": args.runs,

@@ -50,9 +50,7 @@ def save_kwargs(codec: str) -> tuple[str, dict]:
 
 def more(samples_ms: list[float], min_reps: int) -> bool:
     """Repeat at least `min_reps` times, and fast operations until ~0.5 s was measured (at most 41 times)."""
-    return len(samples_ms) < min_reps or (
-        len(samples_ms) < 41 and sum(samples_ms) < 500.0
-    )
+    return len(samples_ms) < min_reps or (len(samples_ms) < 41 and sum(samples_ms) < 500.0)
 
 
 def measure(image: Image.Image, fmt: str, kwargs: dict, reps: int, path: Path) -> dict:
@@ -104,9 +102,7 @@ def bench_png(images: Path, sizes: list[int], quick: bool, scratch: Path) -> lis
     return rows
 
 
-def bench_codecs(
-    images: Path, sizes: list[int], quick: bool, scratch: Path
-) -> list[dict]:
+def bench_codecs(images: Path, sizes: list[int], quick: bool, scratch: Path) -> list[dict]:
     rows = []
     for size in sizes:
         image = load_u8(images, size)
@@ -168,14 +164,9 @@ def bench_e2e(images: Path, quick: bool, scratch: Path, batch: int = 1) -> dict:
         for path in scratch.glob("e2e_*.png"):
             path.unlink()
     # The pieces of a blocking save, and the floor a daemon submit is compared with (the node issue uses it).
-    convert_ms = statistics.median(
-        timed(lambda: np.clip(255.0 * tensor, 0, 255).astype(np.uint8))
-        for _ in range(7)
-    )
+    convert_ms = statistics.median(timed(lambda: np.clip(255.0 * tensor, 0, 255).astype(np.uint8)) for _ in range(7))
     dst = np.empty_like(tensor)
-    copy_ms = statistics.median(
-        timed(lambda: np.copyto(dst, tensor)) for _ in range(15)
-    )
+    copy_ms = statistics.median(timed(lambda: np.copyto(dst, tensor)) for _ in range(15))
     out = {
         "iterations": iterations,
         "rounds": rounds,
@@ -202,9 +193,7 @@ def serve() -> int:
         image = cached[1]
         samples: list[float] = []
         size = 0
-        while len(samples) < request["reps"] or (
-            len(samples) < 15 and sum(samples) < 150.0
-        ):
+        while len(samples) < request["reps"] or (len(samples) < 15 and sum(samples) < 150.0):
             buf = io.BytesIO()
             c = time.thread_time()
             image.save(buf, format="PNG", compress_level=request["level"])
@@ -223,21 +212,15 @@ def log(message: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--serve", action="store_true", help="answer corpus requests on stdin"
-    )
+    parser.add_argument("--serve", action="store_true", help="answer corpus requests on stdin")
     parser.add_argument(
         "--images",
         type=Path,
         help="directory with the .npy images from Rust",
     )
     parser.add_argument("--out", type=Path, help="JSON file to write")
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer repetitions, 1024x1024 only"
-    )
-    parser.add_argument(
-        "--only", default="png,codecs,e2e", help="comma-separated sections"
-    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, 1024x1024 only")
+    parser.add_argument("--only", default="png,codecs,e2e", help="comma-separated sections")
     args = parser.parse_args()
     if args.serve:
         return serve()
@@ -253,12 +236,8 @@ def main() -> int:
             "pillow": PIL.__version__,
             "numpy": np.__version__,
             "zlib": features.version("zlib"),
-            "zlib_ng": features.version("zlib_ng")
-            if "zlib_ng" in features.features
-            else None,
-            "libjpeg_turbo": features.version("libjpeg_turbo")
-            if "libjpeg_turbo" in features.features
-            else None,
+            "zlib_ng": features.version("zlib_ng") if "zlib_ng" in features.features else None,
+            "libjpeg_turbo": features.version("libjpeg_turbo") if "libjpeg_turbo" in features.features else None,
             "webp": features.version("webp"),
             "python": sys.version.split()[0],
         }

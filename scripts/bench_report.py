@@ -8,6 +8,7 @@ The prose of the report lives in the template `scripts/bench_report.md` (one `<!
 
 from __future__ import annotations
 
+import itertools
 import math
 import string
 from pathlib import Path
@@ -105,7 +106,7 @@ EQUAL_SIZE = 1.001
 
 
 def monotonic(sizes: list[int]) -> bool:
-    return all(b <= a for a, b in zip(sizes, sizes[1:]))
+    return all(b <= a for a, b in itertools.pairwise(sizes))
 
 
 def scaling_configs(results: dict) -> list[dict]:
@@ -239,9 +240,7 @@ def history_count(history: list[dict], target: str) -> str:
     for prefix, key, ok in HISTORY_RULES:
         if target.startswith(prefix):
             values = [h[key] for h in history if h.get(key) is not None]
-            return (
-                f"{sum(1 for v in values if ok(v))} of {len(values)}" if values else "-"
-            )
+            return f"{sum(1 for v in values if ok(v))} of {len(values)}" if values else "-"
     return "-"
 
 
@@ -251,9 +250,7 @@ def history_table(history: list[dict]) -> str:
         row = []
         for key, _, digits in HISTORY_COLUMNS:
             v = h.get(key)
-            row.append(
-                "-" if v is None else (str(v) if digits is None else f(v, digits))
-            )
+            row.append("-" if v is None else (str(v) if digits is None else f(v, digits)))
         rows.append(row)
     return table([label for _, label, _ in HISTORY_COLUMNS], rows)
 
@@ -281,21 +278,14 @@ def bar_chart(
     width, height = 760, 380
     left, right, top, bottom = 70, 20, 50, 60
     plot_w, plot_h = width - left - right, height - top - bottom
-    values = [
-        v
-        for _, vs in series
-        for v in vs
-        if v is not None and math.isfinite(v) and v > 0
-    ]
+    values = [v for _, vs in series for v in vs if v is not None and math.isfinite(v) and v > 0]
     values += [r[0] for r in refs]
     if log:
         lo = 10 ** math.floor(math.log10(min(values)))
         hi = 10 ** math.ceil(math.log10(max(values)))
 
         def y(v: float) -> float:
-            return top + plot_h * (
-                1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-            )
+            return top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
 
         ticks = []
         t = lo
@@ -323,19 +313,13 @@ def bar_chart(
         ),
     ]
     for t in ticks:
-        out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
-        )
-        out.append(
-            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>'
-        )
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     group_w = plot_w / max(1, len(groups))
     bar_w = group_w * 0.8 / max(1, len(series))
     for gi, group in enumerate(groups):
         gx = left + gi * group_w
-        out.append(
-            f'<text x="{gx + group_w / 2:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{esc(group)}</text>'
-        )
+        out.append(f'<text x="{gx + group_w / 2:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{esc(group)}</text>')
         for si, (_, vs) in enumerate(series):
             v = vs[gi] if gi < len(vs) else None
             if v is None or not math.isfinite(v) or v <= 0:
@@ -360,17 +344,11 @@ def bar_chart(
         out.append(
             f'<text x="{left + plot_w - 4}" y="{y(value) - 4:.1f}" text-anchor="end" fill="#cc0000">{esc(label)}</text>'
         )
-    out.append(
-        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>'
-    )
-    out.append(
-        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>'
-    )
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>')
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>')
     lx = left
     for si, (name, _) in enumerate(series):
-        out.append(
-            f'<rect x="{lx}" y="{height - 22}" width="12" height="12" fill="{COLORS[si % len(COLORS)]}"/>'
-        )
+        out.append(f'<rect x="{lx}" y="{height - 22}" width="12" height="12" fill="{COLORS[si % len(COLORS)]}"/>')
         out.append(f'<text x="{lx + 16}" y="{height - 12}">{esc(name)}</text>')
         lx += 24 + 7 * len(name)
     out.append("</svg>")
@@ -413,32 +391,20 @@ def line_chart(
     step = nice_step(hi / 5)
     for i in range(int(hi / step) + 1):
         t = i * step
-        out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>'
-        )
-        out.append(
-            f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>'
-        )
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     for x in xs:
-        out.append(
-            f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:g}</text>'
-        )
-    for si, (name, vs) in enumerate(series):
+        out.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:g}</text>')
+    for si, (_name, vs) in enumerate(series):
         color = COLORS[si % len(COLORS)]
-        points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, vs))
-        out.append(
-            f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>'
-        )
-        for x, v in zip(xs, vs):
+        points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, vs, strict=False))
+        out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, v in zip(xs, vs, strict=False):
             out.append(
                 f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="3.5" fill="{color}"><title>{v:.3g}</title></circle>'
             )
-    out.append(
-        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>'
-    )
-    out.append(
-        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>'
-    )
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="black"/>')
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>')
     # One legend entry per line, to the right of the plot.
     for si, (name, _) in enumerate(series):
         ly = top + 10 + 20 * si
@@ -531,9 +497,7 @@ def write_charts(results: dict, chart_dir: Path) -> list[str]:
         )
     configs = scaling_configs(results)
     if configs:
-        nproc = results["machine"].get("nproc") or max(
-            r["workers"] for c in configs for r in c["rows"]
-        )
+        nproc = results["machine"].get("nproc") or max(r["workers"] for c in configs for r in c["rows"])
         xs = [r["workers"] for r in configs[0]["rows"] if r["workers"] <= nproc]
         series = [
             ("ideal", xs),
@@ -598,11 +562,7 @@ def yes(ok: bool | None) -> str:
 
 
 def f(v: float, digits: int = 2) -> str:
-    return (
-        "n/a"
-        if v is None or (isinstance(v, float) and not math.isfinite(v))
-        else f"{v:.{digits}f}"
-    )
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -614,17 +574,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def level_series(
-    png: list[dict], sizes: list[int], levels: list[int], key: str
-) -> list:
+def level_series(png: list[dict], sizes: list[int], levels: list[int], key: str) -> list:
     """One chart series per image size: ``key`` of the PNG row at each level (None where missing)."""
     return [
         (
             f"{s}x{s}",
-            [
-                next((r[key] for r in png if r["size"] == s and r["level"] == lv), None)
-                for lv in levels
-            ],
+            [next((r[key] for r in png if r["size"] == s and r["level"] == lv), None) for lv in levels],
         )
         for s in sizes
     ]
@@ -698,8 +653,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         ],
         [
             "run time",
-            f"{f(m.get('minutes'), 1)} min"
-            + (" (quick mode)" if results.get("quick") else ""),
+            f"{f(m.get('minutes'), 1)} min" + (" (quick mode)" if results.get("quick") else ""),
         ],
     ]
     w(table(["", ""], rows))
@@ -717,19 +671,14 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         summary.append(
             [
                 "PNG level 4: >= 20x PIL per core",
-                "; ".join(
-                    f"{r['size']}: {f(r['speed'], 1)}x (wall clock {f(r['speed_wall'], 1)}x)"
-                    for r in lvl4
-                ),
+                "; ".join(f"{r['size']}: {f(r['speed'], 1)}x (wall clock {f(r['speed_wall'], 1)}x)" for r in lvl4),
                 yes(speed_ok),
             ]
         )
         summary.append(
             [
                 "PNG level 4: files <= 3% larger than PIL's",
-                "; ".join(
-                    f"{r['size']}: {f(100 * (r['size_ratio'] - 1), 1)} %" for r in lvl4
-                )
+                "; ".join(f"{r['size']}: {f(100 * (r['size_ratio'] - 1), 1)} %" for r in lvl4)
                 + " (the generated image; the corpus rows below cover the rest)",
                 yes(size_ok),
             ]
@@ -744,13 +693,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                 "slowest ratio "
                 + f(min(r["speed"] for r in png), 2)
                 + "x"
-                + (
-                    " ("
-                    + ", ".join(f"L{r['level']}@{r['size']}" for r in slow)
-                    + " below 1x)"
-                    if slow
-                    else ""
-                ),
+                + (" (" + ", ".join(f"L{r['level']}@{r['size']}" for r in slow) + " below 1x)" if slow else ""),
                 yes(not slow),
             ]
         )
@@ -758,19 +701,12 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             [
                 "PNG every level 0..9: files <= 3% larger",
                 "larger than 3% at "
-                + (
-                    ", ".join(f"L{r['level']}@{r['size']}" for r in big)
-                    if big
-                    else "none"
-                )
+                + (", ".join(f"L{r['level']}@{r['size']}" for r in big) if big else "none")
                 + f"; worst {f(100 * (max(r['size_ratio'] for r in png) - 1), 1)} %",
                 yes(not big),
             ]
         )
-        mono = all(
-            monotonic([r["rust_bytes"] for r in png if r["size"] == s])
-            for s in {r["size"] for r in png}
-        )
+        mono = all(monotonic([r["rust_bytes"] for r in png if r["size"] == s]) for s in {r["size"] for r in png})
         summary.append(
             [
                 "PNG sizes monotonic in the level (never larger at a higher level)",
@@ -784,10 +720,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         summary.append(
             [
                 "JPEG / WebP: >= 0.9x PIL per core",
-                "; ".join(
-                    f"{CODEC_LABELS[r['codec']]}@{r['size']} {f(r['speed'])}x"
-                    for r in codecs
-                )
+                "; ".join(f"{CODEC_LABELS[r['codec']]}@{r['size']} {f(r['speed'])}x" for r in codecs)
                 + " (encoding alone, without the daemon's durable write: at least "
                 + f(min(r["speed_encode"] for r in codecs))
                 + "x)",
@@ -828,11 +761,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             ),
             (
                 ("**met** without metadata" if node["met"] else "**not met**")
-                + (
-                    "; **not met** with a workflow attached"
-                    if node.get("on_with_workflow_over_copy", 0) > 2
-                    else ""
-                )
+                + ("; **not met** with a workflow attached" if node.get("on_with_workflow_over_copy", 0) > 2 else "")
             )
             if node
             else "not measured",
@@ -857,10 +786,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         summary.append(
             [
                 "Memory: daemon RSS < queue budget + 64 MiB",
-                "; ".join(
-                    f"budget {r['budget_mib']:.0f} MiB: peak {f(r['hwm_mib'], 1)} MiB"
-                    for r in memory
-                ),
+                "; ".join(f"budget {r['budget_mib']:.0f} MiB: peak {f(r['hwm_mib'], 1)} MiB" for r in memory),
                 yes(ok),
             ]
         )
@@ -869,11 +795,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         if not fig:
             continue
         label = "1 image" if batch == 1 else f"{batch} images"
-        name = (
-            "End to end: daemon loop"
-            if batch == 1
-            else f"End to end, {label} per generation: daemon loop"
-        )
+        name = "End to end: daemon loop" if batch == 1 else f"End to end, {label} per generation: daemon loop"
         summary.append(
             [
                 f"{name} within 5% of generation alone",
@@ -961,11 +883,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                             f"{r['pil_bytes']:,}",
                             f(r["size_ratio"], 3),
                             "speed "
-                            + (
-                                "yes"
-                                if r["speed"] >= (20 if r["level"] == 4 else 1)
-                                else "NO"
-                            )
+                            + ("yes" if r["speed"] >= (20 if r["level"] == 4 else 1) else "NO")
                             + ", size "
                             + ("yes" if r["size_ratio"] <= 1.03 else "NO"),
                         ]
@@ -1093,9 +1011,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             "(untimed), as it does while the next image is generated. Medians."
         )
         w("")
-        w(
-            "| copy ms | ON ms | OFF ms | ON / copy | OFF / ON | target ON / copy | met |"
-        )
+        w("| copy ms | ON ms | OFF ms | ON / copy | OFF / ON | target ON / copy | met |")
         w("|---|---|---|---|---|---|---|")
         w(
             f"| {f(node['copy_ms'])} | {f(node['daemon_on_ms'])} | {f(node['daemon_off_ms'])} | "
@@ -1272,8 +1188,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                                     f"{r['daemon_limited_workers']:.0f} worker(s) (nproc - 1)"
                                 ),
                                 f(r["daemon_limited_ms"], 1),
-                                f(r["daemon_limited_ms"] / r["generate_alone_ms"], 3)
-                                + "x",
+                                f(r["daemon_limited_ms"] / r["generate_alone_ms"], 3) + "x",
                             ]
                         ]
                         if r.get("daemon_limited_ms")
@@ -1284,8 +1199,7 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
                             [
                                 "Rust: generate + submit to a daemon whose workers run at nice 0 (`--worker-nice 0`)",
                                 f(r["daemon_nice0_ms"], 1),
-                                f(r["daemon_nice0_ms"] / r["generate_alone_ms"], 3)
-                                + "x",
+                                f(r["daemon_nice0_ms"] / r["generate_alone_ms"], 3) + "x",
                             ]
                         ]
                         if r.get("daemon_nice0_ms")
@@ -1338,10 +1252,7 @@ def corpus_levels(results: dict) -> dict:
     for cls, members in classes.items():
         per_level = {}
         for level in range(10):
-            rows = [
-                (m["name"], next(r for r in m["levels"] if r["level"] == level))
-                for m in members
-            ]
+            rows = [(m["name"], next(r for r in m["levels"] if r["level"] == level)) for m in members]
             luna = sum(r["luna_bytes"] for _, r in rows)
             pil = sum(r["pil_bytes"] for _, r in rows)
             luna_ms = sum(r["luna_cpu_ms"] for _, r in rows)
@@ -1359,21 +1270,17 @@ def corpus_levels(results: dict) -> dict:
         mono = [
             m["name"]
             for m in members
-            if not monotonic(
-                [r["luna_bytes"] for r in sorted(m["levels"], key=lambda r: r["level"])]
-            )
+            if not monotonic([r["luna_bytes"] for r in sorted(m["levels"], key=lambda r: r["level"])])
         ]
         out[cls] = {"count": len(members), "levels": per_level, "not_monotonic": mono}
     return out
 
 
 def speed(row: dict) -> float:
-    return (
-        row["pil_cpu_ms"] / row["luna_cpu_ms"] if row["luna_cpu_ms"] > 0 else math.inf
-    )
+    return row["pil_cpu_ms"] / row["luna_cpu_ms"] if row["luna_cpu_ms"] > 0 else math.inf
 
 
-def x(v: float) -> str:
+def times(v: float) -> str:
     return "inf" if math.isinf(v) else f"{v:.1f}x"
 
 
@@ -1386,14 +1293,10 @@ def corpus_verdicts(levels: dict) -> list[list[str]]:
         if r["size_ratio"] > 1.0 or r["worst_ratio"] > SIZE_SLACK
     ]
     slow = [
-        f"L{lv} {r['slowest_name']} {x(r['slowest_speed'])}"
-        for lv, r in every.items()
-        if r["slowest_speed"] < 1
+        f"L{lv} {r['slowest_name']} {times(r['slowest_speed'])}" for lv, r in every.items() if r["slowest_speed"] < 1
     ]
     l4 = every[4]
-    l4_classes = ", ".join(
-        f"{c} {x(v['levels'][4]['speed'])}" for c, v in levels.items() if c != "all"
-    )
+    l4_classes = ", ".join(f"{c} {times(v['levels'][4]['speed'])}" for c, v in levels.items() if c != "all")
     mono = levels["all"]["not_monotonic"]
     return [
         [
@@ -1403,14 +1306,12 @@ def corpus_verdicts(levels: dict) -> list[list[str]]:
         ],
         [
             "Corpus, level 4: >= 20x Pillow per core (total CPU time)",
-            f"{x(l4['speed'])} in total; per class: {l4_classes}",
+            f"{times(l4['speed'])} in total; per class: {l4_classes}",
             yes(l4["speed"] >= 20),
         ],
         [
             "Corpus, every level: every image at least as fast as Pillow",
-            "; ".join(slow)
-            if slow
-            else "slowest " + x(min(r["slowest_speed"] for r in every.values())),
+            "; ".join(slow) if slow else "slowest " + times(min(r["slowest_speed"] for r in every.values())),
             yes(not slow),
         ],
         [
@@ -1434,7 +1335,7 @@ def corpus_section(results: dict) -> str:
             r = v["levels"][lv]
             row += [
                 f"{f(r['size_ratio'], 3)} ({f(r['worst_ratio'], 3)})",
-                f"{x(r['speed'])} ({x(r['slowest_speed'])})",
+                f"{times(r['speed'])} ({times(r['slowest_speed'])})",
             ]
         rows.append(row)
     summary = table(head, rows)
@@ -1449,11 +1350,9 @@ def corpus_section(results: dict) -> str:
                     str(lv),
                     f(r["size_ratio"], 3),
                     f"{r['worst_name']} {f(r['worst_ratio'], 3)}",
-                    x(r["speed"]),
-                    f"{r['slowest_name']} {x(r['slowest_speed'])}",
-                    ("size yes" if met_size else "size NO")
-                    + ", "
-                    + ("speed yes" if met_speed else "speed NO"),
+                    times(r["speed"]),
+                    f"{r['slowest_name']} {times(r['slowest_speed'])}",
+                    ("size yes" if met_size else "size NO") + ", " + ("speed yes" if met_speed else "speed NO"),
                 ]
             )
     full = table(
@@ -1478,13 +1377,12 @@ def corpus_section(results: dict) -> str:
                 f"{m['width']:.0f}x{m['height']:.0f}x{m['channels']:.0f}",
             ]
             + [
-                f"{f(by_level[lv]['luna_bytes'] / by_level[lv]['pil_bytes'], 3)} / {x(speed(by_level[lv]))}"
+                f"{f(by_level[lv]['luna_bytes'] / by_level[lv]['pil_bytes'], 3)} / {times(speed(by_level[lv]))}"
                 for lv in CORPUS_LEVELS_SHOWN
             ]
         )
     per_image = table(
-        ["image", "class", "size"]
-        + [f"L{lv} size / speed" for lv in CORPUS_LEVELS_SHOWN],
+        ["image", "class", "size"] + [f"L{lv} size / speed" for lv in CORPUS_LEVELS_SHOWN],
         image_rows,
     )
     pixels = sum(m["width"] * m["height"] for m in images)

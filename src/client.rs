@@ -337,8 +337,13 @@ impl Client {
             }
         });
         let (timestamp_ms, utc_offset_s) = now_local();
+        let slots = vec![Slot {
+            affix: options.affix.clone(),
+            format: options.format,
+            subdir: options.subdir,
+            images: descriptors,
+        }];
         let job = SubmitJob {
-            output_dir: options.output_dir.clone(),
             save_path: options.save_path.clone(),
             filename: options.filename.clone(),
             model_name: options.model_name.clone(),
@@ -353,13 +358,8 @@ impl Client {
             embed_metadata: options.embed_metadata,
             metadata: if metadata_blob.is_some() { None } else { options.metadata.clone() },
             metadata_blob,
-            slots: vec![Slot {
-                affix: options.affix.clone(),
-                format: options.format,
-                subdir: options.subdir,
-                images: descriptors,
-            }],
             submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));
         // If the connection broke, send the same submission again on a new one: its submit_id makes the daemon

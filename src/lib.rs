@@ -17,6 +17,7 @@
 //! - [`client`]: the public client API.
 //! - [`doctor`]: set-up checks with explanations.
 //! - [`synthetic`]: generated realistic test images.
+//! - [`fault`]: test-only fault injection (holds and injected failures; no-ops without `test-hooks`).
 
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod encode;
+pub mod fault;
 pub mod ipc;
 pub mod janitor;
 pub mod jobs;

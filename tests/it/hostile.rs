@@ -33,24 +33,10 @@ fn assert_still_serving(daemon: &TestDaemon) {
 }
 
 fn job_with(descriptor: ImageDescriptor, output: &std::path::Path) -> Request {
+    let slots = vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: vec![descriptor] }];
     Request::Submit(Box::new(SubmitJob {
-        output_dir: output.to_string_lossy().into_owned(),
-        save_path: String::new(),
         filename: "hostile".to_owned(),
-        model_name: String::new(),
-        filename_index: 0,
-        timestamp_ms: None,
-        utc_offset_s: None,
-        png_compression: 4,
-        lossy_quality: 90,
-        lossless_webp: false,
-        quality_gate: Default::default(),
-        min_quality_threshold: 0.3,
-        embed_metadata: true,
-        metadata: None,
-        metadata_blob: None,
-        slots: vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: vec![descriptor] }],
-        submit_id: None,
+        ..SubmitJob::new(output.to_string_lossy(), slots)
     }))
 }
 

@@ -28,15 +28,11 @@ def pixels(spec):
     if kind == "checker":
         return (((x // 4 + y // 4) % 2) * 255).astype(np.uint8)
     if kind == "ramp":  # a smooth horizontal ramp: high variance, low edge density
-        return np.broadcast_to(
-            (x * 255 // max(w - 1, 1)).astype(np.uint8), (h, w, c)
-        ).copy()
+        return np.broadcast_to((x * 255 // max(w - 1, 1)).astype(np.uint8), (h, w, c)).copy()
     if kind == "noise":
         return lcg_bytes(spec["seed"], h * w * c).reshape(h, w, c)
     if kind == "float_ramp":  # float32 input, including values outside 0..1
-        f = ((x + 2 * y + 3 * ch) % 97).astype(np.float32) / np.float32(
-            80.0
-        ) - np.float32(0.1)
+        f = ((x + 2 * y + 3 * ch) % 97).astype(np.float32) / np.float32(80.0) - np.float32(0.1)
         return np.clip(255.0 * f, 0, 255).astype(np.uint8)
     raise ValueError(kind)
 
@@ -54,16 +50,10 @@ def lcg_bytes(seed, n):
 def scores(img):
     """SPEC §4 gate scores on a u8 image."""
     img = img.astype(np.float64)
-    gray = (
-        img[:, :, 0]
-        if img.shape[2] == 1
-        else 0.299 * img[:, :, 0] + 0.587 * img[:, :, 1] + 0.114 * img[:, :, 2]
-    )
+    gray = img[:, :, 0] if img.shape[2] == 1 else 0.299 * img[:, :, 0] + 0.587 * img[:, :, 1] + 0.114 * img[:, :, 2]
     variance = min(1.0, float(np.var(gray)) / 3000.0)
     g = gray / 255.0
-    edge = (
-        np.mean(np.abs(g[:-1, :] - g[1:, :])) + np.mean(np.abs(g[:, :-1] - g[:, 1:]))
-    ) / 2.0
+    edge = (np.mean(np.abs(g[:-1, :] - g[1:, :])) + np.mean(np.abs(g[:, :-1] - g[:, 1:]))) / 2.0
     return {"variance": variance, "edge_density": min(1.0, float(edge) / 0.05)}
 
 
@@ -105,9 +95,7 @@ def expected_text(job, wire, affix, batch_index):
     if not job.get("embed_metadata", True):
         return [], {}, None
     path, name, _ = model_info(job.get("model_name", ""))
-    local = datetime.fromtimestamp(
-        TIMESTAMP_MS / 1000, timezone(timedelta(seconds=UTC_OFFSET_S))
-    )
+    local = datetime.fromtimestamp(TIMESTAMP_MS / 1000, timezone(timedelta(seconds=UTC_OFFSET_S)))
     stamp = local.strftime("%Y_%m_%d_%H%M%S")
     text = []
     if wire["prompt"] is not None:
@@ -162,9 +150,7 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": True,
-                    "images": [
-                        {"kind": "pattern", "width": 24, "height": 16, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 24, "height": 16, "channels": 3}],
                 }
             ],
         },
@@ -211,25 +197,19 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": True,
-                    "images": [
-                        {"kind": "pattern", "width": 16, "height": 16, "channels": 4}
-                    ],
+                    "images": [{"kind": "pattern", "width": 16, "height": 16, "channels": 4}],
                 },
                 {
                     "affix": "FINAL",
                     "format": "jpeg",
                     "subdir": True,
-                    "images": [
-                        {"kind": "pattern", "width": 16, "height": 16, "channels": 4}
-                    ],
+                    "images": [{"kind": "pattern", "width": 16, "height": 16, "channels": 4}],
                 },
                 {
                     "affix": "DETAILED",
                     "format": "webp",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 16, "height": 16, "channels": 1}
-                    ],
+                    "images": [{"kind": "pattern", "width": 16, "height": 16, "channels": 1}],
                 },
             ],
         },
@@ -333,17 +313,13 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
                 },
                 {
                     "affix": "WEB",
                     "format": "webp",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
                 },
             ],
         },
@@ -363,9 +339,7 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
                 }
             ],
         },
@@ -382,9 +356,7 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
                 }
             ],
         },
@@ -400,9 +372,7 @@ CASES = [
                     "affix": "ORIG",
                     "format": "png",
                     "subdir": False,
-                    "images": [
-                        {"kind": "pattern", "width": 8, "height": 8, "channels": 3}
-                    ],
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
                 }
             ],
         },
