@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python test-root python-deps lint bench wheel
+.PHONY: serve test test-rust test-python test-root test-comfyui python-deps lint bench wheel
 
 ## Run the daemon with its embedded defaults.
 serve:
@@ -19,6 +19,16 @@ test-rust:
 test-python:
 	$(CARGO) build --bin luna-daemon
 	LUNA_DAEMON_BIN=$(CURDIR)/target/debug/luna-daemon $(PYTHON) -m pytest -q comfyui/tests
+
+## The node inside the real ComfyUI 0.3.64 (headless, CPU) over its HTTP API, and its web frontend in headless
+## Chromium. ComfyUI is installed into a venv cached outside the repository ($HOME/.cache/luna-daemon-comfyui, keyed
+## by the lock file), so only the first run downloads it (see comfyui/tests/real/prepare_comfyui.sh).
+test-comfyui:
+	$(CARGO) build --bin luna-daemon
+	cd comfyui/tests/browser && npm ci --no-audit --no-fund --silent
+	@set -e; paths="$$(comfyui/tests/real/prepare_comfyui.sh)"; \
+	export LUNA_COMFYUI_DIR="$$(echo "$$paths" | sed -n 1p)" LUNA_COMFYUI_PYTHON="$$(echo "$$paths" | sed -n 2p)"; \
+	LUNA_DAEMON_BIN=$(CURDIR)/target/debug/luna-daemon $(PYTHON) -m pytest -q -p no:cacheprovider comfyui/tests/real
 
 python-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r comfyui/requirements-dev.txt

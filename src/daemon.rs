@@ -53,7 +53,10 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
     let (journal, unfinished) = Journal::open(&config.state_dir)?;
     let table = Arc::new(JobTable::new(config.job_retention, Some(journal)));
-    let dirs = Arc::new(OutputDirs::default());
+    let dirs = Arc::new(OutputDirs::persistent(&config.state_dir).unwrap_or_else(|e| {
+        tracing::warn!("could not read the record of output directories (temp files of a killed run stay): {e}");
+        OutputDirs::default()
+    }));
     raise_fd_limit();
     let listener = ipc::bind(&config.socket)?;
     let pool = Pool::start(config.pool, Arc::clone(&table), Arc::clone(&dirs));
@@ -69,6 +72,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         pool.push(items.collect());
     }
     janitor::reclaim_unowned(&config.spool_dir, &table);
+    janitor::sweep_dead_writers(&dirs);
     if let Err(e) = table.compact_journal() {
         tracing::error!("could not compact the journal at start-up: {e}");
     }
@@ -91,7 +95,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION"),
         crate::protocol::PROTOCOL_VERSION
     );
-    ipc::serve(listener, Arc::clone(&ctx));
+    ipc::serve(listener, Arc::clone(&ctx), &config.socket);
     let pending = pool.stats();
     tracing::info!(queued = pending.queued, busy = pending.busy, "draining the queue before exit");
     pool.drain_and_stop();

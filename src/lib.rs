@@ -17,6 +17,7 @@
 //! - [`client`]: the public client API.
 //! - [`doctor`]: set-up checks with explanations.
 //! - [`synthetic`]: generated realistic test images.
+//! - [`transport`]: socket naming shared by the daemon's `ipc` and the `client` (leaf).
 //! - [`fault`]: test-only fault injection (holds and injected failures; no-ops without `test-hooks`).
 
 #![deny(unsafe_code)]
@@ -35,4 +36,5 @@ pub mod paths;
 pub mod protocol;
 pub mod shm;
 pub mod synthetic;
+pub mod transport;
 pub mod workers;

@@ -200,6 +200,8 @@ impl Planner {
         if slot.images.len() > 1 {
             stem = format!("{stem}_{batch_index}");
         }
+        output::check_file_name_fits(&stem, slot.format.extension())
+            .map_err(|e| invalid_job(format!("{what}: {e}")))?;
         Ok(ImageTask {
             segment: SegmentRef::new(Arc::clone(&self.spool_dir), desc.segment.clone()),
             layout,

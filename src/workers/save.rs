@@ -78,7 +78,7 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     let job = &settings.job;
     let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
-    dirs.record(&dir);
+    dirs.record(dir.path());
     let format = match task.image_format {
         ImageFormat::Png => Format::Png { compression: job.png_compression },
         ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
@@ -103,7 +103,7 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     });
     let ext = task.image_format.extension();
     let (written, encode_notes) =
-        output::write_new_file(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
     notes.extend(encode_notes);
     Ok(Saved { written, discarded: !passed, scores, notes })
 }

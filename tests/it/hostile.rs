@@ -188,6 +188,21 @@ fn a_symlink_or_a_foreign_file_in_the_spool_is_not_a_segment() {
     expect_error(reply, ErrorCode::SegmentNotFound, "bad magic");
 }
 
+/// Issue 11, failure 11: a directory or a socket named as a segment is `segment_not_found`, not `internal`.
+#[cfg(unix)]
+#[test]
+fn a_directory_or_a_socket_named_as_a_segment_is_not_found() {
+    let daemon = TestDaemon::start();
+    std::fs::create_dir(daemon.spool.join("a-directory")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(daemon.spool.join("a-socket")).unwrap();
+    let mut conn = RawConn::handshaken(&daemon.socket);
+    for name in ["a-directory", "a-socket"] {
+        let reply = conn.request(&job_with(rgb_u8_4x4(name), &daemon.output));
+        expect_error(reply, ErrorCode::SegmentNotFound, "not a regular file");
+    }
+    assert_still_serving(&daemon);
+}
+
 #[test]
 fn a_segment_still_owned_by_the_daemon_cannot_be_submitted_again() {
     let daemon = TestDaemon::start();

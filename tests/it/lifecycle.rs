@@ -129,6 +129,7 @@ fn a_peer_of_another_user_is_refused() {
     std::fs::set_permissions(daemon.dir.path(), open.clone()).unwrap();
     std::fs::set_permissions(daemon.socket.parent().unwrap(), open.clone()).unwrap();
     std::fs::set_permissions(&daemon.socket, open).unwrap();
+    // The CLI as that user refuses first: the socket directory is not its own (issue 11, failure 7).
     let output = std::process::Command::new(crate::support::daemon_exe())
         .args(["--socket", daemon.socket.to_str().unwrap(), "stats"])
         .uid(65534)
@@ -137,8 +138,19 @@ fn a_peer_of_another_user_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("peer runs as user id 65534; only user id 0 may use this daemon"), "{stderr}");
-    assert!(stderr.contains("permission_denied"), "{stderr}");
+    assert!(stderr.contains("the socket directory") && stderr.contains("belongs to user id 0"), "{stderr}");
+    // A raw client that skips those checks (one frame: MessagePack nil) meets the daemon's peer check.
+    let raw = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+               s.sendall(bytes([0,0,0,1,0xc0]))\nprint(s.recv(4096).decode('latin-1'))";
+    let output = std::process::Command::new("python3")
+        .args(["-c", raw, daemon.socket.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("peer runs as user id 65534; only user id 0 may use this daemon"), "{stdout}");
+    assert!(stdout.contains("permission_denied"), "{stdout}");
     assert!(daemon.log().contains("refused a connection"));
 }
 

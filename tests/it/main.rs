@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod edges;
 mod fixtures;
 mod hostile;
 mod lifecycle;

@@ -246,6 +246,15 @@ impl RawConn {
     pub fn is_closed(&mut self) -> bool {
         matches!(protocol::read_frame(&mut self.stream), Err(protocol::FrameError::Closed))
     }
+
+    /// True once the daemon has closed the connection, cleanly or with a reset (it had unread bytes).
+    pub fn is_closed_or_reset(&mut self) -> bool {
+        match protocol::read_frame(&mut self.stream) {
+            Err(protocol::FrameError::Closed) => true,
+            Err(protocol::FrameError::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
+    }
 }
 
 pub fn hello(version: u32) -> Hello {
