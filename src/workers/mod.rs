@@ -4,6 +4,7 @@
 //! `idle_timeout` without work.
 
 mod pool;
+mod priority;
 mod queue;
 mod save;
 

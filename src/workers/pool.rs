@@ -22,11 +22,13 @@ pub struct PoolConfig {
     pub max_workers: usize,
     /// How long a worker above `min_workers` waits for work before exiting.
     pub idle_timeout: Duration,
+    /// Nice value of the worker threads (Linux; 0 = normal priority), so generation keeps its cores.
+    pub worker_nice: i32,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { min_workers: 2, max_workers: 4, idle_timeout: Duration::from_secs(300) }
+        Self { min_workers: 2, max_workers: 4, idle_timeout: Duration::from_secs(300), worker_nice: 10 }
     }
 }
 
@@ -147,6 +149,7 @@ impl Pool {
 
 fn worker_loop(shared: &Shared) {
     tracing::debug!("worker started");
+    super::priority::set_current_thread_nice(shared.config.worker_nice);
     while let Some(item) = next_item(shared) {
         // Crash and race tests hold a worker here to catch a queue in flight (a no-op outside tests).
         crate::fault::hold("worker.before_save");
