@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python test-wheel python-deps lint bench wheel
+.PHONY: serve test test-rust test-python test-wheel test-root test-comfyui python-deps lint bench wheel test-windows lint-windows wheel-windows ci-windows
 
 ## Run the daemon with its embedded defaults.
 serve:
@@ -28,6 +28,16 @@ test-wheel: python-deps
 	$(PYTHON) -m maturin build --release --out $(WHEEL_TEST_DIR)
 	LUNA_DAEMON_WHEEL_DIR=$(CURDIR)/$(WHEEL_TEST_DIR) $(PYTHON) -m pytest -q -m wheel comfyui/tests/test_wheel.py
 
+## The node inside the real ComfyUI 0.3.64 (headless, CPU) over its HTTP API, and its web frontend in headless
+## Chromium. ComfyUI is installed into a venv cached outside the repository ($HOME/.cache/luna-daemon-comfyui, keyed
+## by the lock file), so only the first run downloads it (see comfyui/tests/real/prepare_comfyui.sh).
+test-comfyui:
+	$(CARGO) build --bin luna-daemon
+	cd comfyui/tests/browser && npm ci --no-audit --no-fund --silent
+	@set -e; paths="$$(comfyui/tests/real/prepare_comfyui.sh)"; \
+	export LUNA_COMFYUI_DIR="$$(echo "$$paths" | sed -n 1p)" LUNA_COMFYUI_PYTHON="$$(echo "$$paths" | sed -n 2p)"; \
+	LUNA_DAEMON_BIN=$(CURDIR)/target/debug/luna-daemon $(PYTHON) -m pytest -q -p no:cacheprovider comfyui/tests/real
+
 python-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r comfyui/requirements-dev.txt
 
@@ -47,3 +57,25 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(PYTHON) -m ruff check comfyui python tests scripts
 	$(PYTHON) -m ruff format --check comfyui python tests scripts
+
+## Integration tests that need root (tmpfs mounts, a client of another user): `#[ignore]`d in `make test`, run
+## here explicitly. CI runs as root.
+test-root:
+	$(CARGO) test --test it -- --ignored
+
+## Windows, cross-built on Debian (x86_64-pc-windows-gnu) and run under Wine; see docs/WINDOWS.md. Installs its
+## toolchain from apt into $${LUNA_WINDOWS_CACHE:-~/.cache/luna-daemon-windows} (first run ~25 min on 2 cores).
+## Every test runs in its own Wine process with a timeout (LUNA_WINDOWS_TEST_TIMEOUT, default 120 s).
+test-windows:
+	scripts/windows/test.sh
+
+## clippy -D warnings for the Windows target.
+lint-windows:
+	scripts/windows/lint.sh
+
+## The win_amd64 wheel carrying luna-daemon.exe, and its binary checked under Wine (serve, submit, stop).
+wheel-windows:
+	scripts/windows/wheel.sh
+
+## What CI runs for Windows.
+ci-windows: test-windows lint-windows wheel-windows

@@ -46,6 +46,9 @@ fn main() {
     if opts.wants("png") {
         results.insert("png".to_owned(), bench_png(&opts, &scratch));
     }
+    if opts.wants("corpus") {
+        results.insert("corpus".to_owned(), corpus::bench_corpus(&opts));
+    }
     if opts.wants("codecs") {
         results.insert("codecs".to_owned(), bench_codecs(&opts, &scratch));
     }
@@ -68,12 +71,18 @@ fn main() {
     eprintln!("[rust] results in {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64());
 }
 
+#[path = "save/corpus.rs"]
+mod corpus;
+
 /// Command-line options.
 struct Opts {
     out: PathBuf,
     daemon_bin: PathBuf,
     quick: bool,
     only: Option<Vec<String>>,
+    /// The corpus directory (scripts/bench_corpus.py) and the Python that runs scripts/bench_pil.py.
+    corpus: Option<PathBuf>,
+    python: String,
 }
 
 impl Opts {
@@ -83,6 +92,8 @@ impl Opts {
             daemon_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/luna-daemon"),
             quick: false,
             only: None,
+            corpus: None,
+            python: "python3".to_owned(),
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -92,6 +103,8 @@ impl Opts {
                 "--daemon-bin" => opts.daemon_bin = PathBuf::from(value()),
                 "--only" => opts.only = Some(value().split(',').map(str::to_owned).collect()),
                 "--quick" => opts.quick = true,
+                "--corpus" => opts.corpus = Some(PathBuf::from(value())),
+                "--python" => opts.python = value(),
                 _ => {} // `--bench` and anything cargo adds
             }
         }
@@ -153,7 +166,7 @@ impl Drop for Scratch {
 // ---------------------------------------------------------------------------------------------------------------
 // Test images
 
-fn image_u8(size: u32) -> Image8 {
+pub(crate) fn image_u8(size: u32) -> Image8 {
     Image8 { width: size, height: size, channels: 3, data: synthetic::rgb_u8(size, size, SEED) }
 }
 
@@ -170,7 +183,11 @@ fn write_images(out: &Path) {
 
 /// NPY format 1.0: magic, version, little-endian header length, a Python dict literal padded to 64 bytes.
 fn write_npy(path: &Path, descr: &str, size: u32, data: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({size}, {size}, 3), }}");
+    write_npy_shape(path, descr, (size, size, 3), data);
+}
+
+pub(crate) fn write_npy_shape(path: &Path, descr: &str, (h, w, c): (u32, u32, u8), data: &[u8]) {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({h}, {w}, {c}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -664,13 +681,17 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
     let limited =
         (batch > 1).then(|| Daemon::start(opts, scratch, &format!("e2e{batch}-limited"), (1, spare), 4096, &[]));
     let mut limited_client = limited.as_ref().map(Daemon::client);
-    let loops = if limited.is_some() { 4 } else { 3 };
+    // The same default pool with its workers at the generation's priority (the default before `worker_nice`).
+    let same_priority = (batch > 1)
+        .then(|| Daemon::start(opts, scratch, &format!("e2e{batch}-nice0"), (2, 4), 4096, &["--worker-nice=0"]));
+    let mut same_priority_client = same_priority.as_ref().map(Daemon::client);
+    let loops = if limited.is_some() { 5 } else { 3 };
     let daemon_out = scratch.dir(&format!("e2e{batch}-daemon"));
     let blocking_out = scratch.dir(&format!("e2e{batch}-blocking"));
     let images: Vec<ImageRef<'_>> = (0..batch).map(|_| f32_image(&pixels)).collect();
     let job = JobOptions::new(&daemon_out);
     let format = Format::Png { compression: 4 };
-    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 5] = Default::default();
     let mut drain = Vec::new();
     let mut run = |which: usize| -> f64 {
         let t = Instant::now();
@@ -695,8 +716,12 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
                     }
                 }
                 2 => ids.push(client.submit(&job, &images).expect("submit").job_id),
-                _ => {
+                3 => {
                     let c = limited_client.as_mut().expect("limited daemon");
+                    ids.push(c.submit(&job, &images).expect("submit").job_id);
+                }
+                _ => {
+                    let c = same_priority_client.as_mut().expect("nice 0 daemon");
                     ids.push(c.submit(&job, &images).expect("submit").job_id);
                 }
             }
@@ -704,7 +729,11 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
         let elapsed = ms(t.elapsed());
         let t = Instant::now();
         for id in &ids {
-            let c = if which == 3 { limited_client.as_mut().expect("limited daemon") } else { &mut client };
+            let c = match which {
+                3 => limited_client.as_mut().expect("limited daemon"),
+                4 => same_priority_client.as_mut().expect("nice 0 daemon"),
+                _ => &mut client,
+            };
             wait_finished(c, id, Duration::from_millis(1));
         }
         if which == 2 {
@@ -724,7 +753,7 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
         }
     }
     let per = |v: &[f64]| median(v) / iterations as f64;
-    let [alone, blocking, via_daemon, via_limited] = &times;
+    let [alone, blocking, via_daemon, via_limited, via_nice0] = &times;
     eprintln!(
         "[rust] e2e ({batch} per iteration): generate {:.1} ms, +blocking save {:.1} ms, +daemon {:.1} ms (drain {:.1} ms)",
         per(alone),
@@ -750,6 +779,10 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
         out.insert("daemon_limited_workers".to_owned(), Json::Num(spare as f64));
         eprintln!("[rust] e2e ({batch} per iteration): daemon with at most {spare} workers {:.1} ms", per(via_limited));
     }
+    if !via_nice0.is_empty() {
+        out.insert("daemon_nice0_ms".to_owned(), Json::Num(per(via_nice0)));
+        eprintln!("[rust] e2e ({batch} per iteration): daemon with workers at nice 0 {:.1} ms", per(via_nice0));
+    }
     out.insert("format".to_owned(), Json::Str("png level 4, 1024x1024 RGB float32".to_owned()));
     Json::Obj(out)
 }
@@ -757,11 +790,11 @@ fn bench_e2e(opts: &Opts, scratch: &Scratch, batch: usize) -> Json {
 // ---------------------------------------------------------------------------------------------------------------
 // Small helpers: timing, statistics, JSON
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     percentile(values, 0.5)
 }
 
@@ -776,16 +809,20 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-/// CPU time of the calling thread in ms (Linux `/proc/thread-self/schedstat`); 0 where unavailable.
-fn thread_cpu_ms() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()))
-        .map_or(0.0, |ns| ns / 1e6)
+/// CPU time of the calling thread in ms (`CLOCK_THREAD_CPUTIME_ID`: nanoseconds, where
+/// `/proc/thread-self/schedstat` moves in scheduler ticks on some kernels); 0 where unavailable.
+pub(crate) fn thread_cpu_ms() -> f64 {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    }
+    #[cfg(not(target_os = "linux"))]
+    0.0
 }
 
 #[derive(Debug, Clone)]
-enum Json {
+pub(crate) enum Json {
     Bool(bool),
     Num(f64),
     Str(String),

@@ -5,6 +5,11 @@ does today with Pillow: PNG at compress_level 0..9, JPEG and WebP, to memory and
 "generate then save" loop with blocking saves. Writes a JSON file; it passes or fails nothing.
 
     python3 scripts/bench_pil.py --images DIR --out DIR/pil.json [--quick] [--only png,codecs,e2e]
+    python3 scripts/bench_pil.py --serve   # the corpus section of benches/save.rs: one request per stdin line
+
+In `--serve` mode each stdin line is a JSON request {"file": NPY, "level": N, "reps": R}; the answer on stdout
+is {"cpu_ms": median thread CPU time of encoding the image as PNG into memory, "bytes": size}, so that the Rust
+side can time Pillow and itself interleaved, image by image.
 """
 
 from __future__ import annotations
@@ -175,22 +180,52 @@ def bench_e2e(images: Path, quick: bool, scratch: Path, batch: int = 1) -> dict:
     return out
 
 
+def serve() -> int:
+    """Answers corpus requests (see the module doc) until stdin closes."""
+    cached: tuple[str, Image.Image] | None = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        if cached is None or cached[0] != request["file"]:
+            array = np.load(request["file"])
+            if array.shape[2] == 1:  # grey: Pillow's mode L wants 2-D
+                array = array[:, :, 0]
+            cached = (request["file"], Image.fromarray(array))
+        image = cached[1]
+        samples: list[float] = []
+        size = 0
+        while len(samples) < request["reps"] or (len(samples) < 15 and sum(samples) < 150.0):
+            buf = io.BytesIO()
+            c = time.thread_time()
+            image.save(buf, format="PNG", compress_level=request["level"])
+            samples.append((time.thread_time() - c) * 1e3)
+            size = buf.tell()
+        print(
+            json.dumps({"cpu_ms": statistics.median(samples), "bytes": size}),
+            flush=True,
+        )
+    return 0
+
+
 def log(message: str) -> None:
     print(f"[pil] {message}", file=sys.stderr, flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="answer corpus requests on stdin")
     parser.add_argument(
         "--images",
         type=Path,
-        required=True,
         help="directory with the .npy images from Rust",
     )
-    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--out", type=Path, help="JSON file to write")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 1024x1024 only")
     parser.add_argument("--only", default="png,codecs,e2e", help="comma-separated sections")
     args = parser.parse_args()
+    if args.serve:
+        return serve()
+    if args.images is None or args.out is None:
+        parser.error("--images and --out are required (or --serve)")
     only = set(args.only.split(","))
     sizes = [1024] if args.quick else [1024, 2048]
     # Files go to the regular temp filesystem, as on the Rust side.

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use interprocess::local_socket::{Stream, prelude::*};
 
-use crate::ipc::connect_name;
 use crate::protocol::{
     self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor,
     ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType,
     Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
+use crate::transport::connect_name;
 
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,10 @@ pub enum ClientError {
     /// An image does not match its declared size.
     #[error("image {index}: {message}")]
     BadImage { index: usize, message: String },
+    /// The socket, the process behind it or the spool directory it announced fails the trust checks
+    /// (docs/PROTOCOL.md §3.1): another user may be squatting the socket. Nothing was sent.
+    #[error("refusing to use the daemon at {socket}: {reason}")]
+    Untrusted { socket: PathBuf, reason: String },
 }
 
 impl ClientError {
@@ -240,8 +244,11 @@ impl Client {
 /// Connects to `socket` and performs the handshake.
 fn handshake(socket: &Path, client_name: &str) -> Result<(Stream, Welcome), ClientError> {
     let connect_err = |source| ClientError::Connect { socket: socket.into(), source };
+    let untrusted = |reason| ClientError::Untrusted { socket: socket.into(), reason };
+    trust::check_socket(socket).map_err(untrusted)?;
     let name = connect_name(socket).map_err(connect_err)?;
     let mut stream = Stream::connect(name).map_err(connect_err)?;
+    trust::check_server(&stream).map_err(untrusted)?;
     let hello = Hello {
         protocol: PROTOCOL_NAME.to_owned(),
         version: PROTOCOL_VERSION,
@@ -249,7 +256,10 @@ fn handshake(socket: &Path, client_name: &str) -> Result<(Stream, Welcome), Clie
         pid: Some(std::process::id()),
     };
     match exchange(&mut stream, &Request::Hello(hello))? {
-        Response::Welcome(w) if w.version == PROTOCOL_VERSION => Ok((stream, w)),
+        Response::Welcome(w) if w.version == PROTOCOL_VERSION => {
+            trust::check_spool(Path::new(&w.spool_dir)).map_err(untrusted)?;
+            Ok((stream, w))
+        }
         Response::Welcome(w) => Err(ClientError::VersionMismatch(format!(
             "daemon answered with protocol version {}, this client speaks {PROTOCOL_VERSION}",
             w.version
@@ -339,8 +349,13 @@ impl Client {
             }
         });
         let (timestamp_ms, utc_offset_s) = now_local();
+        let slots = vec![Slot {
+            affix: options.affix.clone(),
+            format: options.format,
+            subdir: options.subdir,
+            images: descriptors,
+        }];
         let job = SubmitJob {
-            output_dir: options.output_dir.clone(),
             save_path: options.save_path.clone(),
             filename: options.filename.clone(),
             model_name: options.model_name.clone(),
@@ -355,13 +370,8 @@ impl Client {
             embed_metadata: options.embed_metadata,
             metadata: if metadata_blob.is_some() { None } else { options.metadata.clone() },
             metadata_blob,
-            slots: vec![Slot {
-                affix: options.affix.clone(),
-                format: options.format,
-                subdir: options.subdir,
-                images: descriptors,
-            }],
             submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));
         // If the connection broke, send the same submission again on a new one: its submit_id makes the daemon
@@ -440,4 +450,125 @@ fn segment_prefix(client_name: &str) -> String {
 fn now_local() -> (i64, i32) {
     let now = chrono::Local::now();
     (now.timestamp_millis(), now.offset().local_minus_utc())
+}
+
+/// The trust checks a client makes before it sends anything that matters (docs/PROTOCOL.md §3.1, "What a
+/// client checks"; the node's `trust.py` applies the same rules): the socket's directory belongs to the
+/// client's user and is private, the process behind the socket runs as that user, and the announced spool
+/// directory is private and ours.
+mod trust {
+    use std::path::Path;
+
+    #[cfg(unix)]
+    fn me() -> u32 {
+        crate::paths::user_id()
+    }
+
+    /// A real directory owned by `uid` with no group or other permission bits, else why not.
+    #[cfg(unix)]
+    pub(super) fn private_dir(what: &str, dir: &Path, uid: u32) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{what} {}: {e}", dir.display()))?;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(format!("{what} {} is not a directory (a symlink or another file)", dir.display()));
+        }
+        if meta.uid() != uid {
+            return Err(format!("{what} {} belongs to user id {}, not to you ({uid})", dir.display(), meta.uid()));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "{what} {} is open to other users (mode {:04o}; the daemon makes it 0700)",
+                dir.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    }
+
+    /// The socket's directory is private and ours (then so is the socket: nobody else can create it there).
+    pub(super) fn check_socket(socket: &Path) -> Result<(), String> {
+        #[cfg(unix)]
+        {
+            let dir = socket.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            // No socket, nothing to trust yet: connecting then fails with "is it running?".
+            if std::fs::symlink_metadata(socket).is_ok() {
+                private_dir("the socket directory", dir, me())?;
+            }
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            // Windows: the pipe's security descriptor admits only its owner.
+            let _ = socket;
+            Ok(())
+        }
+    }
+
+    /// The process that accepted the connection runs as our user (kernel peer credentials).
+    pub(super) fn check_server(stream: &interprocess::local_socket::Stream) -> Result<(), String> {
+        #[cfg(unix)]
+        {
+            use interprocess::local_socket::traits::StreamCommon;
+            let creds = stream.peer_creds().map_err(|e| format!("could not read the daemon's credentials: {e}"))?;
+            peer_is(creds.euid(), me())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = stream;
+            Ok(())
+        }
+    }
+
+    #[cfg(unix)]
+    pub(super) fn peer_is(peer: Option<u32>, me: u32) -> Result<(), String> {
+        match peer {
+            Some(uid) if uid == me => Ok(()),
+            Some(uid) => Err(format!("the process behind the socket runs as user id {uid}, not as you ({me})")),
+            None => Err("the platform did not report the daemon's user id".to_owned()),
+        }
+    }
+
+    /// The announced spool directory is absolute, private and ours (we are about to put pixels in it).
+    pub(super) fn check_spool(spool: &Path) -> Result<(), String> {
+        if !spool.is_absolute() {
+            return Err(format!("the announced spool directory {:?} is not an absolute path", spool.display()));
+        }
+        #[cfg(unix)]
+        {
+            private_dir("the announced spool directory", spool, me())
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(())
+        }
+    }
+
+    #[cfg(all(test, unix))]
+    mod tests {
+        use super::*;
+        use std::os::unix::fs::PermissionsExt;
+
+        #[test]
+        fn a_directory_open_to_others_or_a_symlink_is_refused_with_the_reason() {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("run");
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            assert_eq!(private_dir("x", &dir, me()), Ok(()));
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let err = private_dir("the socket directory", &dir, me()).unwrap_err();
+            assert!(err.contains("is open to other users (mode 0755"), "{err}");
+            let err = private_dir("x", &dir, me() + 1).unwrap_err();
+            assert!(err.contains(&format!("belongs to user id {}, not to you ({})", me(), me() + 1)), "{err}");
+            std::os::unix::fs::symlink(&dir, tmp.path().join("link")).unwrap();
+            assert!(private_dir("x", &tmp.path().join("link"), me()).unwrap_err().contains("not a directory"));
+        }
+
+        #[test]
+        fn a_daemon_of_another_user_is_refused() {
+            assert_eq!(peer_is(Some(1000), 1000), Ok(()));
+            assert!(peer_is(Some(0), 1000).unwrap_err().contains("runs as user id 0, not as you (1000)"));
+            assert!(peer_is(None, 1000).is_err());
+        }
+    }
 }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_workers: Option<usize>,
     /// Idle timeout in seconds.
     pub idle_timeout_secs: Option<u64>,
+    /// Nice value of worker threads, 0..=19 (Linux).
+    pub worker_nice: Option<i32>,
     /// Finished-job retention in seconds.
     pub job_retention_secs: Option<u64>,
     /// Queue budget in MiB.
@@ -93,6 +95,7 @@ impl Settings {
             state_dir: self.state_dir.or(fallback.state_dir),
             min_workers: self.min_workers.or(fallback.min_workers),
             max_workers: self.max_workers.or(fallback.max_workers),
+            worker_nice: self.worker_nice.or(fallback.worker_nice),
             idle_timeout_secs: self.idle_timeout_secs.or(fallback.idle_timeout_secs),
             job_retention_secs: self.job_retention_secs.or(fallback.job_retention_secs),
             queue_budget_mib: self.queue_budget_mib.or(fallback.queue_budget_mib),
@@ -126,7 +129,11 @@ impl Config {
             min_workers: s.min_workers.unwrap_or(defaults.min_workers),
             max_workers: s.max_workers.unwrap_or(defaults.max_workers),
             idle_timeout: s.idle_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
+            worker_nice: s.worker_nice.unwrap_or(defaults.worker_nice),
         };
+        if !(0..=19).contains(&pool.worker_nice) {
+            return Err(ConfigError::Invalid(format!("worker_nice {} is outside 0..=19", pool.worker_nice)));
+        }
         if pool.max_workers == 0 || pool.min_workers > pool.max_workers {
             return Err(ConfigError::Invalid(format!(
                 "need 0 <= min_workers ({}) <= max_workers ({}) and max_workers >= 1",
@@ -178,5 +185,17 @@ mod tests {
         assert!(err.contains("unknown field `max_wrokers`"), "{err}");
         let err = Config::from_settings(Settings { min_workers: Some(5), ..Settings::default() }).unwrap_err();
         assert!(err.to_string().contains("min_workers (5)"), "{err}");
+        let err = Config::from_settings(Settings { worker_nice: Some(20), ..Settings::default() }).unwrap_err();
+        assert_eq!(err.to_string(), "invalid configuration: worker_nice 20 is outside 0..=19");
+    }
+
+    /// Workers run below the generation's priority unless told otherwise (docs/BENCHMARKS.md, end to end).
+    #[test]
+    fn workers_default_to_a_lower_priority_and_the_file_can_change_it() {
+        assert_eq!(Config::from_settings(Settings::default()).unwrap().pool.worker_nice, 10);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "worker_nice = 0\n").unwrap();
+        assert_eq!(Config::load(Some(&file), Settings::default()).unwrap().pool.worker_nice, 0);
     }
 }

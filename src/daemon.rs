@@ -1,7 +1,6 @@
 //! The daemon's wiring: directories, the single-instance lock, the listener, the job table, the worker pool,
 //! signals and graceful shutdown. The only module that sees all the others.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -10,12 +9,11 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::ipc::{self, BindError, Context, Limits};
 use crate::janitor;
-use crate::jobs::journal::{JournalError, SYNC_INTERVAL, Unfinished};
-use crate::jobs::{ClientKey, JobTable, Journal, recover_job};
+use crate::jobs::journal::{JournalError, SYNC_INTERVAL};
+use crate::jobs::{self, JobTable, Journal};
 use crate::output::OutputDirs;
 use crate::paths;
-use crate::protocol::ImageStatus;
-use crate::workers::{Pool, WorkItem, release_segment};
+use crate::workers::{Pool, WorkItem};
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +53,29 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
     let (journal, unfinished) = Journal::open(&config.state_dir)?;
     let table = Arc::new(JobTable::new(config.job_retention, Some(journal)));
-    let dirs = Arc::new(OutputDirs::default());
+    let dirs = Arc::new(OutputDirs::persistent(&config.state_dir).unwrap_or_else(|e| {
+        tracing::warn!("could not read the record of output directories (temp files of a killed run stay): {e}");
+        OutputDirs::default()
+    }));
     raise_fd_limit();
     let listener = ipc::bind(&config.socket)?;
     let pool = Pool::start(config.pool, Arc::clone(&table), Arc::clone(&dirs));
-    recover(&table, &pool, &config.spool_dir, unfinished);
+    for job in jobs::recover(&table, &config.spool_dir, unfinished) {
+        let id: Arc<str> = Arc::from(job.job_id.as_str());
+        let items = job.tasks.into_iter().map(|(index, task)| WorkItem {
+            job_id: Arc::clone(&id),
+            index,
+            client: job.client.clone(),
+            task,
+            attempt: 0,
+        });
+        pool.push(items.collect());
+    }
     janitor::reclaim_unowned(&config.spool_dir, &table);
-    table.compact_journal();
+    janitor::sweep_dead_writers(&dirs);
+    if let Err(e) = table.compact_journal() {
+        tracing::error!("could not compact the journal at start-up: {e}");
+    }
     let wake = accept_waker(&listener, &config.socket);
     let limits = Limits {
         queue_budget_bytes: config.queue_budget_bytes,
@@ -81,10 +95,11 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION"),
         crate::protocol::PROTOCOL_VERSION
     );
-    ipc::serve(listener, Arc::clone(&ctx));
+    ipc::serve(listener, Arc::clone(&ctx), &config.socket);
     let pending = pool.stats();
     tracing::info!(queued = pending.queued, busy = pending.busy, "draining the queue before exit");
     pool.drain_and_stop();
+    crate::fault::hold("daemon.after_drain");
     for handle in background {
         let _ = handle.join();
     }
@@ -166,37 +181,6 @@ fn spawn_background(
         .into_iter()
         .filter_map(|h| h.map_err(|e| tracing::error!("could not start a background thread: {e}")).ok())
         .collect()
-}
-
-/// Re-queues every job the journal says was accepted but not finished. Images whose segment is gone are
-/// reported `lost` through `status`.
-fn recover(table: &JobTable, pool: &Pool, spool_dir: &Path, unfinished: Vec<Unfinished>) {
-    if unfinished.is_empty() {
-        return;
-    }
-    let (mut queued, mut lost) = (0usize, 0usize);
-    for job in &unfinished {
-        let recovered = recover_job(&job.job, spool_dir);
-        lost +=
-            recovered.0.iter().enumerate().filter(|(i, t)| t.is_err() && !job.done.contains_key(&(*i as u32))).count();
-        let client = ClientKey { name: job.client.clone(), pid: job.pid };
-        let done: HashMap<u32, ImageStatus> = job.done.clone().into_iter().collect();
-        for segment in table.insert_recovered(&job.job_id, client.clone(), job.job.clone(), recovered, done) {
-            release_segment(table, &job.job_id, &segment);
-        }
-        let id: Arc<str> = Arc::from(job.job_id.as_str());
-        let items: Vec<WorkItem> = table
-            .pending_tasks(&job.job_id)
-            .into_iter()
-            .map(|(index, task)| WorkItem { job_id: Arc::clone(&id), index, client: client.clone(), task, attempt: 0 })
-            .collect();
-        queued += items.len();
-        pool.push(items);
-    }
-    tracing::info!(jobs = unfinished.len(), images = queued, lost, "recovered unfinished jobs from the journal");
-    if lost > 0 {
-        tracing::warn!("{lost} accepted images were lost: their shared memory was gone (was the machine rebooted?)");
-    }
 }
 
 /// Takes the exclusive lock on `<state_dir>/daemon.lock` and writes our pid into it. The lock is released by

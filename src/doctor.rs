@@ -113,6 +113,10 @@ fn private_dir(check: &'static str, dir: &Path) -> Finding {
             );
         }
     }
+    #[cfg(windows)]
+    if let Some(problem) = windows_private_dir_problem(dir) {
+        return problem(check);
+    }
     finding(check, Outcome::Ok, format!("{} is private to you", dir.display()), "")
 }
 
@@ -204,18 +208,7 @@ fn spool_space(spool: &Path) -> Vec<Finding> {
             // The field types differ between platforms (u64 on Linux, u32 on some BSDs).
             #[allow(clippy::unnecessary_cast)]
             let free = vfs.blocks_available() as u64 * vfs.fragment_size() as u64;
-            let mib = free >> 20;
-            let (outcome, hint) = if free < SPOOL_FAIL_BYTES {
-                (
-                    Outcome::Fail,
-                    "too small for even one batch of 1024x1024 images: in Docker use --shm-size=1g, or set --spool-dir to a bigger tmpfs",
-                )
-            } else if free < SPOOL_WARN_BYTES {
-                (Outcome::Warn, "large batches may not fit (Docker's default /dev/shm is 64 MiB: use --shm-size=1g)")
-            } else {
-                (Outcome::Ok, "")
-            };
-            out.push(finding(check, outcome, format!("{mib} MiB free under {}", probe.display()), hint));
+            out.push(free_space_finding(&probe, free));
         }
         Err(e) => {
             out.push(finding(check, Outcome::Warn, format!("cannot read free space of {}: {e}", probe.display()), ""))
@@ -224,9 +217,58 @@ fn spool_space(spool: &Path) -> Vec<Finding> {
     out
 }
 
-#[cfg(not(unix))]
-fn spool_space(_spool: &Path) -> Vec<Finding> {
-    Vec::new()
+/// Windows: the spool is a folder under %TEMP% (file-backed segments, cached by the system), so only its free
+/// space is checked.
+#[cfg(windows)]
+fn spool_space(spool: &Path) -> Vec<Finding> {
+    let probe: PathBuf =
+        std::iter::successors(Some(spool), |p| p.parent()).find(|p| p.exists()).unwrap_or(spool).into();
+    vec![match crate::platform::free_space(&probe) {
+        Ok(free) => free_space_finding(&probe, free),
+        Err(e) => {
+            finding("spool space", Outcome::Warn, format!("cannot read free space of {}: {e}", probe.display()), "")
+        }
+    }]
+}
+
+fn free_space_finding(probe: &Path, free: u64) -> Finding {
+    let mib = free >> 20;
+    let (outcome, hint) = if free < SPOOL_FAIL_BYTES {
+        (
+            Outcome::Fail,
+            "too small for even one batch of 1024x1024 images: in Docker use --shm-size=1g, or set --spool-dir to a bigger tmpfs",
+        )
+    } else if free < SPOOL_WARN_BYTES {
+        (Outcome::Warn, "large batches may not fit (Docker's default /dev/shm is 64 MiB: use --shm-size=1g)")
+    } else {
+        (Outcome::Ok, "")
+    };
+    finding("spool space", outcome, format!("{mib} MiB free under {}", probe.display()), hint)
+}
+
+/// Windows: the directory must be ours and carry the protected owner-only DACL `serve` gives it.
+#[cfg(windows)]
+fn windows_private_dir_problem(dir: &Path) -> Option<impl FnOnce(&'static str) -> Finding> {
+    use crate::platform::{current_user_sid, dacl_sddl_of, is_owner_only_dacl, owner_sid_of};
+    let read = || -> std::io::Result<(String, String, String)> {
+        Ok((current_user_sid()?, owner_sid_of(dir)?, dacl_sddl_of(dir)?))
+    };
+    let dir = dir.display().to_string();
+    let (outcome, detail, hint) = match read() {
+        Err(e) => (Outcome::Warn, format!("cannot read the access rules of {dir}: {e}"), ""),
+        Ok((me, owner, _)) if !owner.eq_ignore_ascii_case(&me) => (
+            Outcome::Fail,
+            format!("{dir} belongs to user {owner}, not to you ({me})"),
+            "use a directory of your own (--spool-dir or --state-dir)",
+        ),
+        Ok((me, _, dacl)) if !is_owner_only_dacl(&dacl, &me) => (
+            Outcome::Warn,
+            format!("{dir} admits more than you and SYSTEM ({dacl})"),
+            "`serve` replaces its access rules with owner-only ones",
+        ),
+        Ok(_) => return None,
+    };
+    Some(move |check| finding(check, outcome, detail, hint))
 }
 
 fn output_writable(dir: &Path) -> Finding {

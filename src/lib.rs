@@ -5,7 +5,8 @@
 //!
 //! Modules and what each owns (dependencies point one way, leaves first):
 //! - [`protocol`]: frames, messages, versions, error codes (leaf).
-//! - [`shm`]: segments: names, header, daemon reads, client mappings (leaf; the only `unsafe`).
+//! - [`platform`]: the OS calls that differ between Unix and Windows (leaf; `unsafe` for Win32).
+//! - [`shm`]: segments: names, header, daemon reads, client mappings (`unsafe` for the mapping).
 //! - [`encode`]: pure pixel conversion and encoding.
 //! - [`output`]: path confinement and atomic no-clobber writes.
 //! - [`jobs`]: submission validation, job ids, the job table.
@@ -17,6 +18,8 @@
 //! - [`client`]: the public client API.
 //! - [`doctor`]: set-up checks with explanations.
 //! - [`synthetic`]: generated realistic test images.
+//! - [`transport`]: socket naming shared by the daemon's `ipc` and the `client` (leaf).
+//! - [`fault`]: test-only fault injection (holds and injected failures; no-ops without `test-hooks`).
 
 #![deny(unsafe_code)]
 
@@ -25,12 +28,15 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod encode;
+pub mod fault;
 pub mod ipc;
 pub mod janitor;
 pub mod jobs;
 pub mod output;
 pub mod paths;
+pub mod platform;
 pub mod protocol;
 pub mod shm;
 pub mod synthetic;
+pub mod transport;
 pub mod workers;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("luna-daemon: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(cli::EXIT_ERROR)
         }
     }
 }

@@ -10,17 +10,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The current user's numeric id (0 on platforms without one).
-pub fn user_id() -> u32 {
-    #[cfg(unix)]
-    {
-        nix::unistd::geteuid().as_raw()
-    }
-    #[cfg(not(unix))]
-    {
-        0
-    }
-}
+/// The current user's numeric id (0 on Windows, where identity is a SID: `platform::current_user_sid`).
+pub use crate::platform::user_id;
 
 /// A per-user directory for the socket: `$XDG_RUNTIME_DIR/luna-daemon`, else `<tmp>/luna-daemon-<uid>`.
 pub fn runtime_dir() -> PathBuf {
@@ -92,9 +83,10 @@ fn create_dir_private(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(dir)
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 fn create_dir_private(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir(dir)
+    std::fs::create_dir(dir)?;
+    crate::platform::restrict_to_owner(dir)
 }
 
 #[cfg(unix)]
@@ -117,9 +109,20 @@ fn restrict_existing(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(not(unix))]
-fn restrict_existing(_dir: &Path, _meta: &std::fs::Metadata) -> io::Result<()> {
-    Ok(())
+/// Windows: the directory must be owned by our user SID, and gets a protected DACL naming only us and SYSTEM
+/// (inherited by what is created inside), so the spool and state are not readable through a parent's entries.
+#[cfg(windows)]
+fn restrict_existing(dir: &Path, _meta: &std::fs::Metadata) -> io::Result<()> {
+    use crate::platform::{current_user_sid, owner_sid_of, restrict_to_owner};
+    let me = current_user_sid()?;
+    let owner = owner_sid_of(dir)?;
+    if !owner.eq_ignore_ascii_case(&me) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} belongs to user {owner}, not to you ({me}); refusing to use it", dir.display()),
+        ));
+    }
+    restrict_to_owner(dir)
 }
 
 #[cfg(all(test, unix))]
@@ -143,5 +146,42 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(tmp.path(), tmp.path().join("link")).unwrap();
         assert!(ensure_private_dir(&tmp.path().join("link")).is_err());
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+    use crate::platform::{current_user_sid, dacl_sddl_of, is_owner_only_dacl};
+
+    /// The twin of `a_loose_directory_is_tightened_to_0700`: a new and an existing directory both end up with
+    /// the protected owner-only DACL (no entry inherited from `%TEMP%`).
+    #[test]
+    fn private_dirs_get_a_protected_owner_only_dacl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = current_user_sid().unwrap();
+        let owner_only = |dir: &Path| {
+            let sddl = dacl_sddl_of(dir).unwrap();
+            (is_owner_only_dacl(&sddl, &me), sddl)
+        };
+        let dir = tmp.path().join("a").join("b");
+        ensure_private_dir(&dir).unwrap();
+        let (ok, sddl) = owner_only(&dir);
+        assert!(ok, "{sddl}");
+        let existing = tmp.path().join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        let (ok, sddl) = owner_only(&existing);
+        assert!(!ok, "a plain directory inherits its parent's entries: {sddl}");
+        ensure_private_dir(&existing).unwrap();
+        let (ok, sddl) = owner_only(&existing);
+        assert!(ok, "{sddl}");
+    }
+
+    #[test]
+    fn a_file_is_not_accepted_as_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"x").unwrap();
+        let err = ensure_private_dir(&tmp.path().join("f")).unwrap_err().to_string();
+        assert!(err.contains("exists but is not a directory"), "{err}");
     }
 }

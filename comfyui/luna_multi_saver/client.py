@@ -277,7 +277,7 @@ class Client:
         """(Re)opens the connection and repeats the handshake. Warm segments are kept if the spool directory is
         the same."""
         self._drop_connection()
-        _refuse_if(trust.private_dir_problem(os.path.dirname(self.socket_path) or ".", "the socket's directory"))
+        _refuse_if(trust.socket_dir_problem(self.socket_path))
         try:
             if sys.platform == "win32":
                 conn = _PipeTransport(self.socket_path, opener=_pipe_opener)
@@ -328,7 +328,7 @@ class Client:
                 f"{shm.HEADER_LEN}-byte headers"
             )
         spool_dir = str(welcome.get("spool_dir", ""))
-        problem = trust.private_dir_problem(spool_dir, "the spool directory the daemon announced,")
+        problem = trust.spool_dir_problem(spool_dir)
         if problem is not None:
             self._drop_connection()
             raise UntrustedDaemon(problem)

@@ -2,7 +2,10 @@
 
 daemon_save OFF saves in-process (:mod:`.local_save`). daemon_save ON copies every image of the execution into a
 warm shared-memory segment, submits ONE job to luna-daemon and returns at once with small previews written to
-ComfyUI's temp folder; if the daemon is unreachable, busy or refuses the job, the node says why and saves locally.
+ComfyUI's temp folder; if the daemon is unreachable or busy, the node says why and saves locally. A job the daemon
+refuses as invalid is not retried locally when the local save would refuse it too: the node fails with "the daemon
+refused the job: <reason>". When ComfyUI loads the pack, a background thread connects to a running daemon and
+prepares a segment (:func:`start_prewarm`), so the first execution is as fast as later ones.
 An image is never dropped; it is saved twice only if the daemon took a job and then died before confirming it
 (the node cannot know whether the daemon will finish it, so it saves locally as well and says so).
 
@@ -26,7 +29,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from . import autostart, local_save, templates
+from . import autostart, local_save, shm, templates
 from . import client as daemon
 from .metadata import JobMetadata
 from .pixels import images_of, to_uint8
@@ -46,6 +49,10 @@ DEFAULT_TIMEOUT_S = 30.0
 
 def submitted_message(images: int, job_id: str) -> str:
     return f"{LOG_PREFIX} Submitted {images} images to daemon (Job ID: {job_id})"
+
+
+def refused_message(reason: str) -> str:
+    return f"the daemon refused the job: {reason}"
 
 
 def fallback_message(reason: str) -> str:
@@ -83,14 +90,34 @@ class _DaemonClients:
     def submit(self, socket_path: str, options: daemon.JobOptions, slots, meta) -> daemon.Accepted:
         """``meta`` is the wire metadata, or a function choosing it from the daemon's announced ``features``."""
         with self._lock:
-            client = self._clients.get(socket_path)
-            if client is None:
-                timeout = float(os.environ.get("LUNA_DAEMON_TIMEOUT", DEFAULT_TIMEOUT_S))
-                client = daemon.Client.connect(socket_path, CLIENT_NAME, timeout=timeout)
-                self._clients[socket_path] = client
+            client = self._client(socket_path)
             if callable(meta):
                 meta = meta(client.welcome.get("features") or [])
             return client.submit(options, slots, metadata=meta)
+
+    def _client(self, socket_path: str) -> daemon.Client:
+        """The warm client for ``socket_path``, connecting on first use. The caller holds the lock."""
+        client = self._clients.get(socket_path)
+        if client is None:
+            timeout = float(os.environ.get("LUNA_DAEMON_TIMEOUT", DEFAULT_TIMEOUT_S))
+            client = daemon.Client.connect(socket_path, CLIENT_NAME, timeout=timeout)
+            self._clients[socket_path] = client
+        return client
+
+    def prewarm(self, socket_path: str, nbytes: int) -> bool:
+        """Connects to a daemon that already runs and prepares one segment of ``nbytes`` with its pages touched,
+        so the first execution costs what later ones do. Never starts a daemon; False if none answers."""
+        with self._lock:
+            try:
+                client = self._client(socket_path)
+            except daemon.ClientError:
+                return False
+            if client.pool is not None and not len(client.pool):
+                segment = client.pool.acquire(nbytes)
+                segment.array(shm.HEADER_LEN, (segment.capacity,), "uint8").fill(
+                    0
+                )  # fault the pages in now, not in the copy
+            return True
 
     def close(self) -> None:
         with self._lock:
@@ -101,6 +128,28 @@ class _DaemonClients:
 
 DAEMON_CLIENTS = _DaemonClients()
 atexit.register(DAEMON_CLIENTS.close)
+
+# What the background warm-up prepares: four 1024x1024 RGB float32 images, ComfyUI's common batch (48 MiB).
+PREWARM_BYTES = 4 * 1024 * 1024 * 3 * 4
+PREWARM_SWITCH = "LUNA_DAEMON_PREWARM"
+
+
+def start_prewarm() -> threading.Thread | None:
+    """Called when ComfyUI loads the pack: warms the connection and one segment on a background thread, so
+    ComfyUI's start is not delayed and the first daemon execution is as fast as later ones. A daemon that is not
+    running is not started (that waits for a node with daemon_save on); ``LUNA_DAEMON_PREWARM=0`` switches it off."""
+    if os.environ.get(PREWARM_SWITCH, "").strip().lower() in {"0", "false", "no", "off"}:
+        return None
+
+    def warm() -> None:
+        try:
+            DAEMON_CLIENTS.prewarm(daemon.default_socket(), PREWARM_BYTES)
+        except Exception as e:  # noqa: BLE001 - a failed warm-up only means the first execution connects itself
+            print(f"{LOG_PREFIX} Could not prepare the daemon connection: {e}")
+
+    thread = threading.Thread(target=warm, name="luna-prewarm", daemon=True)
+    thread.start()
+    return thread
 
 
 def _tip(text: str) -> dict:
@@ -215,59 +264,16 @@ class LunaMultiSaver:
         self.last_saved: list[local_save.SavedImage] = []
         self.last_started: autostart.Started | None = None
 
-    def save_images(
-        self,
-        save_path: str,
-        filename: str,
-        daemon_save: bool,
-        save_mode: str,
-        quality_gate: str,
-        min_quality_threshold: float,
-        model_name: str = "",
-        image_1=None,
-        image_2=None,
-        image_3=None,
-        image_4=None,
-        image_5=None,
-        affix_1: str = "ORIG",
-        affix_2: str = "UPSCALED",
-        affix_3: str = "DETAILED",
-        affix_4: str = "FINAL",
-        affix_5: str = "IMAGE5",
-        format_1: str = "webp",
-        format_2: str = "webp",
-        format_3: str = "webp",
-        format_4: str = "webp",
-        format_5: str = "webp",
-        subdir_1: bool = True,
-        subdir_2: bool = True,
-        subdir_3: bool = True,
-        subdir_4: bool = True,
-        subdir_5: bool = True,
-        png_compression: int = 4,
-        lossy_quality: int = 90,
-        lossless_webp: bool = False,
-        embed_workflow: bool = True,
-        filename_index: int = 0,
-        custom_metadata: str = "",
-        metadata=None,
-        autostart_daemon: bool = True,
-        prompt=None,
-        extra_pnginfo=None,
-    ) -> dict:
+    def save_images(self, **inputs) -> dict:
+        """ComfyUI passes every input by name; anything missing takes the default :meth:`INPUT_TYPES` declares."""
+        v = {**input_defaults(), **inputs}
         timestamp = templates.Timestamp.now()
         self.last_job = None
         self.last_saved = []
         self.last_started = None
-        inputs = zip(
-            (image_1, image_2, image_3, image_4, image_5),
-            (affix_1, affix_2, affix_3, affix_4, affix_5),
-            (format_1, format_2, format_3, format_4, format_5),
-            (subdir_1, subdir_2, subdir_3, subdir_4, subdir_5),
-            strict=True,
-        )
         slots = []
-        for image, affix, fmt, subdir in inputs:
+        for i in range(1, SLOTS + 1):
+            image, affix, fmt, subdir = (v.get(f"{name}_{i}") for name in ("image", "affix", "format", "subdir"))
             if image is None:
                 continue
             if fmt == "no save":
@@ -278,34 +284,35 @@ class LunaMultiSaver:
             print(f"{LOG_PREFIX} No images to save")
             return {"ui": {"images": []}}
 
-        embed = bool(embed_workflow) and not _metadata_disabled()
+        embed = bool(v["embed_workflow"]) and not _metadata_disabled()
+        metadata_inputs = (v.get("prompt"), v.get("extra_pnginfo"), v.get("metadata"), v["custom_metadata"])
 
         def text_metadata() -> JobMetadata:
             # json.dumps of the prompt and workflow: only the local save needs it here (the daemon gets the values).
-            return JobMetadata.from_inputs(prompt, extra_pnginfo, metadata, custom_metadata) if embed else JobMetadata()
+            return JobMetadata.from_inputs(*metadata_inputs) if embed else JobMetadata()
 
         options = local_save.SaveOptions(
             output_dir=_output_directory(),
-            save_path=save_path or "",
-            filename=filename or "",
-            model_name=templates.model_name_source(metadata, model_name),
-            filename_index=int(filename_index),
+            save_path=v["save_path"] or "",
+            filename=v["filename"] or "",
+            model_name=templates.model_name_source(v.get("metadata"), v["model_name"]),
+            filename_index=int(v["filename_index"]),
             timestamp=timestamp,
-            png_compression=int(png_compression),
-            lossy_quality=int(lossy_quality),
-            lossless_webp=bool(lossless_webp),
-            quality_gate=quality_gate,
-            min_quality_threshold=float(min_quality_threshold),
+            png_compression=int(v["png_compression"]),
+            lossy_quality=int(v["lossy_quality"]),
+            lossless_webp=bool(v["lossless_webp"]),
+            quality_gate=v["quality_gate"],
+            min_quality_threshold=float(v["min_quality_threshold"]),
             embed_metadata=embed,
             metadata=JobMetadata(),
         )
-        if daemon_save:
-            values = JobMetadata.wire_values(prompt, extra_pnginfo, metadata, custom_metadata) if embed else None
-            result = self._via_daemon(options, slots, autostart.enabled(autostart_daemon), values, text_metadata)
+        if v["daemon_save"]:
+            values = JobMetadata.wire_values(*metadata_inputs) if embed else None
+            result = self._via_daemon(options, slots, autostart.enabled(v["autostart_daemon"]), values, text_metadata)
             if result is not None:
                 return result
         options = dataclasses.replace(options, metadata=text_metadata())
-        saved = local_save.save_local(options, slots, parallel=save_mode != "sequential")
+        saved = local_save.save_local(options, slots, parallel=v["save_mode"] != "sequential")
         self.last_saved = saved
         for image in saved:
             if image.discarded:
@@ -368,6 +375,11 @@ class LunaMultiSaver:
                 reason += "; the daemon had taken the job, so it may save these images too"
             print(fallback_message(reason))
             return None
+        except daemon.DaemonError as e:
+            if e.name != "invalid_job":
+                print(fallback_message(str(e)))
+                return None
+            return self._refused(e, options, slots)
         except Exception as e:  # noqa: BLE001 - any failure to hand over means a local save, never a loss
             reason = str(e) if isinstance(e, daemon.ClientError) else f"{type(e).__name__}: {e}"
             print(fallback_message(reason))
@@ -375,6 +387,32 @@ class LunaMultiSaver:
         self.last_job = accepted
         print(submitted_message(accepted.images, accepted.job_id))
         return {"ui": {"images": _write_previews(slots, accepted.job_id)}}
+
+    @staticmethod
+    def _refused(e: daemon.DaemonError, options: local_save.SaveOptions, slots: list[local_save.Slot]) -> None:
+        """An ``invalid_job`` refusal is no unavailable daemon: the same job would only fail again locally. If the
+        local save refuses it too, the node fails with the daemon's reason; if not (a daemon with stricter limits),
+        the images are saved locally and the message says why."""
+        try:
+            local_save.LocalSaver(options).plan(slots)
+        except ValueError as local:
+            raise JobRefused(refused_message(e.message)) from local
+        print(f"{LOG_PREFIX} {refused_message(e.message)}; saving locally instead (the local save accepts it)")
+
+
+class JobRefused(ValueError):
+    """The daemon refused the job as invalid and the local save refuses it too: the node fails with the reason."""
+
+
+def input_defaults() -> dict:
+    """Every input's default, as :meth:`LunaMultiSaver.INPUT_TYPES` declares it (the one place defaults live)."""
+    spec = LunaMultiSaver.INPUT_TYPES()
+    return {
+        name: options[1]["default"]
+        for section in ("required", "optional")
+        for name, options in spec[section].items()
+        if len(options) > 1 and "default" in options[1]
+    }
 
 
 def daemon_job_options(options: local_save.SaveOptions) -> daemon.JobOptions:

@@ -14,6 +14,13 @@ Expansion follows the original node (and the daemon's ``src/output/template.rs``
 as they are. Every part of the result is checked for confinement afterwards (:mod:`.paths`), so a value that
 expands to ``..`` is refused there.
 
+A template never makes a save fail by the characters it produces: in every value a template substitutes, the
+characters no file name may hold on Windows (``: * ? " < > |``) and control characters become ``_``, the
+replacement ComfyUI's frontend applies to the values it substitutes into ``filename_prefix``; ``/`` and ``\\``
+stay (they make sub-folders, as in ComfyUI). So ``%date:yyyy-MM-dd hh:mm:ss%`` gives ``2025-03-07 09_05_04``. The
+same set is replaced on every platform (one workflow, the same names everywhere). Literal text outside templates is
+not changed: it is checked as typed and a forbidden character there is refused with the reason.
+
 The time is the node's execution time as ``timestamp_ms`` (ms since the epoch) plus ``utc_offset_s``, exactly
 what a daemon job carries, so both save paths format the same wall-clock fields.
 """
@@ -86,6 +93,15 @@ class Timestamp:
         return self.local().strftime("%Y_%m_%d_%H%M%S")
 
 
+# Characters Windows refuses in any file name (separators aside); ComfyUI's frontend replaces the same ones.
+_UNSTORABLE = re.compile(r'[:*?"<>|\x00-\x1f\x7f-\x9f]')
+
+
+def storable(value: str) -> str:
+    """A substituted value with every character a file name cannot hold on some platform replaced by ``_``."""
+    return _UNSTORABLE.sub("_", value)
+
+
 _TIME_TOKENS = re.compile(r"YYYY|mm|dd|HH|MM|SS")
 _DATE_TOKENS = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
 
@@ -126,11 +142,11 @@ def expand(template: str, model: ModelInfo, index: int, when: Timestamp) -> str:
         return ""
     local = when.local()
     out = (
-        template.replace("%model_path%", model.path)
-        .replace("%model_name%", model.name)
-        .replace("%model_dir%", model.dir)
+        template.replace("%model_path%", storable(model.path))
+        .replace("%model_name%", storable(model.name))
+        .replace("%model_dir%", storable(model.dir))
         .replace("%index%", str(index))
     )
-    out = re.sub(r"%time:([^%]+)%", lambda m: format_time(m.group(1), local), out)
-    out = re.sub(r"%date:([^%]+)%", lambda m: format_date(m.group(1), local), out)
+    out = re.sub(r"%time:([^%]+)%", lambda m: storable(format_time(m.group(1), local)), out)
+    out = re.sub(r"%date:([^%]+)%", lambda m: storable(format_date(m.group(1), local)), out)
     return out.replace("\\", "/").rstrip("/")

@@ -4,12 +4,13 @@ With ``XDG_RUNTIME_DIR`` unset the socket lives in ``<tmp>/luna-daemon-<uid>/``,
 A squatter there would answer ``accepted`` and receive the prompts and pixels, and the node would never fall back.
 So, on POSIX, before trusting a daemon the client checks:
 
-1. the socket's directory: a real directory (not a symlink), owned by our effective user id, with no group or
-   other permission bits (the daemon creates it ``0700`` and tightens an existing one, so its own directory always
-   passes);
+1. if the socket exists, its directory: a real directory (not a symlink), owned by our effective user id, with no
+   group or other permission bits (the daemon creates it ``0700`` and tightens an existing one, so its own
+   directory always passes);
 2. the server's user id from the kernel (``SO_PEERCRED`` on Linux; Python exposes no ``getpeereid`` on macOS and
    the BSDs, where check 1 and 3 stand alone): it must be ours;
-3. the ``spool_dir`` the welcome announces, by the same rule as 1, before a segment is created in it.
+3. the ``spool_dir`` the welcome announces: absolute, and private by the same rule as 1, before a segment is
+   created in it.
 
 Each check returns None or the reason, naming the path or the user id; the client raises ``UntrustedDaemon``
 with it and the node then saves locally. PROTOCOL.md §3.1
@@ -59,6 +60,23 @@ def private_dir_problem(path: str, what: str) -> str | None:
         mode = stat.S_IMODE(info.st_mode)
         return f"{what} {path} has mode {mode:04o}: group or others may use it (the daemon makes it 0700); {refuse}"
     return None
+
+
+def socket_dir_problem(socket_path: str) -> str | None:
+    """Rule 1: if the socket exists, its directory is private. (No socket: nothing to trust yet; connecting then
+    fails as "not running".)"""
+    if not applies() or not os.path.lexists(socket_path):
+        return None
+    return private_dir_problem(os.path.dirname(socket_path) or ".", "the socket's directory")
+
+
+def spool_dir_problem(spool_dir: str) -> str | None:
+    """Rule 3: the announced spool directory is absolute and private."""
+    if not applies():
+        return None
+    if not os.path.isabs(spool_dir):
+        return f"the daemon announced the spool directory {spool_dir!r}, which is not an absolute path"
+    return private_dir_problem(spool_dir, "the spool directory the daemon announced,")
 
 
 def peer_uid(conn: socket.socket) -> int | None:

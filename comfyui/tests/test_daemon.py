@@ -6,6 +6,7 @@ Nothing here is timed: readiness and job completion are polled (the daemon's ``s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ import pytest
 import helpers
 from conftest import PACK, DaemonProcess, folder_paths
 from helpers import comfy_frontend_exif, decoded, files_under, jpeg_exif, noise, png_text, user_comment, webp_exif
-from luna_multi_saver import client, node, templates
+from luna_multi_saver import client, node, shm, templates
 from luna_multi_saver.node import LunaMultiSaver
 from luna_multi_saver.pixels import to_uint8
 
@@ -55,6 +56,37 @@ def test_node_hands_the_images_to_the_daemon(daemon, comfy_dirs, capsys):
     assert files_under(comfy_dirs.output) == ["ORIG/img_ORIG_0.png", "ORIG/img_ORIG_1.png", "img_UPSCALED.png"]
     for b in range(2):
         assert (decoded(comfy_dirs.output / "ORIG" / f"img_ORIG_{b}.png") == to_uint8(images[b])).all()
+
+
+def test_a_date_template_with_colons_is_saved_by_the_daemon_with_underscores(daemon, comfy_dirs, capsys):
+    saver, _ = run_node(True, image_1=noise(), filename="%date:yyyy-MM-dd hh:mm:ss%", save_path="%time:HH:MM%")
+    assert saver.last_job is not None, capsys.readouterr().out
+    assert [i["state"] for i in wait_for(daemon, saver.last_job.job_id)["images"]] == ["written"]
+    assert files_under(comfy_dirs.output) == ["09_05/ORIG/2025-03-07 09_05_04_ORIG.png"]
+
+
+def test_a_literal_colon_is_refused_by_the_daemon_and_not_retried_locally(daemon, comfy_dirs, capsys):
+    with pytest.raises(node.JobRefused, match=r"^the daemon refused the job: filename .*a:b.* is not allowed"):
+        run_node(True, image_1=noise(), filename="a:b")
+    assert "not available" not in capsys.readouterr().out
+    assert files_under(comfy_dirs.output) == []
+
+
+def test_the_warm_up_at_pack_load_prepares_the_connection_and_the_segment_the_first_run_uses(daemon, comfy_dirs):
+    node.start_prewarm().join()
+    assert daemon.segments() == [f"{shm.segment_prefix(node.CLIENT_NAME)}-{os.getpid()}-0"]
+    saver, _ = run_node(True, image_1=noise(4, 1024, 1024))  # the batch the warm segment is sized for
+    assert saver.last_job.segment == daemon.segments()[0] and len(daemon.segments()) == 1, "no new segment"
+    wait_for(daemon, saver.last_job.job_id)
+
+
+def test_the_warm_up_never_starts_a_daemon_and_can_be_switched_off(comfy_dirs, monkeypatch, tmp_path):
+    monkeypatch.setenv("LUNA_DAEMON_SOCKET", str(tmp_path / "nobody.sock"))
+    monkeypatch.setenv("LUNA_DAEMON_AUTOSTART", "1")
+    assert node.DAEMON_CLIENTS.prewarm(str(tmp_path / "nobody.sock"), 1 << 20) is False
+    assert not (tmp_path / "nobody.sock").exists()
+    monkeypatch.setenv("LUNA_DAEMON_PREWARM", "0")
+    assert node.start_prewarm() is None
 
 
 def test_daemon_pixels_match_comfyuis_png(daemon, comfy_dirs, reference):

@@ -175,12 +175,19 @@ def test_an_empty_file_name_becomes_timestamp_and_model(tmp_path):
     assert files_under(tmp_path) == ["2025_03_07_080504_c_ORIG.png"]
 
 
-@pytest.mark.parametrize("bad", ["../../etc/evil.safetensors", "..\\..\\evil.ckpt", "C:\\models\\x.safetensors"])
+@pytest.mark.parametrize("bad", ["../../etc/evil.safetensors", "..\\..\\evil.ckpt", "/etc/evil.ckpt"])
 def test_a_hostile_model_name_cannot_leave_the_output_dir(tmp_path, bad):
     root = tmp_path / "root"
     with pytest.raises(paths.PathRefused):
         save_local(opts(root, save_path="%model_path%", model_name=bad), [Slot(noise(), "A", "png", True)])
     assert files_under(tmp_path) == []
+
+
+def test_a_drive_letter_in_a_model_name_becomes_an_underscore_and_stays_inside(tmp_path):
+    root = tmp_path / "root"
+    o = opts(root, save_path="%model_path%", model_name="C:\\models\\x.safetensors")
+    save_local(o, [Slot(noise(), "A", "png", True)])
+    assert files_under(tmp_path) == ["root/C_/models/x/A/img_A.png"]
 
 
 @pytest.mark.parametrize("bad", ["..", "a/b", "con", "x:y"])

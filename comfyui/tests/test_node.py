@@ -215,7 +215,6 @@ def test_raw_templates_go_to_the_daemon(comfy_dirs, fake):
     [
         (error(12, "busy", "queue budget full"), "queue budget full [busy]"),
         (error(13, "shutting_down", "the daemon is shutting down"), "shutting_down"),
-        (error(10, "invalid_job", "format is not supported"), "invalid_job"),
     ],
 )
 def test_a_refusing_daemon_means_a_local_save(comfy_dirs, fake, capsys, reply, reason):
@@ -226,6 +225,34 @@ def test_a_refusing_daemon_means_a_local_save(comfy_dirs, fake, capsys, reply, r
     assert saver.last_job is None
     assert files_under(comfy_dirs.output) == ["ORIG/img_ORIG_0.png", "ORIG/img_ORIG_1.png"]
     assert [i["type"] for i in result["ui"]["images"]] == ["output", "output"]
+
+
+def test_an_invalid_job_the_local_save_refuses_too_fails_once_with_the_daemons_reason(comfy_dirs, fake, capsys):
+    reason = "filename 'a:b_ORIG' is not allowed: ':' (drive letters, alternate streams) is not allowed"
+    fake(on_submit=lambda _f, conn, _job: send(conn, error(10, "invalid_job", reason)) or True)
+    with pytest.raises(node.JobRefused, match=r"^the daemon refused the job: filename 'a:b_ORIG' is not allowed"):
+        run(daemon_save=True, image_1=noise(), format_1="png", filename="a:b")
+    assert "not available" not in capsys.readouterr().out
+    assert files_under(comfy_dirs.output) == [], "no local retry of the same invalid job"
+
+
+def test_an_invalid_job_the_local_save_accepts_is_saved_locally_saying_the_daemon_refused_it(comfy_dirs, fake, capsys):
+    fake(on_submit=lambda _f, conn, _job: send(conn, error(10, "invalid_job", "a stricter daemon's limit")) or True)
+    saver, result = run(daemon_save=True, image_1=noise(), format_1="png")
+    out = capsys.readouterr().out
+    assert "[LunaMultiSaver] the daemon refused the job: a stricter daemon's limit; saving locally instead" in out
+    assert "not available" not in out and saver.last_job is None
+    assert files_under(comfy_dirs.output) == ["ORIG/img_ORIG.png"]
+    assert [i["type"] for i in result["ui"]["images"]] == ["output"]
+
+
+def test_every_input_default_is_declared_once_in_input_types():
+    defaults = node.input_defaults()
+    spec = LunaMultiSaver.INPUT_TYPES()
+    declared = {**spec["required"], **spec["optional"]}
+    assert defaults == {k: v[1]["default"] for k, v in declared.items() if "default" in v[1]}
+    assert defaults["affix_5"] == "IMAGE5" and defaults["format_3"] == "webp" and defaults["autostart_daemon"] is True
+    assert set(declared) - set(defaults) == {f"image_{i}" for i in range(1, 6)} | {"metadata"}
 
 
 def test_no_daemon_means_a_local_save(comfy_dirs, monkeypatch, capsys, tmp_path):

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from luna_multi_saver import templates
+from luna_multi_saver import paths, templates
 from luna_multi_saver.templates import ModelInfo, Timestamp, expand, parse_model_name
 
 # 2025-03-07 09:05:04 local time at UTC+1.
@@ -61,7 +61,7 @@ def test_now_matches_the_system_local_time():
     [
         ("%time:YYYY_mm_dd.HH.MM.SS%_%model_name%", "2025_03_07.09.05.04_foo_v60"),
         ("%time:YYYY-mm-dd%", "2025-03-07"),
-        ("%date:yyyy-MM-dd hh:mm:ss%", "2025-03-07 09:05:04"),
+        ("%date:yyyy-MM-dd hh:mm:ss%", "2025-03-07 09_05_04"),
         ("%date:yy M d h m s%", "25 3 7 9 5 4"),
         ("%date:yyy%", "yyy"),  # ComfyUI's frontend leaves an unknown run as it is
         ("out/%model_path%/%index%/", "out/Illustrious/3DCG/foo_v60/42"),
@@ -77,3 +77,28 @@ def test_templates_expand(template, expected):
 
 def test_unknown_model_expands_to_unknown_model():
     assert expand("%model_name%_%model_path%", parse_model_name(""), 0, WHEN) == "UnknownModel_"
+
+
+@pytest.mark.parametrize(
+    ("template", "model", "expected"),
+    [
+        ("%date:hh:mm%/%time:HH:MM%", "m", "09_05/09_05"),
+        ('%date:"<>|*?%', "m", "______"),
+        ("%date:d\x01\x7f\x85%", "m", "7___"),
+        ("%model_path%|%model_dir%|%model_name%", "a:b/c*d?.safetensors", "a_b/c_d_|a_b|c_d_"),
+        # Separators from a template still make folders; literal text is left for the confinement checks.
+        ("%date:yyyy/MM%/lit:eral", "m", "2025/03/lit:eral"),
+    ],
+)
+def test_characters_no_file_name_can_hold_become_underscores_in_substituted_values_only(template, model, expected):
+    assert expand(template, parse_model_name(model), 0, WHEN) == expected
+
+
+@pytest.mark.parametrize("template", ["%date:yyyy-MM-dd hh:mm:ss%", "%time:HH:MM:SS%", "%model_name%"])
+def test_what_a_template_produces_is_always_a_valid_name(template):
+    paths.check_stem(expand(template, parse_model_name('a:b*"c<d>e|f?.ckpt'), 0, WHEN))
+
+
+def test_literal_forbidden_characters_are_still_refused_with_the_reason():
+    with pytest.raises(paths.PathRefused, match=r"':' .* is not allowed"):
+        paths.check_stem(expand("a:b", MODEL, 0, WHEN))

@@ -81,6 +81,23 @@ def test_a_symlinked_socket_directory_is_refused(fake, tmp_path):
     assert d.requests == []
 
 
+def test_a_loose_directory_without_a_socket_is_only_unreachable(tmp_path):
+    # PROTOCOL §3.1 rule 1: with no socket there is nothing to trust yet (a daemon started there refuses the
+    # directory itself).
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    with pytest.raises(client.DaemonUnreachable):
+        client.Client.connect(str(loose / "luna.sock"))
+
+
+def test_a_relative_spool_directory_is_refused(fake):
+    d = fake()
+    d.welcome = lambda: {**FakeDaemon.welcome(d), "spool_dir": "spool"}
+    with pytest.raises(client.UntrustedDaemon, match="spool directory 'spool', which is not an absolute path"):
+        client.Client.connect(d.socket)
+
+
 def test_a_missing_socket_directory_is_unreachable_not_untrusted(tmp_path):
     with pytest.raises(client.DaemonUnreachable):
         client.Client.connect(str(tmp_path / "nothing" / "luna.sock"))

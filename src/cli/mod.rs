@@ -13,9 +13,24 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use luna_daemon::client::Client;
 
+/// Exit status when an image of a waited-for job failed or was cancelled.
+pub const EXIT_IMAGE_FAILED: u8 = 1;
+/// Exit status of a command that could not be carried out (see `main.rs`; clap uses it for usage errors too).
+pub const EXIT_ERROR: u8 = 2;
+/// Exit status when every image was saved but the quality gate discarded at least one.
+pub const EXIT_DISCARDED: u8 = 3;
+
+/// The exit statuses, as `--help` shows them (README.md repeats this table).
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success (with `submit --wait` / `watch`: every image written)
+  1  `submit --wait` / `watch`: at least one image failed or was cancelled
+  2  error: bad arguments, no daemon, a refused job, a broken connection, an untrusted socket
+  3  `submit --wait` / `watch`: every image saved, at least one discarded by the quality gate (under _discarded/)";
+
 /// Luna Daemon: saves ComfyUI images from shared memory, off the generation thread.
 #[derive(Debug, Parser)]
-#[command(name = "luna-daemon", version, about, propagate_version = true)]
+#[command(name = "luna-daemon", version, about, propagate_version = true, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, global = true, env = "LUNA_DAEMON_LOG", default_value = "info")]
@@ -32,10 +47,12 @@ enum Command {
     /// Run the daemon (no arguments needed: embedded defaults).
     Serve(serve::ServeArgs),
     /// Submit image files or generated test images.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Submit(submit::SubmitArgs),
     /// Show a job's per-image state.
     Status(status::StatusArgs),
-    /// Follow a job until it finishes, with a progress bar on a terminal.
+    /// Follow a job until it finishes, with a progress bar on a terminal (exit status: see `--help`).
+    #[command(after_help = EXIT_STATUS_HELP)]
     Watch(status::WatchArgs),
     /// Show daemon-wide counters.
     Stats(stats::StatsArgs),

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Most workers under backlog [default: 4].
     #[arg(long, env = "LUNA_DAEMON_MAX_WORKERS")]
     max_workers: Option<usize>,
+    /// Nice value of the worker threads, 0..=19 (Linux; 0 = same priority as generation) [default: 10].
+    #[arg(long, env = "LUNA_DAEMON_WORKER_NICE")]
+    worker_nice: Option<i32>,
     /// Seconds an extra worker idles before exiting [default: 300].
     #[arg(long, env = "LUNA_DAEMON_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
@@ -61,6 +64,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode>
         state_dir: args.dirs.state_dir,
         min_workers: args.min_workers,
         max_workers: args.max_workers,
+        worker_nice: args.worker_nice,
         idle_timeout_secs: args.idle_timeout,
         job_retention_secs: args.job_retention,
         queue_budget_mib: args.queue_budget_mib,

@@ -56,9 +56,17 @@ pub fn wait_with_progress(client: &mut Client, job_id: &str) -> anyhow::Result<J
     Ok(status)
 }
 
-/// 0 when every image was written, 1 otherwise.
+/// The exit status of a finished job ([`super::EXIT_STATUS_HELP`]): 1 if any image failed or was cancelled,
+/// else 3 if any was discarded by the quality gate (it is saved, under `_discarded/`), else 0.
 pub fn exit_code(status: &JobStatus) -> ExitCode {
-    if status.images.iter().all(|i| i.state == ImageState::Written) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    let any = |state| status.images.iter().any(|i| i.state == state);
+    if status.images.iter().any(|i| !matches!(i.state, ImageState::Written | ImageState::Discarded)) {
+        ExitCode::from(super::EXIT_IMAGE_FAILED)
+    } else if any(ImageState::Discarded) {
+        ExitCode::from(super::EXIT_DISCARDED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 pub fn print_status(status: &JobStatus, json: bool) -> anyhow::Result<()> {

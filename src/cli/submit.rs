@@ -63,7 +63,7 @@ pub struct SubmitArgs {
     /// Embed no metadata at all.
     #[arg(long)]
     no_metadata: bool,
-    /// Wait until every image is saved; exit non-zero if any failed.
+    /// Wait until every image is saved; the exit status tells how it went (1 failed, 3 discarded: see below).
     #[arg(long)]
     wait: bool,
     /// Print the final status as JSON (with --wait).

@@ -7,6 +7,8 @@ mod metadata;
 mod pixels;
 mod png_deflate;
 mod png_encoder;
+mod png_fast;
+mod png_huffman;
 pub mod pyjson;
 mod webp_encoder;
 

@@ -2,11 +2,10 @@
 //!
 //! Level mapping (same pixels at every level; measurements in docs/BENCHMARKS.md):
 //! - 0 stores uncompressed;
-//! - 1..=4 use fdeflate with adaptive filtering (the `png` crate's `Fast`): >30x Pillow's level 4 per core. On
-//!   noisy images its fixed Huffman code costs up to ~8 % in size; flate2 `Level(4)` would be ~20x slower for a
-//!   file only 0.4 % smaller, so ComfyUI's default level 4 stays the fast path.
-//! - 5..=9 filter adaptively and deflate with an RLE (and at 7..=9 also a `Filtered`) strategy, see
-//!   [`super::png_deflate`]: faster than Pillow at the same level and smaller than its files.
+//! - 1..=4 filter adaptively and deflate with [`super::png_fast`]: Huffman codes fitted to each block of
+//!   filtered rows, runs for flat areas, LZ77 only where the data is predictable;
+//! - 5..=9 take the smallest of that stream and miniz_oxide's RLE (from 7 also LZ77) streams, see
+//!   [`super::png_deflate`], so a higher level never gives a larger file.
 
 use std::io::Write;
 
@@ -52,30 +51,10 @@ pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Res
     if image.data.len() != expected {
         return Err(EncodeError::InvalidImage(format!("{} bytes, expected {expected}", image.data.len())));
     }
-    if options.compression >= 5 {
-        return encode_filtered_deflate(image, color, options, out);
-    }
-    let mut encoder = png::Encoder::new(out, image.width, image.height);
-    encoder.set_color(color);
-    encoder.set_depth(png::BitDepth::Eight);
-    match options.compression {
-        0 => encoder.set_deflate_compression(png::DeflateCompression::NoCompression),
-        _ => encoder.set_compression(png::Compression::Fast),
-    }
-    let mut writer = encoder.write_header()?;
-    // Text chunks are written by hand, in the caller's order, before the image data: like PIL's
-    // PngInfo.add_text, tEXt when the value is Latin-1 and iTXt (UTF-8) otherwise. (The encoder's own text
-    // support would group all tEXt before all iTXt and change the order ComfyUI's readers see.)
-    for (key, value) in &options.text {
-        let (kind, data) = text_chunk(key, value)?;
-        writer.write_chunk(kind, &data)?;
-    }
-    writer.write_image_data(&image.data)?;
-    writer.finish()?;
-    Ok(())
+    encode_filtered_deflate(image, color, options, out)
 }
 
-/// Levels 5..=9: the container written here, the image data from [`super::png_deflate`].
+/// The container written here, the image data from [`super::png_deflate`].
 fn encode_filtered_deflate<W: Write>(
     image: &Image8,
     color: png::ColorType,
@@ -147,22 +126,83 @@ mod tests {
         Image8 { width: w, height: h, channels, data }
     }
 
+    fn decode(bytes: &[u8], channels: u8) -> Vec<u8> {
+        let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png).unwrap();
+        match channels {
+            1 => decoded.to_luma8().into_raw(),
+            3 => decoded.to_rgb8().into_raw(),
+            _ => decoded.to_rgba8().into_raw(),
+        }
+    }
+
+    fn assert_round_trip(image: &Image8, what: &str) {
+        for level in 0..=9 {
+            let mut bytes = Vec::new();
+            let options = PngOptions { compression: level, ..PngOptions::default() };
+            encode_png(image, &options, &mut bytes).unwrap();
+            assert!(decode(&bytes, image.channels) == image.data, "{what}: level {level} decodes to other pixels");
+        }
+    }
+
     #[test]
     fn every_level_decodes_to_the_same_pixels() {
         for channels in [1, 3, 4] {
-            let image = gradient(channels);
-            for level in 0..=9 {
-                let mut bytes = Vec::new();
-                let options = PngOptions { compression: level, ..PngOptions::default() };
-                encode_png(&image, &options, &mut bytes).unwrap();
-                let decoded = image::load_from_memory(&bytes).unwrap();
-                let raw = match channels {
-                    1 => decoded.to_luma8().into_raw(),
-                    3 => decoded.to_rgb8().into_raw(),
-                    _ => decoded.to_rgba8().into_raw(),
-                };
-                assert_eq!(raw, image.data, "channels {channels} level {level}");
-            }
+            assert_round_trip(&gradient(channels), &format!("gradient, {channels} channels"));
+        }
+    }
+
+    /// The benchmark corpus's classes in small: flat, near-flat, heavy noise, smooth gradients, transparency,
+    /// repeated texture, and an image of more than one deflate block.
+    #[test]
+    fn every_image_class_round_trips_at_every_level() {
+        let (w, h) = (301u32, 257u32);
+        let n = (w * h) as usize;
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let flat = vec![37u8; n * 3];
+        let near_flat: Vec<u8> = (0..n * 3).map(|_| 120 + (next() % 3) as u8).collect();
+        let noise: Vec<u8> = (0..n * 3).map(|_| next() as u8).collect();
+        let smooth: Vec<u8> =
+            (0..n).flat_map(|i| [(i % 301) as u8, (i / 301) as u8, ((i % 301 + i / 301) / 3) as u8]).collect();
+        let rgba: Vec<u8> =
+            (0..n).flat_map(|i| if i % 301 < 150 { [0, 0, 0, 0] } else { [200, 10, (i % 256) as u8, 128] }).collect();
+        let texture: Vec<u8> = (0..n).map(|i| [9u8, 200, 45, 77, 77, 3][i % 301 % 6]).collect();
+        let cases = [
+            ("flat", 3, flat),
+            ("near flat", 3, near_flat),
+            ("noise", 3, noise),
+            ("smooth", 3, smooth),
+            ("rgba", 4, rgba),
+            ("grey texture", 1, texture),
+        ];
+        for (what, channels, data) in cases {
+            assert_round_trip(&Image8 { width: w, height: h, channels, data }, what);
+        }
+        let big = Image8 { width: 700, height: 300, channels: 3, data: crate::synthetic::rgb_u8(700, 300, 2) };
+        assert_round_trip(&big, "several blocks");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+        /// Random images, odd widths and 1-pixel images included, decode to their pixels at every level.
+        #[test]
+        fn random_images_round_trip(
+            width in 1u32..40,
+            height in 1u32..12,
+            channels in proptest::sample::select(vec![1u8, 3, 4]),
+            seed in proptest::prelude::any::<u64>(),
+            levels in 1u8..8,
+        ) {
+            // `levels`: how many distinct values, from pure noise (many) to long runs (few).
+            let n = (width * height) as usize * usize::from(channels);
+            let mut x = seed | 1;
+            let data = (0..n).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; ((x >> 32) % u64::from(levels * 32)) as u8 }).collect();
+            assert_round_trip(&Image8 { width, height, channels, data }, "random image");
         }
     }
 

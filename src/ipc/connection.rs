@@ -1,22 +1,83 @@
 //! One client connection: peer check, handshake, then request/reply until the client hangs up.
+//!
+//! Time limits (docs/PROTOCOL.md, "Connections"): the hello must arrive complete within the frame timeout of
+//! connecting, and every later frame within the frame timeout of its first byte, so a half-sent frame cannot
+//! hold a connection. Between requests an authenticated connection may stay idle as long as it likes, but it
+//! is the first to be closed when all slots are taken ([`super::slots`]).
 
-use std::time::Duration;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
 
 use interprocess::local_socket::{Stream, prelude::*};
 
 use super::Context;
+use super::slots::{Admission, Slot};
 use crate::protocol::{
     self, ErrorCode, ErrorReply, FrameError, Hello, PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response,
 };
 
-/// How long a new connection may take to send its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a frame (the hello counted from connecting) may take to arrive once it has begun.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: bool) {
-    let _ = stream.set_recv_timeout(Some(HANDSHAKE_TIMEOUT));
+/// The frame timeout, which `LUNA_DAEMON_FRAME_TIMEOUT_MS` overrides (tests use a short one).
+fn frame_timeout() -> Duration {
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        std::env::var("LUNA_DAEMON_FRAME_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(FRAME_TIMEOUT, Duration::from_millis)
+    })
+}
+
+/// Reads from the stream under the time limits: a deadline once a frame has begun; none while idle.
+struct Timed<'a> {
+    stream: &'a mut Stream,
+    slot: &'a Slot,
+    deadline: Option<Instant>,
+}
+
+impl<'a> Timed<'a> {
+    /// For the hello: the deadline runs from now.
+    fn handshake(stream: &'a mut Stream, slot: &'a Slot) -> Self {
+        Self { stream, slot, deadline: Some(Instant::now() + frame_timeout()) }
+    }
+
+    /// For a request: idle (no deadline, evictable) until its first byte.
+    fn request(stream: &'a mut Stream, slot: &'a Slot) -> Self {
+        slot.set_idle(true);
+        Self { stream, slot, deadline: None }
+    }
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = match self.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "the frame was not sent in time"));
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        self.stream.set_recv_timeout(timeout)?;
+        let n = self.stream.read(buf)?;
+        if self.deadline.is_none() && n > 0 {
+            self.slot.set_idle(false);
+            self.deadline = Some(Instant::now() + frame_timeout());
+        }
+        Ok(n)
+    }
+}
+
+pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, admission: Admission) {
+    // A client that stops reading its replies cannot park this thread either.
+    let _ = stream.set_send_timeout(Some(frame_timeout()));
     // Refusals are answered after the client's first frame has been read, so the client is not writing into a
     // closed socket and always gets to read why.
-    let refusal = if over_limit {
+    let refusal = if admission == Admission::Full {
         Some(error(ErrorCode::Busy, "too many connections; try again later"))
     } else {
         check_peer(&stream).err().map(|reason| {
@@ -24,11 +85,11 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: b
             error(ErrorCode::PermissionDenied, reason)
         })
     };
-    let Some(client) = handshake(&mut stream, ctx, refusal) else { return };
-    let _ = stream.set_recv_timeout(None);
+    let Some(client) = handshake(&mut stream, &slot, ctx, refusal) else { return };
     tracing::debug!(client = %client.client, pid = ?client.pid, "client connected");
     loop {
-        let (reply, queued) = match protocol::read_frame(&mut stream) {
+        let frame = protocol::read_frame(&mut Timed::request(&mut stream, &slot));
+        let (reply, queued) = match frame {
             Ok(body) => match protocol::decode_message::<Request>(&body) {
                 Ok(request) => ctx.handle(&client, request),
                 Err(e) => (error(ErrorCode::MalformedFrame, e.to_string()), Vec::new()),
@@ -45,6 +106,8 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: b
             }
         };
         let stop_after = matches!(reply, Response::Stopping(_));
+        // Idle from before the reply goes out, so a client that has read it finds the connection evictable.
+        slot.set_idle(true);
         let sent = send(&mut stream, &reply);
         // An accepted job's images are queued only after its acknowledgement is on its way, so waking the
         // workers never delays the reply the client blocks on. (The job is journaled and in the table already.)
@@ -61,8 +124,9 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, over_limit: b
 
 /// Reads and answers the handshake (with `refusal` instead of a welcome, if given); returns the client's hello
 /// if both sides speak the same version.
-fn handshake(stream: &mut Stream, ctx: &Context, refusal: Option<Response>) -> Option<Hello> {
-    let body = match protocol::read_frame(stream) {
+fn handshake(stream: &mut Stream, slot: &Slot, ctx: &Context, refusal: Option<Response>) -> Option<Hello> {
+    let frame = protocol::read_frame(&mut Timed::handshake(stream, slot));
+    let body = match frame {
         Ok(body) => body,
         Err(e @ FrameError::TooLarge { .. }) => {
             let _ = send(stream, &error(ErrorCode::FrameTooLarge, e.to_string()));
@@ -105,6 +169,7 @@ fn handshake(stream: &mut Stream, ctx: &Context, refusal: Option<Response>) -> O
         let _ = send(stream, &Response::Error(reply));
         return None;
     }
+    slot.set_idle(true);
     send(stream, &Response::Welcome(ctx.welcome())).ok()?;
     Some(hello)
 }
@@ -120,10 +185,16 @@ fn check_peer(stream: &Stream) -> Result<(), String> {
     }
 }
 
-#[cfg(not(unix))]
-fn check_peer(_stream: &Stream) -> Result<(), String> {
-    // Windows: the pipe's security descriptor admits only the owner.
-    Ok(())
+/// Windows: the pipe's DACL already admits only our user and SYSTEM; this checks each client anyway, as the
+/// Unix side does, by the user SID of the client process's token.
+#[cfg(windows)]
+fn check_peer(stream: &Stream) -> Result<(), String> {
+    use crate::platform::{check_same_user, current_user_sid, process_user_sid};
+    let creds = stream.peer_creds().map_err(|e| format!("could not read the client's process id: {e}"))?;
+    let pid = creds.pid().ok_or("the platform did not report the client's process id")?;
+    let client = process_user_sid(pid).map_err(|e| format!("could not read the user of client process {pid}: {e}"))?;
+    let me = current_user_sid().map_err(|e| format!("could not read this daemon's user: {e}"))?;
+    check_same_user(&client, &me)
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::jobs::{ClientKey, JobTable, new_job_id, plan_job};
+use crate::jobs::{ClientKey, JobPlan, JobTable, new_job_id, plan_job};
 use crate::protocol::{
     Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
     PROTOCOL_VERSION, Request, Response, StatusQuery, SubmitJob, Welcome,
 };
-use crate::shm::HEADER_LEN;
-use crate::workers::{Pool, WorkItem, release_segment};
+use crate::shm::{HEADER_LEN, Segment, SegmentState};
+use crate::workers::{Pool, WorkItem};
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
 pub const FEATURES: [&str; 10] = [
@@ -55,8 +55,10 @@ pub struct Context {
     started: Instant,
     instance_id: String,
     stopping: AtomicBool,
-    /// Serialises validation and segment hand-over, so two racing submits cannot both take one segment.
-    submit_lock: parking_lot::Mutex<()>,
+    /// The short critical section of a submission (claiming its segments, recording and queueing the job),
+    /// also taken by a stop request: a job is either queued before the drain begins or refused. Planning
+    /// (opening segments, reading metadata) happens before it, without any lock.
+    admission: parking_lot::Mutex<()>,
     wake_listener: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -85,7 +87,7 @@ impl Context {
             started: Instant::now(),
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             stopping: AtomicBool::new(false),
-            submit_lock: parking_lot::Mutex::new(()),
+            admission: parking_lot::Mutex::new(()),
             wake_listener,
         }
     }
@@ -95,9 +97,14 @@ impl Context {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting work and wakes the accept loop so it can exit.
+    /// Stops accepting work and wakes the accept loop so it can exit. Waits for a submission being claimed
+    /// right now, so every job acknowledged before the stop is queued before the drain.
     pub fn request_stop(&self) {
-        if !self.stopping.swap(true, Ordering::SeqCst) {
+        let first = {
+            let _admission = self.admission.lock();
+            !self.stopping.swap(true, Ordering::SeqCst)
+        };
+        if first {
             tracing::info!("stop requested: finishing the queue, accepting no new work");
         }
         (self.wake_listener)();
@@ -115,8 +122,8 @@ impl Context {
         }
     }
 
-    /// Answers one request after the handshake. For an accepted job, also returns its images, to be queued
-    /// (with [`Context::queue`]) once the reply is sent.
+    /// Answers one request after the handshake. An accepted job is already queued when this returns (so a stop
+    /// that follows cannot miss it); the returned work list is empty and kept for [`Context::queue`].
     pub(crate) fn handle(&self, client: &Hello, request: Request) -> (Response, Vec<WorkItem>) {
         if let Request::Submit(job) = request {
             return self.submit(client, &job);
@@ -151,69 +158,55 @@ impl Context {
 
     fn submit(&self, hello: &Hello, job: &SubmitJob) -> (Response, Vec<WorkItem>) {
         match self.accept(hello, job) {
-            Ok((accepted, items)) => (Response::Accepted(accepted), items),
+            Ok(accepted) => (Response::Accepted(accepted), Vec::new()),
             Err(reply) => (reply, Vec::new()),
         }
     }
 
-    /// Validates, takes ownership, journals and records a job; returns the acknowledgement and the work.
-    fn accept(&self, hello: &Hello, job: &SubmitJob) -> Result<(Accepted, Vec<WorkItem>), Response> {
+    /// Validates (without a lock), waits for room, then claims the segments, journals, records and queues the
+    /// job in one short critical section; returns the acknowledgement.
+    fn accept(&self, hello: &Hello, job: &SubmitJob) -> Result<Accepted, Response> {
         if self.stopping() {
-            return Err(error(ErrorCode::ShuttingDown, "the daemon is shutting down; save locally"));
+            return Err(shutting_down());
         }
         // A repeated submission is answered before any wait: it needs no room, its job already has it.
         if let Some(accepted) = self.already_accepted(job) {
-            return Ok((accepted, Vec::new()));
+            return Ok(accepted);
         }
-        let job_bytes: u64 = job.slots.iter().flat_map(|s| &s.images).map(|i| i.length).fold(0, u64::saturating_add);
-        if !self.table.wait_for_room(job_bytes, self.queue_budget_bytes, self.busy_wait) {
+        if let Some(e) = self.table.journal_error() {
+            return Err(Response::Error(crate::jobs::InsertError::JournalUnavailable(e).to_reply()));
+        }
+        let plan = plan_job(job, &self.spool_dir).map_err(|e| error(e.code, e.message))?;
+        let needed = plan.held_bytes();
+        if !self.table.wait_for_room(needed, self.queue_budget_bytes, self.busy_wait) {
             let held = self.table.counters().bytes_held;
             return Err(error(
                 ErrorCode::Busy,
                 format!(
-                    "queue budget full ({held} of {} bytes held, the job needs {job_bytes}); save locally or retry",
+                    "queue budget full ({held} of {} bytes held, the job needs {needed}); save locally or retry",
                     self.queue_budget_bytes
                 ),
             ));
         }
-        let _serialised = self.submit_lock.lock();
+        let _admission = self.admission.lock();
+        if self.stopping() {
+            return Err(shutting_down());
+        }
         if let Some(accepted) = self.already_accepted(job) {
-            return Ok((accepted, Vec::new()));
+            return Ok(accepted);
         }
-        let plan = match plan_job(job, &self.spool_dir) {
-            Ok(plan) => plan,
-            Err(e) => return Err(error(e.code, e.message)),
-        };
-        // Ownership passes to the daemon before the acknowledgement, so the client may exit right after it.
-        for (i, segment) in plan.segments.iter().enumerate() {
-            if let Err(e) = segment.take_ownership() {
-                give_back(&plan.segments[..i]);
-                return Err(error(ErrorCode::Internal, format!("could not take segment {:?}: {e}", segment.name())));
-            }
-        }
+        claim(&plan.segments)?;
         let job_id = new_job_id();
         let client = ClientKey { name: hello.client.clone(), pid: hello.pid };
         // Journaled before the acknowledgement: from here on a crash cannot lose the job.
         if let Err(e) = self.table.insert(&job_id, client.clone(), &plan, job) {
             give_back(&plan.segments);
-            return Err(error(ErrorCode::Internal, format!("could not journal the job: {e}; save locally")));
+            return Err(Response::Error(e.to_reply()));
         }
-        let id: Arc<str> = Arc::from(job_id.as_str());
-        let items = plan
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(index, task)| WorkItem {
-                job_id: Arc::clone(&id),
-                index,
-                client: client.clone(),
-                task: Arc::clone(task),
-                attempt: 0,
-            })
-            .collect();
+        self.pool.push(work_items(&job_id, &client, &plan));
         // Debug level: a log line per job would sit on the acknowledgement's critical path.
         tracing::debug!(job = %job_id, client = %hello.client, images = plan.tasks.len(), "job accepted");
-        Ok((Accepted { job_id, images: plan.tasks.len() as u32 }, items))
+        Ok(Accepted { job_id, images: plan.tasks.len() as u32 })
     }
 
     /// The original acknowledgement of a repeated submission (same `submit_id`).
@@ -225,10 +218,8 @@ impl Context {
 
     fn cancel(&self, job_id: &str) -> Response {
         match self.table.cancel(job_id) {
-            Some((images_cancelled, releases)) => {
-                for segment in releases {
-                    release_segment(&self.table, job_id, &segment);
-                }
+            Some((images_cancelled, release)) => {
+                release.hand_back(&self.table);
                 tracing::info!(job = job_id, images_cancelled, "job cancelled");
                 Response::Cancelled(CancelReply { job_id: job_id.to_owned(), images_cancelled })
             }
@@ -242,7 +233,8 @@ impl Context {
         DaemonStats {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_s: self.started.elapsed().as_secs(),
-            queue_depth: pool.queued as u64,
+            // From the table, not the pool's queue: a cancelled image still in the queue is not waiting.
+            queue_depth: c.images_waiting(),
             bytes_held: c.bytes_held,
             workers_alive: pool.alive as u32,
             workers_busy: pool.busy as u32,
@@ -256,8 +248,50 @@ impl Context {
     }
 }
 
+/// Takes ownership of the plan's segments, unless one was taken meanwhile (two submissions naming the same
+/// segment, planned at once): the later one is refused and nothing is taken.
+fn claim(segments: &[Segment]) -> Result<(), Response> {
+    for (i, segment) in segments.iter().enumerate() {
+        let taken = match segment.state() {
+            Ok(SegmentState::Client) => segment
+                .take_ownership()
+                .map_err(|e| error(ErrorCode::Internal, format!("could not take segment {:?}: {e}", segment.name()))),
+            Ok(_) => Err(error(
+                ErrorCode::SegmentBusy,
+                format!(
+                    "segment {:?} is still owned by the daemon for an earlier job; wait until it is released \
+                     (header state byte back to 0) before reusing it",
+                    segment.name()
+                ),
+            )),
+            Err(e) => Err(error(ErrorCode::Internal, format!("reading segment {:?} state: {e}", segment.name()))),
+        };
+        if let Err(reply) = taken {
+            give_back(&segments[..i]);
+            return Err(reply);
+        }
+    }
+    Ok(())
+}
+
+fn work_items(job_id: &str, client: &ClientKey, plan: &JobPlan) -> Vec<WorkItem> {
+    let id: Arc<str> = Arc::from(job_id);
+    let task = |(index, task): (usize, &Arc<crate::jobs::ImageTask>)| WorkItem {
+        job_id: Arc::clone(&id),
+        index,
+        client: client.clone(),
+        task: Arc::clone(task),
+        attempt: 0,
+    };
+    plan.tasks.iter().enumerate().map(task).collect()
+}
+
+fn shutting_down() -> Response {
+    error(ErrorCode::ShuttingDown, "the daemon is shutting down; save locally")
+}
+
 /// Returns segments to their client after a refused submission (without unlinking them).
-fn give_back(segments: &[Arc<crate::shm::Segment>]) {
+fn give_back(segments: &[Segment]) {
     for segment in segments {
         if let Err(e) = segment.give_back() {
             tracing::warn!(segment = segment.name(), "could not give a segment back: {e}");

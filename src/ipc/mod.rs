@@ -5,6 +5,7 @@
 mod connection;
 mod handlers;
 mod listener;
+mod slots;
 
 pub use handlers::{Context, Limits};
 pub use listener::{BindError, bind, connect_name, serve};

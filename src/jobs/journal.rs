@@ -3,15 +3,24 @@
 //!
 //! File `<state_dir>/journal.v1`: a sequence of records, each `u32 LE length`, `u32 LE CRC-32 of the body`,
 //! then the MessagePack body. Replay stops at the first torn or corrupt record (a crash mid-append) and cuts
-//! the file there. The file is rewritten with only the live jobs at start-up and whenever it grows past
-//! [`COMPACT_AT`], so it does not grow without bound.
+//! the file there. The file is rewritten with only the live jobs at start-up and whenever it has grown by
+//! [`COMPACT_AT`] since the last rewrite (growth, not size: live records alone may exceed any threshold), so it
+//! does not grow without bound and is never rewritten in a loop.
+//!
+//! Segment hand-back order: a `segment_released` record is appended *before* the segment's header says the
+//! client owns it again. A crash between the two leaves a daemon-owned segment no journaled job needs, which
+//! start-up reclaims; the opposite order would let recovery release a segment a later job already uses.
+//!
+//! Compaction writes the snapshot without any lock ([`Journal::write_snapshot`]), then, under the journal's
+//! lock, copies the records appended meanwhile, closes the journal, renames the new file over it and reopens it
+//! ([`Journal::install`]): Windows cannot replace a file that is open, and appends wait only for that swap.
 //!
 //! Durability: records are written (`write`) before the acknowledgement, which survives the daemon being
 //! killed (SIGKILL, OOM); they are `fdatasync`ed within [`SYNC_INTERVAL`]. A power loss can lose the last
 //! moments of records, but it also loses the segments themselves (tmpfs), so nothing more is lost than the
 //! pixels already were.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -50,10 +59,19 @@ pub enum Record {
         /// The image's final status.
         status: ImageStatus,
     },
-    /// Every image is final and every segment was handed back: the job needs no recovery.
+    /// Every image is final and every segment was handed back: the job needs no recovery. (Written by
+    /// earlier versions; still read.)
     Released {
         /// The job id.
         job_id: String,
+    },
+    /// One of the job's segments is about to be handed back (written before its header says so). A job whose
+    /// images are all done and whose segments are all released needs no recovery.
+    SegmentReleased {
+        /// The job id.
+        job_id: String,
+        /// The segment's name.
+        segment: String,
     },
 }
 
@@ -70,6 +88,9 @@ pub struct Unfinished {
     pub job: SubmitJob,
     /// Images already final, by index.
     pub done: BTreeMap<u32, ImageStatus>,
+    /// Segments journaled as released, or named by a later accepted job (which can only happen after they
+    /// were handed back): recovery never hands these back again.
+    pub released: HashSet<String>,
 }
 
 /// Why the journal could not be opened.
@@ -86,9 +107,47 @@ pub struct JournalError {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    /// `None` only during [`Journal::install`]'s swap (closed so the rename works on Windows too).
+    file: Option<File>,
     len: u64,
-    dirty: bool,
+    /// Appends so far (a generation count), and how many of them are known durable.
+    appended: u64,
+    synced: u64,
+    /// Bumped when the file is replaced: a sync of the old file says nothing about the new one.
+    epoch: u64,
+    /// Size right after the last rewrite (or at open): compaction is due on growth beyond it.
+    base_len: u64,
+    compact_after: u64,
+}
+
+/// A handle to `fdatasync` without holding the journal's lock, and what it covers.
+#[derive(Debug)]
+pub struct SyncTicket {
+    file: File,
+    epoch: u64,
+    generation: u64,
+}
+
+impl SyncTicket {
+    /// `fdatasync`s the records the ticket covers.
+    pub fn sync(&self) -> io::Result<()> {
+        crate::fault::fail("journal.sync")?;
+        self.file.sync_data()
+    }
+}
+
+/// Where the journal was when a compaction snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalMark {
+    epoch: u64,
+    len: u64,
+}
+
+/// A compacted journal written to a temp file next to the journal, not yet installed.
+#[derive(Debug)]
+pub struct Snapshot {
+    temp: tempfile::NamedTempFile,
+    len: u64,
 }
 
 impl Journal {
@@ -97,8 +156,7 @@ impl Journal {
     pub fn open(state_dir: &Path) -> Result<(Self, Vec<Unfinished>), JournalError> {
         let path = state_dir.join("journal.v1");
         let err = |source| JournalError { path: path.clone(), source };
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(err)?;
+        let mut file = open_rw(&path).map_err(err)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(err)?;
         let (records, valid_len) = parse(&bytes);
@@ -111,40 +169,80 @@ impl Journal {
             file.set_len(valid_len as u64).map_err(err)?;
         }
         file.seek(SeekFrom::End(0)).map_err(err)?;
-        let journal = Self { path: path.clone(), file, len: valid_len as u64, dirty: false };
+        let len = valid_len as u64;
+        let journal = Self {
+            path: path.clone(),
+            file: Some(file),
+            len,
+            appended: 0,
+            synced: 0,
+            epoch: 0,
+            base_len: len,
+            compact_after: COMPACT_AT,
+        };
         Ok((journal, unfinished(records)))
     }
 
-    /// Appends a record with one `write` (not yet fsynced).
+    /// Sets how much growth since the last rewrite makes a compaction due (tests use small values).
+    pub fn set_compact_after(&mut self, bytes: u64) {
+        self.compact_after = bytes;
+    }
+
+    fn file(&mut self) -> io::Result<&mut File> {
+        self.file.as_mut().ok_or_else(|| io::Error::other("the journal is closed (a failed rewrite)"))
+    }
+
+    /// Appends a record with one `write` (not yet fsynced). A failed append leaves the file as it was.
     pub fn append(&mut self, record: &Record) -> io::Result<()> {
+        crate::fault::fail("journal.append")?;
         let framed = frame(record)?;
-        if let Err(e) = self.file.write_all(&framed) {
+        let len = self.len;
+        let file = self.file()?;
+        if let Err(e) = file.write_all(&framed) {
             // Cut a partial record off, or it would hide every later record from the next replay.
-            let _ = self.file.set_len(self.len);
-            let _ = self.file.seek(SeekFrom::Start(self.len));
+            let _ = file.set_len(len);
+            let _ = file.seek(SeekFrom::Start(len));
             return Err(e);
         }
         self.len += framed.len() as u64;
-        self.dirty = true;
+        self.appended += 1;
         Ok(())
     }
 
-    /// Makes appended records durable.
+    /// Makes appended records durable (holding the lock; the daemon uses [`Journal::sync_ticket`]).
     pub fn sync(&mut self) -> io::Result<()> {
-        match self.take_sync_handle()? {
-            Some(handle) => handle.sync_data(),
+        match self.sync_ticket()? {
+            Some(ticket) => {
+                ticket.sync()?;
+                self.mark_synced(&ticket);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
 
-    /// A second handle to sync with if records were appended since the last sync, so the caller can fsync
-    /// without holding the journal's lock (appends, which acknowledgements wait for, are never stalled by it).
-    pub fn take_sync_handle(&mut self) -> io::Result<Option<File>> {
-        if !self.dirty {
+    /// A second handle to sync with if records were appended since the last successful sync, so the caller
+    /// can fsync without holding the journal's lock (appends, which acknowledgements wait for, are never
+    /// stalled by it). Nothing counts as synced until [`Journal::mark_synced`] after the sync succeeded.
+    pub fn sync_ticket(&mut self) -> io::Result<Option<SyncTicket>> {
+        if self.synced == self.appended {
             return Ok(None);
         }
-        self.dirty = false;
-        self.file.try_clone().map(Some)
+        let (epoch, generation) = (self.epoch, self.appended);
+        let file = self.file()?.try_clone()?;
+        Ok(Some(SyncTicket { file, epoch, generation }))
+    }
+
+    /// Records that the sync of `ticket` succeeded.
+    pub fn mark_synced(&mut self, ticket: &SyncTicket) {
+        if ticket.epoch == self.epoch {
+            self.synced = self.synced.max(ticket.generation);
+        }
+    }
+
+    /// Whether appended records are waiting for a successful sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.synced != self.appended
     }
 
     /// Current size in bytes.
@@ -157,27 +255,90 @@ impl Journal {
         self.len == 0
     }
 
-    /// Replaces the journal with `records` (temp file, fsync, rename, directory fsync).
-    pub fn rewrite(&mut self, records: &[Record]) -> io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+    /// Whether the journal has grown enough since the last rewrite to be compacted.
+    pub fn compaction_due(&self) -> bool {
+        self.len.saturating_sub(self.base_len) > self.compact_after
+    }
+
+    /// Where the journal is now; take it together with the snapshot of what it describes.
+    pub fn mark(&self) -> JournalMark {
+        JournalMark { epoch: self.epoch, len: self.len }
+    }
+
+    /// The directory the journal lives in.
+    pub fn dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    }
+
+    /// Writes `records` to a temp file in `dir` and fsyncs it. Needs no lock.
+    pub fn write_snapshot(dir: &Path, records: &[Record]) -> io::Result<Snapshot> {
+        crate::fault::fail("journal.rewrite")?;
         let mut temp = tempfile::Builder::new().prefix(".journal-").tempfile_in(dir)?;
         let mut len = 0u64;
+        let mut out = io::BufWriter::new(temp.as_file_mut());
         for record in records {
             let framed = frame(record)?;
-            temp.write_all(&framed)?;
+            out.write_all(&framed)?;
             len += framed.len() as u64;
         }
+        out.flush()?;
+        drop(out);
         temp.as_file().sync_all()?;
-        let file = temp.persist(&self.path).map_err(|e| e.error)?;
-        #[cfg(unix)]
-        File::open(dir)?.sync_all()?;
-        let mut file = file;
+        Ok(Snapshot { temp, len })
+    }
+
+    /// Replaces the journal with `snapshot` plus every record appended since `mark`: closes the journal, renames
+    /// the snapshot over it and reopens it. The copied tail is not fsynced here: like any fresh append, the
+    /// next sync covers it. Call [`sync_dir`] afterwards (without the lock) to make the rename durable.
+    pub fn install(&mut self, snapshot: Snapshot, mark: JournalMark) -> io::Result<()> {
+        if mark.epoch != self.epoch || mark.len > self.len {
+            return Err(io::Error::other("the journal was replaced since the snapshot"));
+        }
+        let mut tail = Vec::with_capacity((self.len - mark.len) as usize);
+        {
+            let mut reader = File::open(&self.path)?;
+            reader.seek(SeekFrom::Start(mark.len))?;
+            reader.take(self.len - mark.len).read_to_end(&mut tail)?;
+        }
+        let Snapshot { mut temp, len } = snapshot;
+        temp.as_file_mut().seek(SeekFrom::End(0))?;
+        temp.as_file_mut().write_all(&tail)?;
+        // Closed before the rename: Windows refuses to replace a file that is open.
+        self.file = None;
+        let persisted = temp.persist(&self.path);
+        let mut file = open_rw(&self.path)?;
         file.seek(SeekFrom::End(0))?;
-        self.file = file;
-        self.len = len;
-        self.dirty = false;
+        self.file = Some(file);
+        persisted.map_err(|e| e.error)?;
+        self.len = len + tail.len() as u64;
+        self.base_len = self.len;
+        self.epoch += 1;
+        self.synced = self.appended;
+        if !tail.is_empty() {
+            self.appended += 1;
+        }
         Ok(())
     }
+
+    /// Replaces the journal with `records` at once (start-up and tests): snapshot, install, directory sync.
+    pub fn rewrite(&mut self, records: &[Record]) -> io::Result<()> {
+        let snapshot = Self::write_snapshot(&self.dir(), records)?;
+        self.install(snapshot, self.mark())?;
+        sync_dir(&self.dir())
+    }
+}
+
+/// Makes a rename in `dir` durable (a no-op where directories cannot be opened).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
 }
 
 fn frame(record: &Record) -> io::Result<Vec<u8>> {
@@ -212,6 +373,12 @@ fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
     (records, at)
 }
 
+/// The segments a job names (pixels and metadata blob).
+pub fn job_segments(job: &SubmitJob) -> HashSet<String> {
+    let pixels = job.slots.iter().flat_map(|s| &s.images).map(|i| i.segment.clone());
+    pixels.chain(job.metadata_blob.iter().map(|b| b.segment.clone())).collect()
+}
+
 /// Folds records into the jobs still needing work.
 fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
     let mut order = Vec::new();
@@ -219,12 +386,25 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
     for record in records {
         match record {
             Record::Accepted { job_id, client, pid, job } => {
+                // A segment a later job names was handed back before that job was accepted: an earlier job
+                // must never release it again, whatever its own records say.
+                let named = job_segments(&job);
+                for earlier in jobs.values_mut() {
+                    earlier.released.extend(job_segments(&earlier.job).intersection(&named).cloned());
+                }
                 order.push(job_id.clone());
-                jobs.insert(job_id.clone(), Unfinished { job_id, client, pid, job: *job, done: BTreeMap::new() });
+                let done = BTreeMap::new();
+                let released = HashSet::new();
+                jobs.insert(job_id.clone(), Unfinished { job_id, client, pid, job: *job, done, released });
             }
             Record::Done { job_id, status } => {
                 if let Some(job) = jobs.get_mut(&job_id) {
                     job.done.insert(status.index, status);
+                }
+            }
+            Record::SegmentReleased { job_id, segment } => {
+                if let Some(job) = jobs.get_mut(&job_id) {
+                    job.released.insert(segment);
                 }
             }
             Record::Released { job_id } => {
@@ -232,38 +412,58 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
             }
         }
     }
-    order.into_iter().filter_map(|id| jobs.remove(&id)).collect()
+    order.into_iter().filter_map(|id| jobs.remove(&id)).filter(|job| !job.is_complete()).collect()
+}
+
+impl Unfinished {
+    /// Every image done and every segment released: nothing left to recover.
+    fn is_complete(&self) -> bool {
+        let images: usize = self.job.slots.iter().map(|s| s.images.len()).sum();
+        self.done.len() >= images && job_segments(&self.job).iter().all(|s| self.released.contains(s))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ImageState, QualityGate};
+    use crate::protocol::{ImageDescriptor, ImageFormat, ImageState, SampleType, Slot};
 
-    fn job() -> SubmitJob {
+    fn descriptor(segment: &str) -> ImageDescriptor {
+        ImageDescriptor {
+            segment: segment.to_owned(),
+            offset: 64,
+            length: 3,
+            width: 1,
+            height: 1,
+            channels: 3,
+            dtype: SampleType::U8,
+            row_stride: 3,
+            crc32: None,
+        }
+    }
+
+    /// A job of two images in segment `segment`.
+    fn job_in(segment: &str) -> SubmitJob {
+        let slot = Slot {
+            affix: String::new(),
+            format: ImageFormat::Png,
+            subdir: false,
+            images: vec![descriptor(segment), descriptor(segment)],
+        };
         SubmitJob {
-            output_dir: "/out".to_owned(),
-            save_path: String::new(),
             filename: "x".to_owned(),
-            model_name: String::new(),
-            filename_index: 0,
             timestamp_ms: Some(1),
             utc_offset_s: Some(0),
-            png_compression: 4,
-            lossy_quality: 90,
-            lossless_webp: false,
-            quality_gate: QualityGate::Disabled,
-            min_quality_threshold: 0.3,
-            embed_metadata: true,
-            metadata: None,
-            metadata_blob: None,
-            slots: Vec::new(),
-            submit_id: None,
+            ..SubmitJob::new("/out", vec![slot])
         }
     }
 
     fn accepted(id: &str) -> Record {
-        Record::Accepted { job_id: id.to_owned(), client: "c".to_owned(), pid: Some(1), job: Box::new(job()) }
+        accepted_in(id, &format!("seg-{id}"))
+    }
+
+    fn accepted_in(id: &str, segment: &str) -> Record {
+        Record::Accepted { job_id: id.to_owned(), client: "c".to_owned(), pid: Some(1), job: Box::new(job_in(segment)) }
     }
 
     fn done(id: &str, index: u32) -> Record {
@@ -281,21 +481,53 @@ mod tests {
         Record::Done { job_id: id.to_owned(), status }
     }
 
-    #[test]
-    fn replay_returns_unreleased_jobs_with_their_finished_images() {
+    fn released(id: &str, segment: &str) -> Record {
+        Record::SegmentReleased { job_id: id.to_owned(), segment: segment.to_owned() }
+    }
+
+    fn replay(records: &[Record]) -> Vec<Unfinished> {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut j, pending) = Journal::open(dir.path()).unwrap();
-            assert!(pending.is_empty());
-            for r in [accepted("a"), accepted("b"), done("a", 0), done("b", 1), Record::Released { job_id: "a".into() }]
-            {
-                j.append(&r).unwrap();
+            let (mut j, _) = Journal::open(dir.path()).unwrap();
+            for r in records {
+                j.append(r).unwrap();
             }
         }
-        let (_, pending) = Journal::open(dir.path()).unwrap();
+        Journal::open(dir.path()).unwrap().1
+    }
+
+    #[test]
+    fn replay_returns_unreleased_jobs_with_their_finished_images() {
+        let pending = replay(&[
+            accepted("a"),
+            accepted("b"),
+            done("a", 0),
+            done("b", 1),
+            Record::Released { job_id: "a".into() },
+        ]);
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].job_id, "b");
         assert_eq!(pending[0].done.keys().copied().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn a_job_with_every_image_done_and_every_segment_released_needs_nothing() {
+        let pending = replay(&[accepted("a"), done("a", 0), done("a", 1), released("a", "seg-a")]);
+        assert!(pending.is_empty(), "{pending:?}");
+        // Done but not released: recovery still has a segment to hand back.
+        let pending = replay(&[accepted("a"), done("a", 0), done("a", 1)]);
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].released.is_empty());
+    }
+
+    /// Regression (issue 11 #1): a job done but not journaled as released, whose segment a later accepted job
+    /// names, must not have that segment released again by recovery.
+    #[test]
+    fn a_segment_a_later_job_names_counts_as_released_for_the_earlier_job() {
+        let pending = replay(&[accepted_in("a", "warm"), done("a", 0), done("a", 1), accepted_in("b", "warm")]);
+        let ids: Vec<&str> = pending.iter().map(|p| p.job_id.as_str()).collect();
+        assert_eq!(ids, ["b"], "a is complete: its segment was handed back before b could name it");
+        assert!(pending[0].released.is_empty());
     }
 
     #[test]
@@ -337,5 +569,65 @@ mod tests {
         let (_, pending) = Journal::open(dir.path()).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].done.len(), 1);
+    }
+
+    /// Compaction snapshots without the lock: records appended between the snapshot and the swap survive it.
+    #[test]
+    fn records_appended_while_a_snapshot_is_written_survive_the_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&accepted("old")).unwrap();
+        j.append(&accepted("live")).unwrap();
+        let mark = j.mark();
+        let snapshot = Journal::write_snapshot(&j.dir(), &[accepted("live")]).unwrap();
+        j.append(&done("live", 0)).unwrap();
+        j.append(&accepted("late")).unwrap();
+        j.install(snapshot, mark).unwrap();
+        assert!(j.has_unsynced(), "the copied tail still needs a sync");
+        j.append(&done("late", 1)).unwrap();
+        drop(j);
+        let (_, pending) = Journal::open(dir.path()).unwrap();
+        let ids: Vec<&str> = pending.iter().map(|p| p.job_id.as_str()).collect();
+        assert_eq!(ids, ["live", "late"]);
+        assert_eq!(pending[0].done.len(), 1);
+        assert_eq!(pending[1].done.len(), 1);
+    }
+
+    /// Regression (issue 11 #10): with live records above the threshold, the journal was rewritten on every
+    /// check. Compaction is due on growth since the last rewrite, not on size.
+    #[test]
+    fn compaction_is_due_on_growth_since_the_last_rewrite_not_on_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.set_compact_after(2000);
+        let live: Vec<Record> = (0..40).map(|i| accepted(&format!("live{i}"))).collect();
+        for r in &live {
+            j.append(r).unwrap();
+        }
+        assert!(j.compaction_due());
+        j.rewrite(&live).unwrap();
+        assert!(j.len() > 2000, "the live records alone exceed the threshold");
+        assert!(!j.compaction_due(), "nothing grew since the rewrite");
+        while j.len() < j.base_len + 2000 {
+            assert!(!j.compaction_due());
+            j.append(&done("live0", 0)).unwrap();
+        }
+        j.append(&done("live0", 0)).unwrap();
+        assert!(j.compaction_due(), "due once it grew by the threshold");
+    }
+
+    /// Regression (issue 11 #2): records counted as synced before the fdatasync had succeeded.
+    #[test]
+    fn records_count_as_synced_only_after_the_sync_succeeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&accepted("a")).unwrap();
+        let ticket = j.sync_ticket().unwrap().expect("unsynced records");
+        assert!(j.has_unsynced(), "taking a handle is not syncing");
+        assert!(j.sync_ticket().unwrap().is_some(), "a failed sync would be retried with a new ticket");
+        ticket.sync().unwrap();
+        j.mark_synced(&ticket);
+        assert!(!j.has_unsynced());
+        assert!(j.sync_ticket().unwrap().is_none());
     }
 }

@@ -1,16 +1,22 @@
-//! Jobs: turning a submission into a validated plan, job ids, the per-image state machine
-//! (queued -> encoding -> written | failed), the table `status` and `stats` read, and segment hand-back once
-//! every image from a segment is final.
+//! Jobs: turning a submission into a validated plan (`plan`), what a worker gets to save an image (`task`:
+//! [`ImageTask`], [`JobSettings`], [`SegmentRef`]), the per-job state machine (`state`: pure, unit-tested),
+//! the table `status` and `stats` read ([`JobTable`]), handing segments back ([`Release`]), the [`journal`],
+//! and recovery after a restart ([`recover()`]).
 
 pub mod journal;
 mod plan;
+mod recover;
+mod release;
+mod state;
 mod table;
+mod task;
 
 pub use journal::Journal;
-pub use plan::{
-    DISCARD_DIR, ImageTask, JobPlan, JobSettings, MetadataSource, PlanError, Recovered, plan_job, recover_job,
-};
-pub use table::{ClientKey, Counters, JobTable, Release, SavedImage};
+pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job};
+pub use recover::{RecoveredJob, recover};
+pub use release::Release;
+pub use table::{ClientKey, Counters, InsertError, JobTable, SavedImage};
+pub use task::{DISCARD_DIR, ImageTask, JobSettings, MetadataSource, SegmentRef};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.
 pub fn new_job_id() -> String {

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use crate::encode::SampleFormat;
 use chrono::{DateTime, FixedOffset, Local, Utc};
 
+use super::task::{ImageTask, JobSettings, MetadataSource, SegmentRef, check_metadata_blob};
 use crate::output::{self, ModelInfo, TemplateContext};
-use crate::protocol::{
-    self, ErrorCode, ErrorReply, ImageDescriptor, ImageFormat, JobMetadata, QualityGate, SampleType, Slot, SubmitJob,
-};
+use crate::protocol::{ErrorCode, ErrorReply, ImageDescriptor, SampleType, Slot, SubmitJob};
 use crate::shm::{Layout, LayoutError, Segment, SegmentOpenError, SegmentState};
 
 /// Why a submission was refused, with the wire error code it maps to.
@@ -31,138 +30,29 @@ impl PlanError {
     }
 }
 
-/// Settings shared by every image of a job.
-#[derive(Debug)]
-pub struct JobSettings {
-    /// The output root.
-    pub output_root: PathBuf,
-    /// The expanded `save_path` (relative, validated; directories not yet created).
-    pub save_path: String,
-    /// Directories the expanded file name template asked for (relative, validated), below the affix folder.
-    pub name_dir: String,
-    /// PNG compression level 0..9.
-    pub png_compression: u8,
-    /// JPEG / lossy WebP quality.
-    pub lossy_quality: u8,
-    /// Lossless WebP.
-    pub lossless_webp: bool,
-    /// The quality gate.
-    pub quality_gate: QualityGate,
-    /// The gate's threshold.
-    pub threshold: f64,
-    /// Metadata to embed as received, or `None` when metadata is off.
-    pub metadata: Option<MetadataSource>,
-    /// `metadata` with every value formatted as `json.dumps` text, computed by the first worker that needs it
-    /// (large workflows are formatted off the submitting client's critical path, once per job).
-    pub metadata_text: std::sync::OnceLock<Option<JobMetadata>>,
-    /// The parsed model.
-    pub model: ModelInfo,
-    /// `YYYY_mm_dd_HHMMSS` of the node's run (metadata `save_timestamp`).
-    pub save_timestamp: String,
-}
-
-/// Where a job's metadata is until a worker needs it.
-#[derive(Debug)]
-pub enum MetadataSource {
-    /// Sent in the submit frame.
-    Inline(JobMetadata),
-    /// The MessagePack bytes of a `metadata_blob`, structure already checked.
-    Blob(Vec<u8>),
-}
-
-/// A `JobMetadata` with the value fields skipped: checks a blob's structure without building its values.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)] // only the check matters
-struct MetadataSkim {
-    #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
-    extra_pnginfo: Vec<(String, String)>,
-    #[serde(default)]
-    generation_metadata: Option<String>,
-    #[serde(default)]
-    generation_fields: Vec<(String, String)>,
-    #[serde(default)]
-    custom_metadata: Option<String>,
-    #[serde(default)]
-    prompt_value: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    extra_pnginfo_values: Vec<(String, serde::de::IgnoredAny)>,
-}
-
-impl JobSettings {
-    /// The metadata to embed, as text: decoded and formatted once, by the first worker that needs it.
-    pub fn metadata_text(&self) -> Option<&JobMetadata> {
-        self.metadata_text
-            .get_or_init(|| {
-                let decoded = match self.metadata.as_ref()? {
-                    MetadataSource::Inline(m) => std::borrow::Cow::Borrowed(m),
-                    MetadataSource::Blob(bytes) => match protocol::decode_message::<JobMetadata>(bytes) {
-                        Ok(m) => std::borrow::Cow::Owned(m),
-                        Err(e) => {
-                            tracing::error!("metadata_blob passed its check but does not decode: {e}");
-                            return None;
-                        }
-                    },
-                };
-                Some(decoded.to_text(crate::encode::pyjson::dumps_msgpack))
-            })
-            .as_ref()
-    }
-}
-
-/// Everything a worker needs to save one image.
-#[derive(Debug)]
-pub struct ImageTask {
-    /// The segment holding the pixels (opened and validated at submission).
-    pub segment: Arc<Segment>,
-    /// Where the pixels are in it.
-    pub layout: Layout,
-    /// How to convert them.
-    pub format: SampleFormat,
-    /// Expected CRC-32 of the pixel bytes, if the client sent one.
-    pub crc32: Option<u32>,
-    /// Job-wide settings.
-    pub settings: Arc<JobSettings>,
-    /// Output format.
-    pub image_format: ImageFormat,
-    /// The slot's affix (empty for none).
-    pub affix: String,
-    /// Save under an `<affix>/` folder.
-    pub affix_dir: bool,
-    /// The final file name stem (validated), before any collision counter.
-    pub stem: String,
-    /// Slot position.
-    pub slot: u32,
-    /// Position in the slot's batch.
-    pub batch_index: u32,
-}
-
-impl ImageTask {
-    /// The directory below the output root: `save_path[/_discarded][/<affix>][/<name dirs>]`.
-    pub fn sub_path(&self, discarded: bool) -> String {
-        let mut parts = vec![self.settings.save_path.as_str()];
-        if discarded {
-            parts.push(DISCARD_DIR);
-        }
-        if self.affix_dir && !self.affix.is_empty() {
-            parts.push(&self.affix);
-        }
-        parts.push(&self.settings.name_dir);
-        parts.into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>().join("/")
-    }
-}
-
-/// Where images that fail the quality gate go, below the save path.
-pub const DISCARD_DIR: &str = "_discarded";
-
-/// A validated job, ready to be queued.
+/// A validated job, ready to be claimed and queued.
 #[derive(Debug)]
 pub struct JobPlan {
     /// One task per image, slots in order, then batch order.
     pub tasks: Vec<Arc<ImageTask>>,
-    /// The distinct segments the job uses (pixels and metadata).
-    pub segments: Vec<Arc<Segment>>,
+    /// The distinct segments the job uses (pixels and metadata), open until their ownership is taken.
+    pub segments: Vec<Segment>,
+    spool_dir: Arc<Path>,
+}
+
+impl JobPlan {
+    /// Memory the job holds until it finishes: pixel bytes read from shared memory while saving, plus its
+    /// metadata (source and formatted text). What the queue budget counts.
+    pub fn held_bytes(&self) -> u64 {
+        let pixels = self.tasks.iter().map(|t| t.layout.length).fold(0, u64::saturating_add);
+        let metadata = self.tasks.first().map_or(0, |t| t.settings.held_metadata_bytes());
+        pixels.saturating_add(metadata)
+    }
+
+    /// References to the job's segments (no descriptors).
+    pub fn segment_refs(&self) -> Vec<SegmentRef> {
+        self.segments.iter().map(|s| SegmentRef::new(Arc::clone(&self.spool_dir), s.name())).collect()
+    }
 }
 
 /// Most images one job may carry (five slots of large batches fit; the job's `status` reply stays far below
@@ -178,6 +68,7 @@ fn invalid_job(message: impl Into<String>) -> PlanError {
 /// Validates `job` against the segments in `spool_dir`, expands its templates and loads its metadata. Opens
 /// each segment once.
 pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError> {
+    crate::fault::hold("submit.validating");
     let mut planner = Planner::new(spool_dir, false);
     let (settings, base) = planner.settings(job)?;
     let mut tasks = Vec::new();
@@ -186,7 +77,7 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
             tasks.push(Arc::new(planner.image(&settings, &base, slot_index, slot, batch_index, tasks.len())?));
         }
     }
-    Ok(JobPlan { tasks, segments: planner.segments.into_values().collect() })
+    Ok(JobPlan { tasks, segments: planner.segments.into_values().collect(), spool_dir: planner.spool_dir })
 }
 
 /// Re-plans a job found unfinished in the journal after a restart. Its segments are still marked
@@ -199,7 +90,7 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
     let lost = |e: PlanError| {
         let code = if e.code == ErrorCode::SegmentNotFound { ErrorCode::Lost } else { e.code };
         let message = if code == ErrorCode::Lost {
-            format!("lost: the daemon restarted and the image's shared memory is gone ({})", e.message)
+            format!("lost: the daemon restarted and the image's shared memory is gone or handed back ({})", e.message)
         } else {
             e.message
         };
@@ -209,7 +100,7 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
         Ok(s) => s,
         Err(e) => {
             let reply = lost(e);
-            return ((0..count).map(|_| Err(reply.clone())).collect(), planner.segments.into_values().collect());
+            return ((0..count).map(|_| Err(reply.clone())).collect(), planner.segment_refs());
         }
     };
     let mut results = Vec::with_capacity(count);
@@ -221,22 +112,26 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
             );
         }
     }
-    (results, planner.segments.into_values().collect())
+    (results, planner.segment_refs())
 }
 
 /// A recovered job: per image its task or why it cannot be saved, and every segment the job uses.
-pub type Recovered = (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<Arc<Segment>>);
+pub type Recovered = (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<SegmentRef>);
 
 /// Validation state shared by the images of one job: the segments opened so far.
-struct Planner<'a> {
-    spool_dir: &'a Path,
+struct Planner {
+    spool_dir: Arc<Path>,
     recovering: bool,
-    segments: HashMap<String, Arc<Segment>>,
+    segments: HashMap<String, Segment>,
 }
 
-impl<'a> Planner<'a> {
-    fn new(spool_dir: &'a Path, recovering: bool) -> Self {
-        Self { spool_dir, recovering, segments: HashMap::new() }
+impl Planner {
+    fn new(spool_dir: &Path, recovering: bool) -> Self {
+        Self { spool_dir: Arc::from(spool_dir), recovering, segments: HashMap::new() }
+    }
+
+    fn segment_refs(&self) -> Vec<SegmentRef> {
+        self.segments.keys().map(|name| SegmentRef::new(Arc::clone(&self.spool_dir), name.clone())).collect()
     }
 
     /// Job-wide checks, template expansion and metadata. Returns the settings and the expanded file stem.
@@ -266,11 +161,7 @@ impl<'a> Planner<'a> {
             output_root: PathBuf::from(&job.output_dir),
             save_path,
             name_dir: name_dir.to_owned(),
-            png_compression: job.png_compression,
-            lossy_quality: job.lossy_quality,
-            lossless_webp: job.lossless_webp,
-            quality_gate: job.quality_gate,
-            threshold: job.min_quality_threshold,
+            job: Arc::new(job.clone()),
             metadata,
             metadata_text: std::sync::OnceLock::new(),
             model: ctx.model,
@@ -299,9 +190,9 @@ impl<'a> Planner<'a> {
         self.check_affix(slot_index, slot)?;
         let desc = &slot.images[batch_index];
         let what = format!("image {index}");
-        let segment = self.segment(&desc.segment, &what)?;
+        let segment_len = self.segment(&desc.segment, &what)?.len();
         let layout = layout_of(desc);
-        layout.validate(segment.len()).map_err(|e| layout_error(e, &what))?;
+        layout.validate(segment_len).map_err(|e| layout_error(e, &what))?;
         let mut stem = base.to_owned();
         if !slot.affix.is_empty() {
             stem = format!("{stem}_{}", slot.affix);
@@ -309,8 +200,10 @@ impl<'a> Planner<'a> {
         if slot.images.len() > 1 {
             stem = format!("{stem}_{batch_index}");
         }
+        output::check_file_name_fits(&stem, slot.format.extension())
+            .map_err(|e| invalid_job(format!("{what}: {e}")))?;
         Ok(ImageTask {
-            segment,
+            segment: SegmentRef::new(Arc::clone(&self.spool_dir), desc.segment.clone()),
             layout,
             format: sample_format(desc.dtype),
             crc32: desc.crc32,
@@ -325,18 +218,17 @@ impl<'a> Planner<'a> {
     }
 
     /// Opens a segment once per job (pixels and metadata may share one).
-    fn segment(&mut self, name: &str, what: &str) -> Result<Arc<Segment>, PlanError> {
-        if let Some(s) = self.segments.get(name) {
-            return Ok(Arc::clone(s));
+    fn segment(&mut self, name: &str, what: &str) -> Result<&Segment, PlanError> {
+        if !self.segments.contains_key(name) {
+            let s = open_segment(&self.spool_dir, name, what, self.recovering)?;
+            self.segments.insert(name.to_owned(), s);
         }
-        let s = Arc::new(open_segment(self.spool_dir, name, what, self.recovering)?);
-        self.segments.insert(name.to_owned(), Arc::clone(&s));
-        Ok(s)
+        Ok(&self.segments[name])
     }
 
     /// The job's metadata: the blob in shared memory if given, else the inline value.
     fn load_metadata(&mut self, job: &SubmitJob) -> Result<Option<MetadataSource>, PlanError> {
-        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.clone().map(MetadataSource::Inline)) };
+        let Some(blob) = &job.metadata_blob else { return Ok(job.metadata.as_ref().map(|_| MetadataSource::Inline)) };
         let what = "metadata_blob";
         if blob.length > MAX_METADATA_BLOB {
             return Err(PlanError::new(
@@ -371,7 +263,7 @@ impl<'a> Planner<'a> {
         }
         // Checked here (so a malformed blob is refused, not accepted), but without building the values: the
         // full decode of a large workflow takes milliseconds and happens in the worker, after the reply.
-        protocol::decode_message::<MetadataSkim>(&bytes)
+        check_metadata_blob(&bytes)
             .map_err(|e| PlanError::new(ErrorCode::InvalidDescriptor, format!("{what}: {e}")))?;
         Ok(Some(MetadataSource::Blob(bytes)))
     }
@@ -425,7 +317,13 @@ fn open_segment(spool_dir: &Path, name: &str, what: &str, recovering: bool) -> R
         PlanError::new(code, format!("{what}: {e}"))
     })?;
     match segment.state() {
-        Ok(SegmentState::Client) => Ok(segment),
+        Ok(SegmentState::Client) if !recovering => Ok(segment),
+        // An accepted job's segment stays daemon-owned until its `released` record is journaled; one found
+        // client-owned was handed back (and may hold another job's pixels since): never read it.
+        Ok(SegmentState::Client) => Err(PlanError::new(
+            ErrorCode::Lost,
+            format!("{what}: segment {name:?} was handed back to its client before the restart"),
+        )),
         Ok(SegmentState::Daemon) if recovering => Ok(segment),
         Ok(SegmentState::Daemon) => Err(PlanError::new(
             ErrorCode::SegmentBusy,

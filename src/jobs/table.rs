@@ -1,16 +1,19 @@
-//! The job table: per-image state, per-client and daemon-wide counters, the journal of accepted jobs, and
-//! expiry of finished jobs.
+//! The job table: every job's state (the rules live in [`super::state`]), per-client and daemon-wide
+//! counters, the journal's health and compaction, and expiry of finished jobs. The lock order is the table,
+//! then the journal; the journal's lock is never held while the table's is taken.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::journal::{COMPACT_AT, Journal, Record};
-use super::{ImageTask, JobPlan};
-use crate::protocol::{ClientStats, ErrorCode, ErrorReply, GateScores, ImageState, ImageStatus, JobStatus, SubmitJob};
-use crate::shm::Segment;
+use super::journal::{self, Journal, JournalMark, Record};
+use super::release::Release;
+use super::state::{JobState, SegmentStage};
+use super::task::ImageTask;
+use super::{JobPlan, Recovered};
+use crate::protocol::{ClientStats, ErrorCode, ErrorReply, GateScores, ImageStatus, JobStatus, SubmitJob};
 
 /// Who submitted a job: the handshake's client name and process id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,23 +54,39 @@ pub struct Counters {
     pub images_failed: u64,
     /// Images queued, encoding or retrying.
     pub images_pending: u64,
-    /// Pixel bytes of pending images.
+    /// Images a worker is encoding right now.
+    pub images_encoding: u64,
+    /// Memory held by unfinished jobs: pending images' pixel bytes plus their jobs' metadata.
     pub bytes_held: u64,
+}
+
+impl Counters {
+    /// Images waiting for a worker (queued or retrying; a cancelled image is final, never counted).
+    pub fn images_waiting(&self) -> u64 {
+        self.images_pending.saturating_sub(self.images_encoding)
+    }
+}
+
+/// Why a job could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// The journal cannot be written: the job is not accepted (nothing was recorded).
+    #[error("the daemon cannot write its journal ({0}); save locally until its state directory is writable")]
+    JournalUnavailable(String),
+}
+
+impl InsertError {
+    /// The wire form.
+    pub fn to_reply(&self) -> ErrorReply {
+        ErrorReply::new(ErrorCode::JournalUnavailable, self.to_string())
+    }
 }
 
 #[derive(Debug)]
 struct JobRecord {
     client: ClientKey,
     job: Arc<SubmitJob>,
-    images: Vec<ImageStatus>,
-    pixel_bytes: Vec<u64>,
-    tasks: Vec<Option<Arc<ImageTask>>>,
-    pending_per_segment: HashMap<String, (usize, Arc<Segment>)>,
-    /// Segments no image uses (a separate metadata blob): released when the whole job is final.
-    extra_segments: Vec<Arc<Segment>>,
-    unreleased_segments: usize,
-    pending_images: usize,
-    any_failed: bool,
+    state: JobState,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +97,11 @@ struct Inner {
     finished: VecDeque<(Instant, String)>,
     counters: Counters,
     clients: HashMap<ClientKey, ClientStats>,
+    /// Why the journal cannot be written, while it cannot. Records are then not appended (a repair rewrites
+    /// the journal from the table), segments stay daemon-owned, and no new job is accepted.
+    journal_error: Option<String>,
+    /// Records left out while the journal failed; a repair only counts if none were left out meanwhile.
+    skipped_records: u64,
 }
 
 /// The table of jobs, shared by connection handlers and workers.
@@ -87,31 +111,52 @@ pub struct JobTable {
     room: Condvar,
     retention: Duration,
     journal: Option<Mutex<Journal>>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
 }
 
 /// At most this many finished jobs are kept, whatever the retention time.
 const MAX_FINISHED_JOBS: usize = 10_000;
 
-/// What [`JobTable::finish`] hands back: segments with nothing left to do (the one whose last pending image
-/// just finished and, when the whole job finished, segments only its metadata used).
-pub type Release = Vec<Arc<Segment>>;
-
 impl JobTable {
     /// An empty table that keeps finished jobs queryable for `retention`, journaling to `journal` if given.
     pub fn new(retention: Duration, journal: Option<Journal>) -> Self {
-        Self { inner: Mutex::new(Inner::default()), room: Condvar::new(), retention, journal: journal.map(Mutex::new) }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            room: Condvar::new(),
+            retention,
+            journal: journal.map(Mutex::new),
+            compacting: Mutex::new(()),
+        }
     }
 
-    fn journal(&self, record: &Record) -> std::io::Result<()> {
-        match &self.journal {
-            Some(j) => j.lock().append(record),
-            None => Ok(()),
+    /// Appends `record` unless the journal is failing; a failure marks it failing. Call with the table locked,
+    /// so a compaction's snapshot and the journal always agree.
+    fn journal_locked(&self, inner: &mut Inner, record: &Record) -> bool {
+        let Some(journal) = &self.journal else { return true };
+        if inner.journal_error.is_some() {
+            inner.skipped_records += 1;
+            return false;
         }
+        match journal.lock().append(record) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("could not append to the journal: {e}; accepting no new work until it is writable");
+                inner.journal_error = Some(e.to_string());
+                inner.skipped_records += 1;
+                false
+            }
+        }
+    }
+
+    /// Why the journal cannot be written, if it cannot.
+    pub fn journal_error(&self) -> Option<String> {
+        self.inner.lock().journal_error.clone()
     }
 
     /// Journals and records an accepted job with every image queued. Nothing is recorded if the journal
     /// cannot be written (the caller refuses the job).
-    pub fn insert(&self, job_id: &str, client: ClientKey, plan: &JobPlan, job: &SubmitJob) -> std::io::Result<()> {
+    pub fn insert(&self, job_id: &str, client: ClientKey, plan: &JobPlan, job: &SubmitJob) -> Result<(), InsertError> {
         let record = Record::Accepted {
             job_id: job_id.to_owned(),
             client: client.name.clone(),
@@ -119,26 +164,41 @@ impl JobTable {
             job: Box::new(job.clone()),
         };
         let tasks: Vec<Option<Arc<ImageTask>>> = plan.tasks.iter().cloned().map(Some).collect();
-        let extra = extra_segments(&plan.segments, &tasks);
-        // The table lock is held from the journal append to the insertion, so a compaction (which snapshots the
-        // table under the same lock) can never drop a record whose job it did not see.
+        let metadata_bytes = plan.tasks.first().map_or(0, |t| t.settings.held_metadata_bytes());
+        let metadata_segment = job.metadata_blob.as_ref().map(|b| b.segment.as_str());
+        let state = JobState::new(
+            tasks,
+            HashMap::new(),
+            plan.segment_refs(),
+            &HashSet::new(),
+            metadata_segment,
+            metadata_bytes,
+        );
         let mut inner = self.inner.lock();
-        self.journal(&record)?;
-        self.insert_locked(&mut inner, job_id, client, Arc::new(job.clone()), tasks, HashMap::new(), extra);
+        if let Some(e) = &inner.journal_error {
+            return Err(InsertError::JournalUnavailable(e.clone()));
+        }
+        if !self.journal_locked(&mut inner, &record) {
+            let e = inner.journal_error.clone().unwrap_or_default();
+            return Err(InsertError::JournalUnavailable(e));
+        }
+        let job = plan.tasks.first().map_or_else(|| Arc::new(job.clone()), |t| Arc::clone(&t.settings.job));
+        insert_locked(&mut inner, self.retention, job_id, client, job, state);
         Ok(())
     }
 
     /// Records a job recovered from the journal: `tasks[i]` is `Err` for an image that can no longer be
-    /// saved, `done` holds images finished before the crash. Returns the segments to hand back now (those
-    /// with nothing left to do).
+    /// saved, `done` holds images finished before the crash, `released` the segments journaled as released.
+    /// Returns the segments to hand back now (those with nothing left to do).
     pub fn insert_recovered(
         &self,
         job_id: &str,
         client: ClientKey,
         job: SubmitJob,
-        (tasks, segments): super::Recovered,
+        (tasks, segments): Recovered,
         done: HashMap<u32, ImageStatus>,
-    ) -> Vec<Arc<Segment>> {
+        released: &HashSet<String>,
+    ) -> Release {
         let mut finals = done;
         let mut live = Vec::with_capacity(tasks.len());
         for (index, task) in tasks.into_iter().enumerate() {
@@ -150,97 +210,30 @@ impl JobTable {
                 }
             }
         }
-        let extra = extra_segments(&segments, &live);
-        // Segments whose images are all final are handed back at once (with the extras, if nothing is left).
-        let mut release: Vec<Arc<Segment>> = {
-            let mut by_name: HashMap<String, (Arc<Segment>, bool)> = HashMap::new();
-            for (index, task) in live.iter().enumerate() {
-                if let Some(task) = task {
-                    let pending = !finals.contains_key(&(index as u32));
-                    by_name.entry(task.segment.name().to_owned()).or_insert((Arc::clone(&task.segment), false)).1 |=
-                        pending;
-                }
-            }
-            by_name.into_values().filter(|(_, pending)| !pending).map(|(s, _)| s).collect()
-        };
-        let nothing_left = (0..live.len()).all(|i| finals.contains_key(&(i as u32)));
-        let held_extra = if nothing_left {
-            release.extend(extra);
-            Vec::new()
-        } else {
-            extra
-        };
+        let metadata_bytes = live.iter().flatten().next().map_or(0, |t| t.settings.held_metadata_bytes());
+        let metadata_segment = job.metadata_blob.as_ref().map(|b| b.segment.clone());
+        let state = JobState::new(live, finals, segments, released, metadata_segment.as_deref(), metadata_bytes);
         let mut inner = self.inner.lock();
-        self.insert_locked(&mut inner, job_id, client, Arc::new(job), live, finals, held_extra);
-        release
+        insert_locked(&mut inner, self.retention, job_id, client, Arc::new(job), state);
+        self.collect_due(&mut inner, job_id)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn insert_locked(
-        &self,
-        inner: &mut Inner,
-        job_id: &str,
-        client: ClientKey,
-        job: Arc<SubmitJob>,
-        tasks: Vec<Option<Arc<ImageTask>>>,
-        finals: HashMap<u32, ImageStatus>,
-        extra_segments: Vec<Arc<Segment>>,
-    ) {
-        expire(inner, self.retention);
-        let mut images = Vec::with_capacity(tasks.len());
-        let mut pixel_bytes = Vec::with_capacity(tasks.len());
-        let mut pending_per_segment: HashMap<String, (usize, Arc<Segment>)> = HashMap::new();
-        let mut any_failed = false;
-        let (mut pending, mut held) = (0usize, 0u64);
-        for (index, task) in tasks.iter().enumerate() {
-            let bytes = task.as_ref().map_or(0, |t| t.layout.length);
-            pixel_bytes.push(bytes);
-            if let Some(status) = finals.get(&(index as u32)) {
-                any_failed |= status.state == ImageState::Failed;
-                images.push(status.clone());
-                continue;
+    /// Journals `released` for the job's segments that nothing needs any more and returns them to hand back.
+    /// While the journal fails they stay due (daemon-owned); the repair hands them back.
+    fn collect_due(&self, inner: &mut Inner, job_id: &str) -> Release {
+        let mut release = Release::none();
+        let due = inner.jobs.get(job_id).map(|j| j.state.due_segments()).unwrap_or_default();
+        for segment in due {
+            let record = Record::SegmentReleased { job_id: job_id.to_owned(), segment: segment.name().to_owned() };
+            if !self.journal_locked(inner, &record) {
+                break;
             }
-            let task = task.as_ref().expect("an image without a final status has a task");
-            pending_per_segment.entry(task.segment.name().to_owned()).or_insert((0, Arc::clone(&task.segment))).0 += 1;
-            pending += 1;
-            held += bytes;
-            images.push(ImageStatus {
-                index: index as u32,
-                slot: task.slot,
-                batch_index: task.batch_index,
-                state: ImageState::Queued,
-                path: None,
-                bytes: None,
-                error: None,
-                scores: None,
-                notes: Vec::new(),
-            });
+            if let Some(job) = inner.jobs.get_mut(job_id) {
+                job.state.set_stage(segment.name(), SegmentStage::Journaled);
+            }
+            release.push(job_id, segment);
         }
-        inner.counters.jobs_accepted += 1;
-        inner.counters.images_pending += pending as u64;
-        inner.counters.bytes_held += held;
-        let stats = client_stats(inner, &client);
-        stats.jobs += 1;
-        stats.images_pending += pending as u64;
-        if pending == 0 {
-            inner.finished.push_back((Instant::now(), job_id.to_owned()));
-        }
-        let record = JobRecord {
-            client,
-            job,
-            images,
-            pixel_bytes,
-            tasks,
-            unreleased_segments: pending_per_segment.len() + extra_segments.len(),
-            pending_per_segment,
-            extra_segments,
-            pending_images: pending,
-            any_failed,
-        };
-        if let Some(submit_id) = &record.job.submit_id {
-            inner.by_submit_id.insert(submit_id.clone(), job_id.to_owned());
-        }
-        inner.jobs.insert(job_id.to_owned(), record);
+        release
     }
 
     /// The job (id and image count) a submission with this `submit_id` created, if it is still known.
@@ -248,93 +241,66 @@ impl JobTable {
         let inner = self.inner.lock();
         let job_id = inner.by_submit_id.get(submit_id)?;
         let job = inner.jobs.get(job_id)?;
-        Some((job_id.clone(), job.images.len() as u32))
+        Some((job_id.clone(), job.state.images().len() as u32))
     }
 
-    /// Marks an image as being encoded. Returns false if the image is already final (cancelled), in which
-    /// case the worker skips it.
+    /// Marks an image as being encoded. Returns false if the image is not waiting (cancelled, or another
+    /// worker has it), in which case the worker skips it.
     pub fn begin(&self, job_id: &str, index: usize) -> bool {
         let mut inner = self.inner.lock();
-        match inner.jobs.get_mut(job_id).and_then(|j| j.images.get_mut(index)) {
-            // Only a waiting image can start: one already encoding belongs to a worker (or to a cancel).
-            Some(image) if matches!(image.state, ImageState::Queued | ImageState::Retrying) => {
-                image.state = ImageState::Encoding;
-                true
-            }
-            _ => false,
+        let started = inner.jobs.get_mut(job_id).is_some_and(|j| j.state.begin(index));
+        if started {
+            inner.counters.images_encoding += 1;
         }
+        started
     }
 
     /// Records a failed attempt that will be retried; `error` is shown in `status` meanwhile.
     pub fn mark_retrying(&self, job_id: &str, index: usize, error: ErrorReply, attempt: u32, next_in: Duration) {
         let mut inner = self.inner.lock();
-        if let Some(image) = inner.jobs.get_mut(job_id).and_then(|j| j.images.get_mut(index))
-            && !image.state.is_final()
-        {
-            image.state = ImageState::Retrying;
-            image.error = Some(error);
-            image.notes = vec![format!("attempt {attempt} failed; retrying in {:.1} s", next_in.as_secs_f64())];
+        if inner.jobs.get_mut(job_id).is_some_and(|j| j.state.retrying(index, error, attempt, next_in)) {
+            inner.counters.images_encoding = inner.counters.images_encoding.saturating_sub(1);
         }
     }
 
-    /// Records an image's final outcome. Returns the segment to hand back if this was the last pending image
-    /// that used it.
+    /// Records an image's final outcome (the image was begun). Returns the segments to hand back: the one whose
+    /// last pending image this was, and the job's metadata segment when the job is final.
     pub fn finish(&self, job_id: &str, index: usize, outcome: Result<SavedImage, ErrorReply>) -> Release {
-        let mut inner = self.inner.lock();
-        let Some(release) = finish_locked(&mut inner, job_id, index, outcome) else { return Vec::new() };
-        // Journaled under the table lock, before any segment of the job can be handed back: a replay never
-        // redoes an image whose segment the client may already be reusing.
-        if let Some(status) = inner.jobs.get(job_id).map(|j| j.images[index].clone())
-            && let Err(e) = self.journal(&Record::Done { job_id: job_id.to_owned(), status })
-        {
-            tracing::error!(job = job_id, "could not journal a finished image: {e}");
-        }
-        drop(inner);
+        let release = {
+            let mut inner = self.inner.lock();
+            let Some(status) = finish_locked(&mut inner, job_id, index, outcome) else { return Release::none() };
+            // Journaled before any segment of the job can be handed back: a replay never redoes an image whose
+            // segment the client may already be reusing.
+            self.journal_locked(&mut inner, &Record::Done { job_id: job_id.to_owned(), status });
+            self.collect_due(&mut inner, job_id)
+        };
         self.room.notify_all();
         release
     }
 
-    /// Records that one of the job's segments was handed back; journals the job as released when it was the
-    /// last one.
-    pub fn segment_released(&self, job_id: &str) {
-        let released = {
-            let mut inner = self.inner.lock();
-            match inner.jobs.get_mut(job_id) {
-                Some(job) => {
-                    job.unreleased_segments = job.unreleased_segments.saturating_sub(1);
-                    job.unreleased_segments == 0 && job.pending_images == 0
-                }
-                None => false,
-            }
-        };
-        if released && let Err(e) = self.journal(&Record::Released { job_id: job_id.to_owned() }) {
-            tracing::error!(job = job_id, "could not journal a released job: {e}");
+    /// Records that a segment was handed back.
+    pub fn segment_handed_back(&self, job_id: &str, segment: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(job) = inner.jobs.get_mut(job_id) {
+            job.state.set_stage(segment, SegmentStage::HandedBack);
         }
     }
 
     /// Cancels every image of the job that is queued or retrying. Returns how many, and the segments to hand
     /// back; `None` if the job is unknown.
-    pub fn cancel(&self, job_id: &str) -> Option<(u32, Vec<Arc<Segment>>)> {
-        let indices: Vec<usize> = {
-            let inner = self.inner.lock();
-            let job = inner.jobs.get(job_id)?;
-            job.images
-                .iter()
-                .filter(|i| matches!(i.state, ImageState::Queued | ImageState::Retrying))
-                .map(|i| i.index as usize)
-                .collect()
-        };
-        let mut releases = Vec::new();
+    pub fn cancel(&self, job_id: &str) -> Option<(u32, Release)> {
+        let indices = self.inner.lock().jobs.get(job_id)?.state.cancellable();
+        let mut release = Release::none();
         let mut cancelled = 0;
         for index in indices {
             let error = ErrorReply::new(ErrorCode::Cancelled, "cancelled before it was saved");
             // An image that started encoding in between keeps going; `finish` ignores it if it became final.
             if self.begin(job_id, index) {
                 cancelled += 1;
-                releases.extend(self.finish(job_id, index, Err(error)));
+                release.append(self.finish(job_id, index, Err(error)));
             }
         }
-        Some((cancelled, releases))
+        Some((cancelled, release))
     }
 
     /// Waits up to `timeout` until `extra` more bytes fit under `budget`. An empty queue always has room.
@@ -358,9 +324,9 @@ impl JobTable {
         let job = inner.jobs.get(job_id)?;
         Some(JobStatus {
             job_id: job_id.to_owned(),
-            finished: job.pending_images == 0,
-            segments_released: job.unreleased_segments == 0,
-            images: job.images.clone(),
+            finished: job.state.pending_images() == 0,
+            segments_released: job.state.all_handed_back(),
+            images: job.state.images().to_vec(),
         })
     }
 
@@ -376,78 +342,144 @@ impl JobTable {
         clients
     }
 
-    /// Names of the segments that unfinished jobs still use.
-    pub fn segments_in_use(&self) -> std::collections::HashSet<String> {
+    /// Names of the segments that jobs have not handed back yet.
+    pub fn segments_in_use(&self) -> HashSet<String> {
         let inner = self.inner.lock();
-        inner
-            .jobs
-            .values()
-            .flat_map(|j| {
-                j.pending_per_segment.keys().cloned().chain(j.extra_segments.iter().map(|s| s.name().to_owned()))
-            })
-            .collect()
+        inner.jobs.values().flat_map(|j| j.state.segments_in_use().map(str::to_owned)).collect()
     }
 
     /// The tasks of a job still waiting (used when queueing a recovered job).
     pub fn pending_tasks(&self, job_id: &str) -> Vec<(usize, Arc<ImageTask>)> {
         let inner = self.inner.lock();
-        let Some(job) = inner.jobs.get(job_id) else { return Vec::new() };
-        job.tasks
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !job.images[*i].state.is_final())
-            .filter_map(|(i, t)| t.clone().map(|t| (i, t)))
-            .collect()
+        inner.jobs.get(job_id).map(|j| j.state.pending_tasks()).unwrap_or_default()
     }
 
-    /// Makes journaled records durable and compacts the journal when it has grown past its limit.
+    /// The flusher's tick: repairs a failing journal (and then hands back the segments held meanwhile),
+    /// compacts it when it has grown enough, and makes appended records durable.
     pub fn sync_journal(&self) {
         let Some(journal) = &self.journal else { return };
-        let too_big = journal.lock().len() > COMPACT_AT;
-        if too_big {
-            self.compact_journal();
+        if self.journal_error().is_some() {
+            self.repair_journal().hand_back(self);
+            return;
         }
-        // fsync outside the lock: submits append (and wait for the lock) while the disk works.
-        let handle = journal.lock().take_sync_handle();
-        if let Err(e) = handle.and_then(|h| h.map_or(Ok(()), |h| h.sync_data())) {
-            tracing::error!("could not sync the journal: {e}");
+        if journal.lock().compaction_due()
+            && let Err(e) = self.compact_journal()
+        {
+            tracing::error!("could not compact the journal: {e}");
+        }
+        // fsync outside the journal's lock: submits append (and wait for the lock) while the disk works.
+        let Ok(ticket) = journal.lock().sync_ticket() else { return };
+        let Some(ticket) = ticket else { return };
+        match ticket.sync() {
+            Ok(()) => journal.lock().mark_synced(&ticket),
+            Err(e) => {
+                // After a failed fdatasync the kernel may have dropped the dirty pages: only a rewrite from the
+                // table makes the journal trustworthy again.
+                tracing::error!("could not sync the journal: {e}; accepting no new work until it is writable");
+                let mut inner = self.inner.lock();
+                inner.journal_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
 
-    /// Rewrites the journal with only the jobs that still need recovery.
-    pub fn compact_journal(&self) {
-        let Some(journal) = &self.journal else { return };
-        // Hold the table lock so no record is appended between the snapshot and the rewrite.
-        let inner = self.inner.lock();
-        let mut records = Vec::new();
-        for (job_id, job) in &inner.jobs {
-            if job.pending_images == 0 && job.unreleased_segments == 0 {
-                continue;
-            }
-            records.push(Record::Accepted {
-                job_id: job_id.clone(),
-                client: job.client.name.clone(),
-                pid: job.client.pid,
-                job: Box::new((*job.job).clone()),
-            });
-            for image in job.images.iter().filter(|i| i.state.is_final()) {
-                records.push(Record::Done { job_id: job_id.clone(), status: image.clone() });
-            }
+    /// Rewrites a failing journal from the table; on success new work is accepted again and the segments kept
+    /// daemon-owned meanwhile are returned, to hand back.
+    fn repair_journal(&self) -> Release {
+        let skipped_before = self.inner.lock().skipped_records;
+        if let Err(e) = self.compact_journal() {
+            tracing::debug!("the journal is still not writable: {e}");
+            return Release::none();
         }
-        let mut journal = journal.lock();
-        let before = journal.len();
-        match journal.rewrite(&records) {
-            Ok(()) => tracing::info!(before, after = journal.len(), live_jobs = records.len(), "journal compacted"),
-            Err(e) => tracing::error!("could not compact the journal: {e}"),
+        let mut inner = self.inner.lock();
+        if inner.skipped_records != skipped_before {
+            return Release::none(); // something changed unjournaled meanwhile: the next tick rewrites again
         }
-        drop(inner);
+        inner.journal_error = None;
+        tracing::info!("the journal is writable again; accepting new work");
+        let ids: Vec<String> = inner.jobs.keys().cloned().collect();
+        let mut release = Release::none();
+        for id in ids {
+            release.append(self.collect_due(&mut inner, &id));
+        }
+        release
+    }
+
+    /// Rewrites the journal with only the jobs that still need recovery: the snapshot is taken under the
+    /// table's lock, written and fsynced without any lock, then swapped in under the journal's lock.
+    pub fn compact_journal(&self) -> std::io::Result<()> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let _one_at_a_time = self.compacting.lock();
+        let (records, mark, dir): (Vec<Record>, JournalMark, _) = {
+            let inner = self.inner.lock();
+            let journal = journal.lock();
+            (snapshot(&inner), journal.mark(), journal.dir())
+        };
+        let snapshot = Journal::write_snapshot(&dir, &records)?;
+        let before = {
+            let mut journal = journal.lock();
+            let before = journal.len();
+            journal.install(snapshot, mark)?;
+            before
+        };
+        journal::sync_dir(&dir)?;
+        tracing::info!(before, live_records = records.len(), "journal compacted");
+        Ok(())
+    }
+
+    /// Makes the journal's growth threshold small (tests).
+    pub fn set_compact_after(&self, bytes: u64) {
+        if let Some(journal) = &self.journal {
+            journal.lock().set_compact_after(bytes);
+        }
     }
 }
 
-/// The job's segments that no image uses (a metadata blob in a segment of its own).
-fn extra_segments(all: &[Arc<Segment>], tasks: &[Option<Arc<ImageTask>>]) -> Vec<Arc<Segment>> {
-    let used: std::collections::HashSet<&str> = tasks.iter().flatten().map(|t| t.segment.name()).collect();
-    all.iter().filter(|s| !used.contains(s.name())).cloned().collect()
+/// The records that describe every job still needing recovery.
+fn snapshot(inner: &Inner) -> Vec<Record> {
+    let mut records = Vec::new();
+    for (job_id, job) in &inner.jobs {
+        if !job.state.needs_recovery() {
+            continue;
+        }
+        records.push(Record::Accepted {
+            job_id: job_id.clone(),
+            client: job.client.name.clone(),
+            pid: job.client.pid,
+            job: Box::new((*job.job).clone()),
+        });
+        for image in job.state.images().iter().filter(|i| i.state.is_final()) {
+            records.push(Record::Done { job_id: job_id.clone(), status: image.clone() });
+        }
+        for segment in job.state.journaled_released() {
+            records.push(Record::SegmentReleased { job_id: job_id.clone(), segment: segment.to_owned() });
+        }
+    }
+    records
+}
+
+fn insert_locked(
+    inner: &mut Inner,
+    retention: Duration,
+    job_id: &str,
+    client: ClientKey,
+    job: Arc<SubmitJob>,
+    state: JobState,
+) {
+    expire(inner, retention);
+    let pending = state.pending_images() as u64;
+    inner.counters.jobs_accepted += 1;
+    inner.counters.images_pending += pending;
+    inner.counters.bytes_held += state.held_bytes();
+    let stats = client_stats(inner, &client);
+    stats.jobs += 1;
+    stats.images_pending += pending;
+    if pending == 0 {
+        inner.finished.push_back((Instant::now(), job_id.to_owned()));
+    }
+    if let Some(submit_id) = &job.submit_id {
+        inner.by_submit_id.insert(submit_id.clone(), job_id.to_owned());
+    }
+    inner.jobs.insert(job_id.to_owned(), JobRecord { client, job, state });
 }
 
 fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
@@ -455,7 +487,7 @@ fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
         index,
         slot: 0,
         batch_index: 0,
-        state: ImageState::Failed,
+        state: crate::protocol::ImageState::Failed,
         path: None,
         bytes: None,
         error: Some(error),
@@ -464,62 +496,29 @@ fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
     }
 }
 
-/// The state change of [`JobTable::finish`], under the lock. `None` if the image is unknown or already final.
+/// The state change of [`JobTable::finish`] and its counters, under the lock. Returns the image's final
+/// status; `None` if the image is unknown or already final.
 fn finish_locked(
     inner: &mut Inner,
     job_id: &str,
     index: usize,
     outcome: Result<SavedImage, ErrorReply>,
-) -> Option<Release> {
+) -> Option<ImageStatus> {
     let job = inner.jobs.get_mut(job_id)?;
-    let image = job.images.get_mut(index)?;
-    if image.state.is_final() {
-        return None;
-    }
-    let failed = outcome.is_err();
-    match outcome {
-        Ok(saved) => {
-            image.state = if saved.discarded { ImageState::Discarded } else { ImageState::Written };
-            image.path = Some(saved.path);
-            image.bytes = Some(saved.bytes);
-            image.scores = saved.scores;
-            image.notes = saved.notes;
-            image.error = None;
-        }
-        Err(error) => {
-            image.state = ImageState::Failed;
-            image.error = Some(error);
-            image.notes.clear();
-        }
-    }
-    job.pending_images -= 1;
-    job.any_failed |= failed;
-    let job_finished = job.pending_images == 0;
-    let job_failed = job.any_failed;
-    let bytes = job.pixel_bytes[index];
-    // The finished image's task (and with it an open handle on its segment) is not needed any more.
-    let segment_name = job.tasks[index].take().map(|t| t.segment.name().to_owned()).unwrap_or_default();
-    let mut release: Release = match job.pending_per_segment.get_mut(&segment_name) {
-        Some((pending, _)) if *pending > 1 => {
-            *pending -= 1;
-            Vec::new()
-        }
-        Some(_) => job.pending_per_segment.remove(&segment_name).map(|(_, s)| s).into_iter().collect(),
-        None => Vec::new(),
-    };
-    if job_finished {
-        release.append(&mut job.extra_segments);
-    }
+    let finished = job.state.finish(index, outcome)?;
+    let status = job.state.images()[index].clone();
+    let job_failed = job.state.any_failed();
     let client = job.client.clone();
     let c = &mut inner.counters;
     c.images_pending -= 1;
-    c.bytes_held -= bytes;
-    if failed {
+    c.images_encoding = c.images_encoding.saturating_sub(1);
+    c.bytes_held = c.bytes_held.saturating_sub(finished.bytes_freed);
+    if finished.failed {
         c.images_failed += 1
     } else {
         c.images_written += 1
     }
-    if job_finished {
+    if finished.job_finished {
         if job_failed {
             c.jobs_failed += 1
         } else {
@@ -529,12 +528,12 @@ fn finish_locked(
     }
     let stats = client_stats(inner, &client);
     stats.images_pending -= 1;
-    if failed {
+    if finished.failed {
         stats.images_failed += 1
     } else {
         stats.images_written += 1
     }
-    Some(release)
+    Some(status)
 }
 
 /// Per-client entries kept at most; idle clients (nothing pending) are forgotten beyond it.
@@ -566,7 +565,7 @@ fn expire(inner: &mut Inner, retention: Duration) {
         inner.finished.pop_front();
         match inner.jobs.get(&id) {
             // A finished job whose segments are still being handed back stays until the next expiry.
-            Some(job) if job.unreleased_segments > 0 => still_releasing.push((at, id)),
+            Some(job) if !job.state.all_handed_back() => still_releasing.push((at, id)),
             Some(_) => {
                 if let Some(submit_id) = inner.jobs.remove(&id).and_then(|j| j.job.submit_id.clone()) {
                     inner.by_submit_id.remove(&submit_id);

@@ -5,6 +5,8 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use super::dir::{OutputDir, Walk};
+
 /// Why a path was refused or could not be prepared. Messages name the offending part.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -23,36 +25,32 @@ pub enum OutputError {
     /// Writing the file failed.
     #[error("could not write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// A name component is longer than file systems allow (refused at submit; final if met at write time).
+    #[error("{what} {value:?} is too long ({bytes} bytes): {reason}")]
+    NameTooLong { what: &'static str, value: String, bytes: usize, reason: String },
     /// Every counter suffix up to 99999 is taken.
     #[error("no free file name for {0} (counter exhausted)")]
     NamesExhausted(PathBuf),
 }
 
-const WINDOWS_RESERVED: [&str; 22] = [
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "LPT1", "LPT2",
-    "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
-];
-
 fn check_part(what: &'static str, part: &str) -> Result<(), OutputError> {
     let refuse = |reason| Err(OutputError::Refused { what, value: part.to_owned(), reason });
+    if part.len() > MAX_NAME_BYTES {
+        return Err(OutputError::NameTooLong {
+            what,
+            value: shorten(part),
+            bytes: part.len(),
+            reason: format!("file systems allow {MAX_NAME_BYTES} bytes per name"),
+        });
+    }
     if part.chars().any(char::is_control) {
         return refuse("it contains NUL or control characters");
     }
     if part == ".." {
         return refuse("'..' would leave the output directory");
     }
-    if part.contains(':') {
-        return refuse("':' (drive letters, alternate streams) is not allowed");
-    }
-    if part.contains(['<', '>', '"', '|', '?', '*']) {
-        return refuse("it contains a character Windows forbids in file names");
-    }
-    let base = part.split('.').next().unwrap_or("").trim_end();
-    if WINDOWS_RESERVED.iter().any(|r| r.eq_ignore_ascii_case(base)) {
-        return refuse("it is a reserved device name on Windows");
-    }
-    if part.ends_with(['.', ' ']) && part != "." {
-        return refuse("names ending in '.' or ' ' are not portable");
+    if let Some(reason) = super::winname::windows_name_problem(part) {
+        return refuse(reason);
     }
     Ok(())
 }
@@ -90,45 +88,54 @@ pub fn check_sub_path(sub_path: &str) -> Result<Vec<&str>, OutputError> {
     Ok(parts)
 }
 
-/// Joins `sub_path` to `root` and creates the directories one component at a time, checking each existing
-/// component first: a symlink is followed only if it resolves inside `root`, so nothing (not even an empty
-/// directory) is created outside. Returns the resolved directory.
-pub fn resolve_dir(root: &Path, sub_path: &str) -> Result<PathBuf, OutputError> {
+/// Joins `sub_path` to `root` and reaches the directory one component at a time, creating missing ones,
+/// through directory handles: a symlink is followed only if it resolves inside `root`, so nothing (not even an
+/// empty directory) is created outside, and the returned handle keeps later writes inside whatever is swapped
+/// meanwhile (see [`OutputDir`]).
+pub fn resolve_dir(root: &Path, sub_path: &str) -> Result<OutputDir, OutputError> {
+    resolve_dir_with(root, sub_path, Walk::Best)
+}
+
+pub(super) fn resolve_dir_with(root: &Path, sub_path: &str, how: Walk) -> Result<OutputDir, OutputError> {
     if !root.is_absolute() {
         return Err(OutputError::RootNotAbsolute(root.display().to_string()));
     }
     let parts = check_sub_path(sub_path)?;
-    let dir_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| OutputError::Dir { path, source }
-    };
-    std::fs::create_dir_all(root).map_err(dir_err(root))?;
-    let real_root = root.canonicalize().map_err(dir_err(root))?;
-    let mut current = real_root.clone();
-    for part in parts {
-        let next = current.join(part);
-        current = match std::fs::symlink_metadata(&next) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = next.canonicalize().map_err(dir_err(&next))?;
-                if !target.starts_with(&real_root) {
-                    return Err(OutputError::Escapes { dir: target, root: real_root });
-                }
-                target
-            }
-            Ok(meta) if meta.is_dir() => next,
-            Ok(_) => {
-                return Err(OutputError::Dir { path: next, source: io::Error::other("exists and is not a directory") });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&next) {
-                Ok(()) => next,
-                // Another writer created it in between: take it if it is a real directory.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !next.is_symlink() && next.is_dir() => next,
-                Err(e) => return Err(OutputError::Dir { path: next, source: e }),
-            },
-            Err(e) => return Err(OutputError::Dir { path: next, source: e }),
-        };
+    super::dir::walk(root, &parts, how)
+}
+
+/// Checks, at submit time, that `<stem>_NNNNN.<ext>` (the longest name a collision counter can produce) fits
+/// in one file-system name component, so a name can never fail only at write time.
+pub fn check_file_name_fits(stem: &str, ext: &str) -> Result<(), OutputError> {
+    let longest = stem.len() + COUNTER_SUFFIX_LEN + 1 + ext.len();
+    if longest > MAX_NAME_BYTES {
+        return Err(OutputError::NameTooLong {
+            what: "file name",
+            value: shorten(stem),
+            bytes: longest,
+            reason: format!(
+                "with the `_NNNNN.{ext}` a name collision adds it is {longest} bytes; file systems allow \
+                 {MAX_NAME_BYTES} bytes per name, so the stem may be at most {} bytes",
+                MAX_NAME_BYTES - COUNTER_SUFFIX_LEN - 1 - ext.len()
+            ),
+        });
     }
-    Ok(current)
+    Ok(())
+}
+
+/// Most bytes in one path component on common file systems (ext4, XFS, Btrfs, tmpfs, APFS, NTFS in UTF-16
+/// units).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// `_NNNNN`: the collision counter suffix.
+const COUNTER_SUFFIX_LEN: usize = 6;
+
+/// The first characters of a long value, for messages.
+fn shorten(value: &str) -> String {
+    match value.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &value[..i]),
+        None => value.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -142,23 +149,62 @@ mod tests {
             let err = resolve_dir(root.path(), bad).unwrap_err().to_string();
             assert!(err.contains("not allowed") || err.contains("absolute"), "{bad:?}: {err}");
         }
-        assert!(resolve_dir(root.path(), "a/./b").unwrap().ends_with("a/b"));
+        assert!(resolve_dir(root.path(), "a/./b").unwrap().path().ends_with("a/b"));
     }
 
     #[cfg(unix)]
     #[test]
     fn a_symlink_inside_the_tree_cannot_redirect_outside() {
+        for how in [Walk::Best, Walk::NoFollow] {
+            let root = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+            let err = resolve_dir_with(root.path(), "link/sub", how).unwrap_err();
+            assert!(matches!(err, OutputError::Escapes { .. }), "{how:?}: {err}");
+            assert_eq!(
+                std::fs::read_dir(outside.path()).unwrap().count(),
+                0,
+                "not even a directory is created outside"
+            );
+            // A symlink that stays inside the root is followed.
+            std::fs::create_dir(root.path().join("real")).unwrap();
+            std::os::unix::fs::symlink(root.path().join("real"), root.path().join("inside")).unwrap();
+            resolve_dir_with(root.path(), "inside/sub", how).unwrap();
+            assert!(root.path().join("real/sub").is_dir(), "{how:?}");
+            // A relative in-tree link too.
+            std::os::unix::fs::symlink("../real", root.path().join("real/up")).unwrap();
+            resolve_dir_with(root.path(), "real/up/deeper", how).unwrap();
+            assert!(root.path().join("real/deeper").is_dir(), "{how:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_where_a_directory_should_be_is_a_clear_error() {
         let root = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
-        let err = resolve_dir(root.path(), "link/sub").unwrap_err();
-        assert!(matches!(err, OutputError::Escapes { .. }), "{err}");
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "not even a directory is created outside");
-        // A symlink that stays inside the root is followed.
-        std::fs::create_dir(root.path().join("real")).unwrap();
-        std::os::unix::fs::symlink(root.path().join("real"), root.path().join("inside")).unwrap();
-        let dir = resolve_dir(root.path(), "inside/sub").unwrap();
-        assert!(dir.ends_with("real/sub"), "{}", dir.display());
+        std::fs::write(root.path().join("f"), b"x").unwrap();
+        let err = resolve_dir(root.path(), "f/sub").unwrap_err().to_string();
+        assert!(err.contains("exists and is not a directory"), "{err}");
+    }
+
+    /// Issue 11, failure 6: a 300-byte component is refused at submit, naming the limit.
+    #[test]
+    fn components_longer_than_255_bytes_are_refused() {
+        let long = "a".repeat(300);
+        let err = check_sub_path(&format!("ok/{long}")).unwrap_err().to_string();
+        assert!(err.contains("too long (300 bytes)") && err.contains("255 bytes per name"), "{err}");
+        let err = validate_stem(&long).unwrap_err().to_string();
+        assert!(err.contains("too long (300 bytes)"), "{err}");
+        assert!(check_sub_path(&"b".repeat(255)).is_ok());
+    }
+
+    /// Issue 11, failure 6: a stem that fits alone but not with `_NNNNN.png` is refused before any write.
+    #[test]
+    fn stems_leave_room_for_the_counter_and_extension() {
+        assert!(check_file_name_fits(&"a".repeat(245), "png").is_ok()); // 245 + 6 + 4 = 255
+        let err = check_file_name_fits(&"a".repeat(246), "png").unwrap_err().to_string();
+        assert!(err.contains("256 bytes") && err.contains("at most 245 bytes"), "{err}");
+        let err = check_file_name_fits(&"é".repeat(126), "webp").unwrap_err().to_string(); // 252 bytes of UTF-8
+        assert!(err.contains("at most 244 bytes"), "{err}");
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! never-overwriting writes (temp file in the target directory, fsync, no-clobber rename, directory fsync).
 
 mod confine;
+mod dir;
 mod dirs;
 mod template;
+mod winname;
 mod write;
 
-pub use confine::{OutputError, check_sub_path, resolve_dir, validate_stem};
+pub use confine::{MAX_NAME_BYTES, OutputError, check_file_name_fits, check_sub_path, resolve_dir, validate_stem};
+pub use dir::OutputDir;
 pub use dirs::OutputDirs;
 pub use template::{ModelInfo, TemplateContext, expand, save_timestamp};
-pub use write::{TEMP_PREFIX, TEMP_SUFFIX, Written, write_new_file};
+pub use write::{TEMP_PREFIX, TEMP_SUFFIX, TempOwner, Written, is_temp_name, write_new_file, write_new_file_in};

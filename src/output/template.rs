@@ -1,6 +1,13 @@
 //! File-name and folder templates, exactly as the Luna Multi Saver node expands them:
 //! `%model_name%`, `%model_path%`, `%model_dir%`, `%index%`, `%time:FORMAT%` (tokens YYYY mm dd HH MM SS) and
 //! ComfyUI's `%date:FORMAT%` (yyyy yy MM M dd d hh h mm m ss s), with one timestamp per node execution.
+//!
+//! A template never makes a job invalid by the characters it produces: in every value a template substitutes,
+//! the characters no file name may hold on Windows (`: * ? " < > |`) and control characters become `_`, the
+//! replacement ComfyUI's frontend applies to the values it substitutes into `filename_prefix`. `/` and `\` stay
+//! (they make sub-folders, as in ComfyUI). The same set is replaced on every platform, so one workflow gives the
+//! same names everywhere and the confinement checks (which refuse these characters in literal text) never see
+//! one from a template. Literal text outside templates is not changed: it is checked and refused as typed.
 
 use chrono::{DateTime, Datelike, FixedOffset, Timelike};
 
@@ -55,15 +62,24 @@ impl ModelInfo {
 /// Expands every template in `template`, then normalises `\` to `/` and drops trailing slashes (as the node).
 pub fn expand(template: &str, ctx: &TemplateContext) -> String {
     let mut out = template
-        .replace("%model_path%", &ctx.model.path)
-        .replace("%model_name%", &ctx.model.name)
-        .replace("%model_dir%", &ctx.model.dir)
+        .replace("%model_path%", &storable(&ctx.model.path))
+        .replace("%model_name%", &storable(&ctx.model.name))
+        .replace("%model_dir%", &storable(&ctx.model.dir))
         .replace("%index%", &ctx.index.to_string());
-    out = replace_tagged(&out, "%time:", |fmt| format_time(fmt, &ctx.time));
-    out = replace_tagged(&out, "%date:", |fmt| format_date(fmt, &ctx.time));
+    out = replace_tagged(&out, "%time:", |fmt| storable(&format_time(fmt, &ctx.time)));
+    out = replace_tagged(&out, "%date:", |fmt| storable(&format_date(fmt, &ctx.time)));
     let out = out.replace('\\', "/");
     out.trim_end_matches('/').to_owned()
 }
+
+/// A substituted value with every character a file name cannot hold on some platform replaced by `_` (see the
+/// module docs); separators are kept.
+fn storable(value: &str) -> String {
+    value.chars().map(|c| if c.is_control() || UNSTORABLE.contains(&c) { '_' } else { c }).collect()
+}
+
+/// Characters Windows refuses in any file name (separators aside); ComfyUI's frontend replaces the same ones.
+const UNSTORABLE: [char; 7] = [':', '*', '?', '"', '<', '>', '|'];
 
 /// The node's `save_timestamp` metadata value: `YYYY_mm_dd_HHMMSS`.
 pub fn save_timestamp(time: &DateTime<FixedOffset>) -> String {
@@ -185,11 +201,26 @@ mod tests {
     fn templates_expand_time_date_model_and_index() {
         let c = ctx("Illustrious/3DCG/foo_v60.safetensors");
         assert_eq!(expand("%time:YYYY_mm_dd.HH.MM.SS%_%model_name%", &c), "2025_03_07.09.05.04_foo_v60");
-        assert_eq!(expand("%date:yyyy-MM-dd hh:mm:ss%|%date:yy M d h m s%", &c), "2025-03-07 09:05:04|25 3 7 9 5 4");
+        assert_eq!(expand("%date:yyyy-MM-dd hh:mm:ss%|%date:yy M d h m s%", &c), "2025-03-07 09_05_04|25 3 7 9 5 4");
         assert_eq!(expand("%date:yyy-y-ddd%", &c), "yyy-y-077");
         assert_eq!(expand("out/%model_path%/%index%/", &c), "out/Illustrious/3DCG/foo_v60/42");
         assert_eq!(expand("%model_dir%\\x", &c), "Illustrious/3DCG/x");
         assert_eq!(expand("100%done %time:%", &c), "100%done %time:%");
         assert_eq!(save_timestamp(&c.time), "2025_03_07_090504");
+    }
+
+    #[test]
+    fn characters_no_file_name_can_hold_become_underscores_in_substituted_values_only() {
+        let c = ctx("a:b/c*d?.safetensors");
+        assert_eq!(expand("%date:hh:mm%/%time:HH:MM%", &c), "09_05/09_05");
+        assert_eq!(expand("%date:\"<>|*?%", &c), "______");
+        assert_eq!(expand("%date:d\u{1}\u{7f}\u{85}%", &c), "7___");
+        assert_eq!(expand("%model_path%|%model_dir%|%model_name%", &c), "a_b/c_d_|a_b|c_d_");
+        // Separators from a template still make folders; literal text is left for the confinement checks.
+        assert_eq!(expand("%date:yyyy/MM%/lit:eral", &c), "2025/03/lit:eral");
+        for template in ["%date:yyyy-MM-dd hh:mm:ss%", "%time:HH:MM:SS%", "%model_name%"] {
+            let stem = expand(template, &c);
+            assert!(crate::output::validate_stem(&stem).is_ok(), "{template} -> {stem}");
+        }
     }
 }

@@ -38,11 +38,26 @@ pub fn read_frame<R: Read>(reader: &mut R) -> Result<Vec<u8>, FrameError> {
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge { len: len.into(), max: MAX_FRAME_LEN });
     }
-    let mut body = vec![0u8; len as usize];
-    reader.read_exact(&mut body).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    read_body(reader, len as usize)
+}
+
+/// The body buffer grows by at most this much beyond the bytes already received, so a peer that announces a
+/// large frame and then stalls holds a few KiB, not the announced size.
+const BODY_GROWTH: usize = 64 * 1024;
+
+fn read_body<R: Read>(reader: &mut R, len: usize) -> Result<Vec<u8>, FrameError> {
+    let mut body = Vec::new();
+    while body.len() < len {
+        let filled = body.len();
+        let step = (len - filled).min(BODY_GROWTH.max(filled));
+        body.resize(filled + step, 0);
+        match reader.read(&mut body[filled..]) {
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => body.truncate(filled + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => body.truncate(filled),
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
     Ok(body)
 }
 
@@ -114,6 +129,34 @@ mod tests {
         assert!(matches!(read_frame(&mut half_prefix), Err(FrameError::Truncated)));
         let mut short_body: &[u8] = &[0, 0, 0, 5, 1, 2];
         assert!(matches!(read_frame(&mut short_body), Err(FrameError::Truncated)));
+    }
+
+    /// Issue 11, failure 8: a frame announcing 1 MiB whose sender stalls after a few bytes holds about 64 KiB,
+    /// never the announced size.
+    #[test]
+    fn a_stalled_large_frame_is_not_allocated_up_front() {
+        struct Stalling {
+            sent: Vec<u8>,
+            largest_buffer: usize,
+        }
+        impl Read for Stalling {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.largest_buffer = self.largest_buffer.max(buf.len());
+                let n = self.sent.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.sent[..n]);
+                self.sent.drain(..n);
+                Ok(n)
+            }
+        }
+        let mut sent = (1u32 << 20).to_be_bytes().to_vec();
+        sent.extend_from_slice(&[0; 10]);
+        let mut reader = Stalling { sent, largest_buffer: 0 };
+        assert!(matches!(read_frame(&mut reader), Err(FrameError::Truncated)));
+        assert!(reader.largest_buffer <= BODY_GROWTH, "offered a {}-byte buffer", reader.largest_buffer);
+        // A full frame still arrives whole.
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &vec![7u8; 300_000]).unwrap();
+        assert_eq!(read_frame(&mut buf.as_slice()).unwrap(), vec![7u8; 300_000]);
     }
 
     #[test]

@@ -162,8 +162,12 @@ pub struct BlobRef {
 /// Python's `json.dumps` of each value), so both save paths write identical text. The two large values (the
 /// prompt and the extra_pnginfo entries, typically hundreds of KB) may instead be sent as MessagePack values;
 /// the daemon then writes them exactly as Python's `json.dumps` would, off the client's critical path.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct JobMetadata {
+///
+/// Generic over how the values are held: [`JobMetadata`] builds them; `MetadataFields<serde::de::IgnoredAny>`
+/// checks a blob's whole structure without building them (one type for both, so they cannot disagree).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "V: Deserialize<'de>"))]
+pub struct MetadataFields<V> {
     /// `json.dumps(prompt)`: the API-format graph.
     #[serde(default)]
     pub prompt: Option<String>,
@@ -181,11 +185,28 @@ pub struct JobMetadata {
     pub custom_metadata: Option<String>,
     /// The prompt as a value (takes precedence over `prompt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_value: Option<rmpv::Value>,
+    pub prompt_value: Option<V>,
     /// `(key, value)` per extra_pnginfo key as values, in order (when not empty, replaces `extra_pnginfo`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub extra_pnginfo_values: Vec<(String, rmpv::Value)>,
+    pub extra_pnginfo_values: Vec<(String, V)>,
 }
+
+impl<V> Default for MetadataFields<V> {
+    fn default() -> Self {
+        Self {
+            prompt: None,
+            extra_pnginfo: Vec::new(),
+            generation_metadata: None,
+            generation_fields: Vec::new(),
+            custom_metadata: None,
+            prompt_value: None,
+            extra_pnginfo_values: Vec::new(),
+        }
+    }
+}
+
+/// Metadata with its values decoded.
+pub type JobMetadata = MetadataFields<rmpv::Value>;
 
 impl JobMetadata {
     /// The same metadata with every value turned into its `json.dumps` text, using `dumps`.
@@ -254,6 +275,33 @@ pub struct SubmitJob {
     /// same id (because the reply was lost) returns the original job instead of saving the images twice.
     #[serde(default)]
     pub submit_id: Option<String>,
+}
+
+impl SubmitJob {
+    /// A job saving `slots` below `output_dir` with every option at its documented default (the same defaults
+    /// a decoder applies to missing fields). Set other options with struct update syntax:
+    /// `SubmitJob { png_compression: 9, ..SubmitJob::new(dir, slots) }`.
+    pub fn new(output_dir: impl Into<String>, slots: Vec<Slot>) -> Self {
+        Self {
+            output_dir: output_dir.into(),
+            save_path: String::new(),
+            filename: default_filename(),
+            model_name: String::new(),
+            filename_index: 0,
+            timestamp_ms: None,
+            utc_offset_s: None,
+            png_compression: default_png_compression(),
+            lossy_quality: default_lossy_quality(),
+            lossless_webp: false,
+            quality_gate: QualityGate::default(),
+            min_quality_threshold: default_threshold(),
+            embed_metadata: default_true(),
+            metadata: None,
+            metadata_blob: None,
+            slots,
+            submit_id: None,
+        }
+    }
 }
 
 fn default_filename() -> String {
@@ -491,4 +539,22 @@ pub struct DaemonStats {
     pub images_failed: u64,
     /// Per client (by client name and pid).
     pub clients: Vec<ClientStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SubmitJob::new` and a decoder filling in missing fields must agree on every default.
+    #[test]
+    fn the_constructor_and_the_decoder_share_defaults() {
+        #[derive(Serialize)]
+        struct Minimal {
+            output_dir: &'static str,
+            slots: Vec<Slot>,
+        }
+        let bytes = crate::protocol::encode_message(&Minimal { output_dir: "/out", slots: Vec::new() }).unwrap();
+        let decoded: SubmitJob = crate::protocol::decode_message(&bytes).unwrap();
+        assert_eq!(decoded, SubmitJob::new("/out", Vec::new()));
+    }
 }

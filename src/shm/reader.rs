@@ -46,6 +46,10 @@ impl Segment {
         let file = open_no_follow(&path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => SegmentOpenError::NotFound { name: name.to_owned(), dir: spool_dir.into() },
             _ if is_symlink_refusal(&source) => not_a_segment(name, "it is a symbolic link"),
+            // A directory (EISDIR), a socket (ENXIO), a device: the name exists but is no segment.
+            _ if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) => {
+                not_a_segment(name, "it is not a regular file")
+            }
             _ => SegmentOpenError::Io { name: name.to_owned(), source },
         })?;
         let meta = file.metadata().map_err(|source| SegmentOpenError::Io { name: name.to_owned(), source })?;

@@ -4,9 +4,10 @@
 //! `idle_timeout` without work.
 
 mod pool;
+mod priority;
 mod queue;
 mod save;
 
-pub use pool::{Pool, PoolConfig, PoolStats, release_segment};
+pub use pool::{Pool, PoolConfig, PoolStats};
 pub use queue::WorkItem;
 pub use save::{SaveError, Saved, save_image};

@@ -22,11 +22,13 @@ pub struct PoolConfig {
     pub max_workers: usize,
     /// How long a worker above `min_workers` waits for work before exiting.
     pub idle_timeout: Duration,
+    /// Nice value of the worker threads (Linux; 0 = normal priority), so generation keeps its cores.
+    pub worker_nice: i32,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { min_workers: 2, max_workers: 4, idle_timeout: Duration::from_secs(300) }
+        Self { min_workers: 2, max_workers: 4, idle_timeout: Duration::from_secs(300), worker_nice: 10 }
     }
 }
 
@@ -62,9 +64,6 @@ struct Shared {
     config: PoolConfig,
     table: Arc<JobTable>,
     dirs: Arc<OutputDirs>,
-    /// Test-only: a pause before each save (`LUNA_DAEMON_TEST_SAVE_DELAY_MS`), so crash tests can catch a
-    /// queue in flight. Never set in production.
-    test_delay: Option<Duration>,
 }
 
 /// First retry delay; doubled per attempt up to [`MAX_RETRY_DELAY`].
@@ -94,10 +93,6 @@ impl Pool {
                 config,
                 table,
                 dirs,
-                test_delay: std::env::var("LUNA_DAEMON_TEST_SAVE_DELAY_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .map(Duration::from_millis),
             }),
         };
         let mut state = pool.shared.state.lock();
@@ -154,10 +149,10 @@ impl Pool {
 
 fn worker_loop(shared: &Shared) {
     tracing::debug!("worker started");
+    super::priority::set_current_thread_nice(shared.config.worker_nice);
     while let Some(item) = next_item(shared) {
-        if let Some(delay) = shared.test_delay {
-            std::thread::sleep(delay);
-        }
+        // Crash and race tests hold a worker here to catch a queue in flight (a no-op outside tests).
+        crate::fault::hold("worker.before_save");
         let retry = run_item(&shared.table, &shared.dirs, item);
         let mut state = shared.state.lock();
         state.busy -= 1;
@@ -251,17 +246,6 @@ fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<W
         }
         Err(_) => Err(ErrorReply::new(ErrorCode::Internal, "the worker panicked while saving this image")),
     };
-    for segment in table.finish(&item.job_id, item.index, outcome) {
-        release_segment(table, &item.job_id, &segment);
-    }
+    table.finish(&item.job_id, item.index, outcome).hand_back(table);
     None
-}
-
-/// Hands a segment back to its client (or unlinks it if the client is gone) and records that.
-pub fn release_segment(table: &JobTable, job_id: &str, segment: &crate::shm::Segment) {
-    match segment.release() {
-        Ok(unlinked) => tracing::debug!(segment = segment.name(), unlinked, "segment released"),
-        Err(e) => tracing::warn!(segment = segment.name(), "could not release segment: {e}"),
-    }
-    table.segment_released(job_id);
 }

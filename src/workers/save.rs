@@ -7,6 +7,7 @@ use crate::encode::{EncodeError, Format, Image8, Metadata, convert_row, encode, 
 use crate::jobs::ImageTask;
 use crate::output::{self, OutputDirs, OutputError, Written};
 use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
+use crate::shm::{Segment, SegmentState};
 
 /// Why an image could not be saved.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,10 @@ pub enum SaveError {
     /// The segment could not be read (for example truncated by its client after submitting).
     #[error("reading pixels from segment {segment:?} failed: {source}")]
     Read { segment: String, source: std::io::Error },
+    /// The segment could not be opened again, or is not daemon-owned any more (removed or replaced by its
+    /// client after submitting).
+    #[error("segment {segment:?} is not usable any more: {reason}")]
+    Segment { segment: String, reason: String },
     /// The pixels do not match the descriptor's CRC-32.
     #[error(
         "pixels in segment {segment:?} do not match the descriptor's crc32 (expected {expected:08x}, got {actual:08x})"
@@ -41,6 +46,7 @@ impl SaveError {
     pub fn to_reply(&self) -> ErrorReply {
         let code = match self {
             Self::Read { .. } => ErrorCode::OutOfBounds,
+            Self::Segment { .. } => ErrorCode::Lost,
             Self::Checksum { .. } => ErrorCode::ChecksumMismatch,
             Self::Output(OutputError::Refused { .. } | OutputError::Escapes { .. }) => ErrorCode::InvalidJob,
             Self::Output(_) | Self::Encode(_) => ErrorCode::SaveFailed,
@@ -67,17 +73,23 @@ pub struct Saved {
 
 /// Reads, converts, judges, encodes and writes one image.
 pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveError> {
-    let image = read_pixels(task)?;
+    let image = read_pixels(task, &open_segment(task)?)?;
     let settings = &task.settings;
-    let (scores, passed) = judge(&image, settings.quality_gate, settings.threshold);
+    let job = &settings.job;
+    let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
-    dirs.record(&dir);
+    dirs.record(dir.path());
     let format = match task.image_format {
-        ImageFormat::Png => Format::Png { compression: settings.png_compression },
-        ImageFormat::Webp => Format::Webp { lossless: settings.lossless_webp, quality: settings.lossy_quality },
-        ImageFormat::Jpeg => Format::Jpeg { quality: settings.lossy_quality },
+        ImageFormat::Png => Format::Png { compression: job.png_compression },
+        ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
+        ImageFormat::Jpeg => Format::Jpeg { quality: job.lossy_quality },
     };
-    let metadata = settings.metadata_text().map(|m| Metadata {
+    let mut notes = Vec::new();
+    let text = settings.metadata_text().unwrap_or_else(|note| {
+        notes.push(note.to_owned());
+        None
+    });
+    let metadata = text.map(|m| Metadata {
         prompt: m.prompt.clone(),
         extra: m.extra_pnginfo.clone(),
         generation_metadata: m.generation_metadata.clone(),
@@ -90,8 +102,9 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
         batch_index: task.batch_index,
     });
     let ext = task.image_format.extension();
-    let (written, notes) =
-        output::write_new_file(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+    let (written, encode_notes) =
+        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+    notes.extend(encode_notes);
     Ok(Saved { written, discarded: !passed, scores, notes })
 }
 
@@ -110,8 +123,21 @@ fn judge(image: &Image8, gate: QualityGate, threshold: f64) -> (Option<GateScore
     (Some(GateScores { variance, edge_density: edge }), passed)
 }
 
+/// Opens the task's segment for this save only (pending images hold no descriptor) and checks it is still the
+/// daemon's: a segment the client removed, replaced or took back is never read.
+fn open_segment(task: &ImageTask) -> Result<Segment, SaveError> {
+    let name = task.segment.name();
+    let unusable = |reason: String| SaveError::Segment { segment: name.to_owned(), reason };
+    let segment = task.segment.open().map_err(|e| unusable(e.to_string()))?;
+    match segment.state() {
+        Ok(SegmentState::Daemon) => Ok(segment),
+        Ok(other) => Err(unusable(format!("its header says {other:?}, not daemon-owned"))),
+        Err(source) => Err(SaveError::Read { segment: name.to_owned(), source }),
+    }
+}
+
 /// Reads the image's rows with positioned reads, verifying the CRC-32 over exactly the descriptor's byte range.
-fn read_pixels(task: &ImageTask) -> Result<Image8, SaveError> {
+fn read_pixels(task: &ImageTask, segment: &Segment) -> Result<Image8, SaveError> {
     let l = &task.layout;
     let row_bytes = l.row_bytes() as usize;
     let out_row = l.width as usize * usize::from(l.channels);
@@ -128,7 +154,7 @@ fn read_pixels(task: &ImageTask) -> Result<Image8, SaveError> {
         let stop = if last == u64::from(l.height) { end } else { l.offset + last * l.row_stride };
         let want = if hasher.is_some() { stop - start } else { (last - row - 1) * l.row_stride + row_bytes as u64 };
         buf.resize(want as usize, 0);
-        task.segment
+        segment
             .read_at(start, &mut buf)
             .map_err(|source| SaveError::Read { segment: task.segment.name().to_owned(), source })?;
         if let Some(h) = hasher.as_mut() {

@@ -116,3 +116,26 @@ fn stop_from_the_cli_shuts_the_daemon_down() {
     assert!(stdout(&o).contains("stopping"));
     assert!(daemon.wait_exit().success());
 }
+
+/// Issue 11, failure 11: a discarded image is saved (under `_discarded/`), so `submit --wait` does not report
+/// it as a failure (1) but with its own exit status, 3; the help lists every exit status.
+#[test]
+fn a_discarded_image_has_its_own_exit_status() {
+    let daemon = TestDaemon::start();
+    let out = daemon.dir.path().join("gate");
+    let args = ["submit", "--synthetic", "1", "--size", "32x32", "--wait", "--quality-gate", "variance"];
+    let o = cli(&daemon, &[&args[..], &["--threshold", "1", "--output-dir", out.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(file_names(&out.join("_discarded")), ["luna.png"]);
+    let o = cli(
+        &daemon,
+        &["submit", "--synthetic", "1", "--size", "32x32", "--wait", "--output-dir", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&cli(&daemon, &["submit", "--help"]));
+    for line in
+        ["0  success", "1  `submit --wait` / `watch`: at least one image failed", "2  error", "3  `submit --wait`"]
+    {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}

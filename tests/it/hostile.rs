@@ -33,24 +33,10 @@ fn assert_still_serving(daemon: &TestDaemon) {
 }
 
 fn job_with(descriptor: ImageDescriptor, output: &std::path::Path) -> Request {
+    let slots = vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: vec![descriptor] }];
     Request::Submit(Box::new(SubmitJob {
-        output_dir: output.to_string_lossy().into_owned(),
-        save_path: String::new(),
         filename: "hostile".to_owned(),
-        model_name: String::new(),
-        filename_index: 0,
-        timestamp_ms: None,
-        utc_offset_s: None,
-        png_compression: 4,
-        lossy_quality: 90,
-        lossless_webp: false,
-        quality_gate: Default::default(),
-        min_quality_threshold: 0.3,
-        embed_metadata: true,
-        metadata: None,
-        metadata_blob: None,
-        slots: vec![Slot { affix: String::new(), format: ImageFormat::Png, subdir: false, images: vec![descriptor] }],
-        submit_id: None,
+        ..SubmitJob::new(output.to_string_lossy(), slots)
     }))
 }
 
@@ -200,6 +186,21 @@ fn a_symlink_or_a_foreign_file_in_the_spool_is_not_a_segment() {
     std::fs::write(daemon.spool.join("plain"), vec![0u8; 4096]).unwrap();
     let reply = conn.request(&job_with(rgb_u8_4x4("plain"), &daemon.output));
     expect_error(reply, ErrorCode::SegmentNotFound, "bad magic");
+}
+
+/// Issue 11, failure 11: a directory or a socket named as a segment is `segment_not_found`, not `internal`.
+#[cfg(unix)]
+#[test]
+fn a_directory_or_a_socket_named_as_a_segment_is_not_found() {
+    let daemon = TestDaemon::start();
+    std::fs::create_dir(daemon.spool.join("a-directory")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(daemon.spool.join("a-socket")).unwrap();
+    let mut conn = RawConn::handshaken(&daemon.socket);
+    for name in ["a-directory", "a-socket"] {
+        let reply = conn.request(&job_with(rgb_u8_4x4(name), &daemon.output));
+        expect_error(reply, ErrorCode::SegmentNotFound, "not a regular file");
+    }
+    assert_still_serving(&daemon);
 }
 
 #[test]

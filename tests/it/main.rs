@@ -3,6 +3,7 @@
 mod cli;
 mod constants;
 mod crash;
+mod edges;
 mod fixtures;
 mod hostile;
 mod lifecycle;

@@ -45,3 +45,42 @@ fn racing_clients_with_the_same_file_name_never_overwrite() {
         assert!(data.iter().all(|b| b == value), "{path} holds another client's image");
     }
 }
+
+/// Regression (issue 12 #3): one lock serialised every client's submission planning (including reading and
+/// checksumming metadata blobs of up to 64 MiB). Pass: while one client's submit is held in validation, another
+/// client's submit is accepted and saved.
+#[test]
+fn a_submit_held_in_validation_does_not_block_another_clients_submit() {
+    let daemon = TestDaemon::start();
+    let hooks = daemon.hooks();
+    hooks.hold_first("submit.validating", 1);
+    let pixels = vec![4u8; 8 * 8 * 3];
+    let image = ImageRef { width: 8, height: 8, channels: 3, pixels: Pixels::U8(&pixels) };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    /// Lets the held submit go even when an assertion fails, so the scope's join cannot hang.
+    struct ReleaseOnDrop<'a>(&'a crate::support::Hooks);
+    impl Drop for ReleaseOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.release("submit.validating");
+        }
+    }
+    std::thread::scope(|s| {
+        let _release = ReleaseOnDrop(&hooks);
+        let slow = s.spawn(|| daemon.client().submit(&JobOptions::new(daemon.output.join("slow")), &[image]));
+        hooks.wait_reached("submit.validating", 1);
+        let fast = s.spawn(|| {
+            let mut client = daemon.client();
+            let job = client.submit(&JobOptions::new(daemon.output.join("fast")), &[image]).unwrap();
+            let status = client.wait(&job.job_id, |_| {}).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            status
+        });
+        crate::support::wait_until("the second client is served while the first is held", || {
+            done.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        assert_eq!(fast.join().unwrap().images[0].state, ImageState::Written);
+        assert_eq!(hooks.reached("submit.validating"), 2, "the second submit passed the same point");
+        hooks.release("submit.validating");
+        slow.join().unwrap().expect("the held submit is accepted once released");
+    });
+}

@@ -73,6 +73,9 @@ impl TestDaemon {
             .open(self.dir.path().join("daemon.log"))
             .expect("log file");
         let mut cmd = self.serve_command(extra);
+        let hooks = self.hooks();
+        std::fs::create_dir_all(&hooks.dir).expect("hooks dir");
+        cmd.env(luna_daemon::fault::HOOKS_ENV, &hooks.dir);
         cmd.envs(env.iter().copied());
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn daemon");
         self.child = Some(child);
@@ -141,6 +144,67 @@ impl Drop for TestDaemon {
     }
 }
 
+impl TestDaemon {
+    /// This daemon's test hooks (`src/fault.rs`): holds and injected failures.
+    pub fn hooks(&self) -> Hooks {
+        Hooks { dir: self.dir.path().join("hooks") }
+    }
+
+    /// Sends SIGTERM.
+    #[cfg(unix)]
+    pub fn sigterm(&self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::SIGTERM).unwrap();
+    }
+}
+
+/// Arms and releases a daemon's fault-injection points (see `src/fault.rs`): the daemon waits at a held point
+/// until the test releases it, so a race or crash window is reproduced exactly, never by timing.
+pub struct Hooks {
+    pub dir: PathBuf,
+}
+
+impl Hooks {
+    /// Holds every caller reaching `point`.
+    pub fn hold(&self, point: &str) {
+        self.hold_after(point, 0);
+    }
+
+    /// Lets the first `passes` callers of `point` through, then holds the rest.
+    pub fn hold_after(&self, point: &str, passes: usize) {
+        std::fs::write(self.dir.join(format!("{point}.hold")), passes.to_string()).unwrap();
+    }
+
+    /// Holds only the first `callers` reaching `point`; later ones pass.
+    pub fn hold_first(&self, point: &str, callers: usize) {
+        std::fs::write(self.dir.join(format!("{point}.hold")), format!("first {callers}")).unwrap();
+    }
+
+    /// Lets every held caller of `point` go (and later ones pass).
+    pub fn release(&self, point: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{point}.hold")));
+    }
+
+    /// How many callers have reached `point` while it was armed.
+    pub fn reached(&self, point: &str) -> usize {
+        std::fs::read_to_string(self.dir.join(format!("{point}.reached"))).map(|r| r.lines().count()).unwrap_or(0)
+    }
+
+    /// Waits (polling, with a deadline) until `times` callers have reached `point`.
+    pub fn wait_reached(&self, point: &str, times: usize) {
+        wait_until(&format!("{point} is reached {times} times"), || self.reached(point) >= times);
+    }
+
+    /// Makes the operation at `point` fail until [`Hooks::heal`].
+    pub fn fail(&self, point: &str) {
+        std::fs::write(self.dir.join(format!("{point}.fail")), b"").unwrap();
+    }
+
+    /// Stops injecting failures at `point`.
+    pub fn heal(&self, point: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{point}.fail")));
+    }
+}
+
 /// A raw connection for sending hand-made frames.
 pub struct RawConn {
     pub stream: Stream,
@@ -182,6 +246,15 @@ impl RawConn {
     pub fn is_closed(&mut self) -> bool {
         matches!(protocol::read_frame(&mut self.stream), Err(protocol::FrameError::Closed))
     }
+
+    /// True once the daemon has closed the connection, cleanly or with a reset (it had unread bytes).
+    pub fn is_closed_or_reset(&mut self) -> bool {
+        match protocol::read_frame(&mut self.stream) {
+            Err(protocol::FrameError::Closed) => true,
+            Err(protocol::FrameError::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
+    }
 }
 
 pub fn hello(version: u32) -> Hello {
@@ -204,10 +277,20 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, data)
 }
 
-/// The shared reference folder (`../shared/reference/comfyui`), if present.
-pub fn reference_dir() -> Option<PathBuf> {
+/// The shared reference folder of ComfyUI's own files, `../shared/reference/comfyui` next to the repository.
+/// Tests that compare against it fail (never pass quietly) when it is missing; on CI (`CI=true`) the message
+/// says the CI set-up is broken.
+pub fn reference_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/comfyui");
-    dir.is_dir().then_some(dir)
+    if !dir.is_dir() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        panic!(
+            "the reference files are missing: expected {} (ComfyUI's own saves; see its README){}",
+            dir.display(),
+            if ci { ". CI must provide them next to the repository" } else { "" }
+        );
+    }
+    dir
 }
 
 /// Decodes a PNG into (width, height, channels, pixels) without conversion.

@@ -163,23 +163,18 @@ fn build_job(
         _ => QualityGate::Disabled,
     };
     let submit = SubmitJob {
-        output_dir: output.to_string_lossy().into_owned(),
         save_path: str_or(job, "save_path", ""),
         filename: str_or(job, "filename", "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%"),
         model_name: str_or(job, "model_name", ""),
         filename_index: job.get("filename_index").and_then(Value::as_u64).unwrap_or(0) as u32,
         timestamp_ms: vectors["timestamp_ms"].as_i64(),
         utc_offset_s: vectors["utc_offset_s"].as_i64().map(|v| v as i32),
-        png_compression: 4,
-        lossy_quality: 90,
         lossless_webp: job.get("lossless_webp").and_then(Value::as_bool).unwrap_or(false),
         quality_gate: gate,
         min_quality_threshold: job.get("min_quality_threshold").and_then(Value::as_f64).unwrap_or(0.3),
         embed_metadata: job.get("embed_metadata").and_then(Value::as_bool).unwrap_or(true),
         metadata: Some(wire),
-        metadata_blob: None,
-        slots,
-        submit_id: None,
+        ..SubmitJob::new(output.to_string_lossy(), slots)
     };
     (submit, generated)
 }

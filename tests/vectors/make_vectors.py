@@ -378,6 +378,25 @@ CASES = [
         },
         "files": ["2025_03_07_100504_c_ORIG.png"],
     },
+    {
+        # What a template substitutes never holds a character a file name cannot: `: * ? " < > |` and control
+        # characters become `_` (ComfyUI's frontend replacement); `/` from a template still makes a folder.
+        "name": "template_values_with_unstorable_characters_are_replaced",
+        "job": {
+            "save_path": "%date:yyyy/MM%/%time:HH:MM%",
+            "filename": "%date:yyyy-MM-dd hh:mm:ss%_%model_name%",
+            "model_name": 'dir/a:b*"c?.safetensors',
+            "slots": [
+                {
+                    "affix": "ORIG",
+                    "format": "png",
+                    "subdir": False,
+                    "images": [{"kind": "pattern", "width": 8, "height": 8, "channels": 3}],
+                }
+            ],
+        },
+        "files": ["2025/03/10_05/2025-03-07 10_05_04_a_b__c__ORIG.png"],
+    },
 ]
 
 TRAVERSAL = [
@@ -388,6 +407,7 @@ TRAVERSAL = [
     {"save_path": "\\\\?\\x"},
     {"filename": "con"},
     {"filename": "a\u0000b"},
+    {"filename": "literal:colon"},
     {"save_path": "ok/../../x"},
     {"save_path": "%model_dir%", "model_name": "../../etc/passwd.safetensors"},
     {"filename": "%model_path%", "model_name": "/etc/evil.ckpt"},

@@ -1,0 +1,74 @@
+// Opens the real ComfyUI frontend in Debian's headless chromium and, for each file given, starts from an empty
+// graph, drops the file on the canvas the way a user's drag and drop does, and reports the graph the frontend
+// restored (app.graph.serialize()). It also reports what the same frontend builds from the embedded workflow
+// object itself, so the caller compares like with like (the frontend adds widget slots and localized names).
+//
+//   node restore.mjs <comfyui url> <request.json>
+// request.json: {"files": [{"path": ..., "mime": ...}], "workflow": <the UI workflow that was embedded>}
+// Prints one JSON object: {"reference": <graph>, "results": [{"path", "nodes", "graph"}]}.
+import { chromium } from "playwright-core";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, basename } from "node:path";
+
+const [url, requestPath] = process.argv.slice(2);
+const request = JSON.parse(readFileSync(requestPath, "utf8"));
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "luna-chromium-")), {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+  ],
+});
+try {
+  const page = browser.pages()[0] || (await browser.newPage());
+  page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e}\n`));
+  await page.goto(url, { waitUntil: "load", timeout: 120000 });
+  await page.waitForFunction(() => window.app && window.app.graph && window.app.canvasEl, null, { timeout: 120000 });
+
+  const clear = () => page.evaluate(async () => {
+    await window.app.loadGraphData({ nodes: [], links: [], groups: [], version: 0.4 }, true, false);
+    return window.app.graph.serialize().nodes.length;
+  });
+  const reference = await page.evaluate(async (workflow) => {
+    await window.app.loadGraphData(structuredClone(workflow), true, false);
+    return window.app.graph.serialize();
+  }, request.workflow);
+
+  const results = [];
+  for (const file of request.files) {
+    if ((await clear()) !== 0) throw new Error("could not start from an empty graph");
+    const bytes = [...readFileSync(file.path)];
+    // A drop event with the file, dispatched on the canvas: it bubbles to the frontend's document listener,
+    // which hands the file to app.handleFile as it does for a real drag and drop. handleFile is then awaited
+    // directly as well (loading the same file twice ends in the same graph), so the report waits for the load.
+    const graph = await page.evaluate(async ({ bytes, name, mime }) => {
+      const file = new File([new Uint8Array(bytes)], name, { type: mime });
+      const data = new DataTransfer();
+      data.items.add(file);
+      const drop = new DragEvent("drop", { bubbles: true, cancelable: true, dataTransfer: data });
+      // handleFile does not await the graph load for every format (its WebP branch does not): record each
+      // loadGraphData it starts and await those, so the graph is read once it is loaded, never after a timer.
+      const loads = [];
+      const load = window.app.loadGraphData;
+      window.app.loadGraphData = function (...args) {
+        const pending = load.apply(this, args);
+        loads.push(pending);
+        return pending;
+      };
+      try {
+        window.app.canvasEl.dispatchEvent(drop);
+        await window.app.handleFile(file);
+        await Promise.all(loads);
+      } finally {
+        window.app.loadGraphData = load;
+      }
+      return window.app.graph.serialize();
+    }, { bytes, name: basename(file.path), mime: file.mime });
+    results.push({ path: file.path, nodes: graph.nodes.length, graph });
+  }
+  process.stdout.write(JSON.stringify({ reference, results }));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,379 @@
+"""The node inside the real ComfyUI 0.3.64 (headless, CPU), driven over its HTTP API as the frontend drives it:
+auto-start, daemon ON, OFF, daemon down (fallback), every format, five slots, batch 1 and 4, gates, templates,
+``--disable-metadata``, and parity of names, pixels and metadata between ON and OFF and with SaveImage.
+
+Run by ``make test-comfyui``; skipped without the real ComfyUI (see ``comfyui_server.py``). The tests share one
+server and run in file order (the first one auto-starts the daemon); each uses its own ``save_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import comfyui_server as cs
+import numpy as np
+import pytest
+
+from helpers import comfy_frontend_exif, decoded, files_under, jpeg_exif, png_text, webp_chunks, webp_exif
+from luna_multi_saver import client
+
+if not cs.available():
+    pytest.skip(cs.SKIP_REASON, allow_module_level=True)
+
+SUBMITTED = re.compile(r"Submitted (\d+) images to daemon \(Job ID: ([^)]+)\)")
+WORKFLOW = {
+    "nodes": [{"id": 9, "type": "LunaMultiSaver", "widgets_values": ["", "img", True, 'ünïcødé ✓ "q" \\']}],
+    "links": [],
+    "extra": {"note": "非ASCII テキスト"},
+}
+FORMATS = ["png", "webp", "jpeg", "webp", "png"]
+
+
+@pytest.fixture(scope="module")
+def env() -> dict:
+    """The daemon's socket, spool and state in a private temp dir, shared by the server and the tests."""
+    binary = os.environ.get("LUNA_DAEMON_BIN")
+    if not binary:
+        pytest.fail("LUNA_DAEMON_BIN must name the luna-daemon binary (make test-comfyui sets it)")
+    root = Path(tempfile.mkdtemp(prefix="luna-rc-", dir="/tmp"))
+    yield {
+        "LUNA_DAEMON_BIN": binary,
+        "LUNA_DAEMON_SOCKET": str(root / "run" / "luna.sock"),
+        "LUNA_DAEMON_SPOOL_DIR": str(root / "spool"),
+        "LUNA_DAEMON_STATE_DIR": str(root / "state"),
+        # The stand-in tests switch auto-start off in the test process; the server follows the node input.
+        "LUNA_DAEMON_AUTOSTART": "1",
+    }
+    stop_daemon(str(root / "run" / "luna.sock"))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(env) -> cs.ComfyServer:
+    root = Path(tempfile.mkdtemp(prefix="luna-comfy-", dir="/tmp"))
+    s = cs.ComfyServer(root=root, env=env, extra_args=("--cache-none",)).start()
+    yield s
+    s.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def answers(socket_path: str) -> bool:
+    try:
+        client.Client.connect(socket_path, "real-comfyui-probe").close()
+        return True
+    except client.ClientError:
+        return False
+
+
+def stop_daemon(socket_path: str) -> None:
+    """Asks the daemon to stop and waits until it no longer answers."""
+    if not answers(socket_path):
+        return
+    with client.Client.connect(socket_path, "real-comfyui-test") as c:
+        c.stop()
+    deadline = time.monotonic() + 60
+    while answers(socket_path):
+        assert time.monotonic() < deadline, "the daemon did not stop"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon_up(server, env) -> str:
+    """A daemon answering on the server's socket (started by the node's auto-start when needed)."""
+    socket_path = env["LUNA_DAEMON_SOCKET"]
+    if not answers(socket_path):
+        run = server.run({**cs.source_graph(), **cs.saver_node(save_path="_warmup", daemon_save=True)})
+        assert run.ok, run.error()
+        wait_jobs(server, socket_path)
+    return socket_path
+
+
+_WAITED: set[str] = set()
+
+
+def wait_jobs(server: cs.ComfyServer, socket_path: str) -> list[dict]:
+    """Waits for every job the node submitted since the last call; returns their final statuses."""
+    statuses = []
+    with client.Client.connect(socket_path, "real-comfyui-waiter") as c:
+        for _, job_id in SUBMITTED.findall(server.logs()):
+            if job_id not in _WAITED:
+                statuses.append(c.wait(job_id))
+                _WAITED.add(job_id)
+    return statuses
+
+
+def five_slots(save_path: str, daemon_save: bool, **inputs) -> dict:
+    slots = {}
+    for i, fmt in enumerate(FORMATS, start=1):
+        slots[f"image_{i}"] = ["2", 0]
+        slots[f"format_{i}"] = fmt
+    return cs.saver_node(save_path=save_path, daemon_save=daemon_save, autostart_daemon=False, **slots, **inputs)
+
+
+def relative(root: Path) -> list[str]:
+    return files_under(root) if root.is_dir() else []
+
+
+def metadata_of(path: Path) -> dict:
+    """The embedded text as ComfyUI's frontend reads it: PNG tEXt, or the WebP/JPEG EXIF IFD0 ``key:value`` tags."""
+    if path.suffix == ".png":
+        return dict(png_text(path))
+    if path.suffix == ".webp":
+        exif = webp_exif(path) if any(kind == b"EXIF" for kind, _ in webp_chunks(path)) else None
+    else:
+        exif = jpeg_exif(path)
+    return comfy_frontend_exif(exif) if exif else {}
+
+
+def comparable(meta: dict) -> dict:
+    """What two executions of one graph share: not the run's time, and the prompt without the saver's inputs
+    that differ by design (``save_path``, ``daemon_save``)."""
+    out = {k: v for k, v in meta.items() if k != "save_timestamp"}
+    if "prompt" in out:
+        prompt = json.loads(out["prompt"])
+        for key in ("save_path", "daemon_save"):
+            prompt["9"]["inputs"].pop(key)
+        out["prompt"] = prompt
+    return out
+
+
+# -- tests, in the order they run ---------------------------------------------------------------------------------
+
+
+def test_the_first_on_execution_auto_starts_the_daemon(server, env):
+    socket_path = env["LUNA_DAEMON_SOCKET"]
+    assert not answers(socket_path)
+    run = server.run({**cs.source_graph(), **cs.saver_node(save_path="auto", daemon_save=True, autostart_daemon=True)})
+    assert run.ok, run.error()
+    assert "Started luna-daemon (pid" in server.logs()
+    assert [i["type"] for i in run.images()] == ["temp"]
+    assert [s["images"][0]["state"] for s in wait_jobs(server, socket_path)] == ["written"]
+    assert relative(server.output / "auto") == ["ORIG/img_ORIG.webp"]
+
+
+@pytest.mark.parametrize(("batch", "lossless"), [(4, False), (1, True)])
+def test_on_and_off_write_the_same_names_pixels_and_metadata_for_every_format(server, daemon_up, batch, lossless):
+    tag = f"b{batch}{'l' if lossless else ''}"
+    graph = cs.source_graph(batch=batch, seed=batch)
+    on = server.run({**graph, **five_slots(f"on_{tag}", True, lossless_webp=lossless)}, WORKFLOW)
+    off = server.run({**graph, **five_slots(f"off_{tag}", False, lossless_webp=lossless)}, WORKFLOW)
+    assert on.ok and off.ok, (on.error(), off.error())
+    assert [i["type"] for i in on.images()] == ["temp"] * 5 * batch
+    assert [i["type"] for i in off.images()] == ["output"] * 5 * batch
+    assert all(s["finished"] for s in wait_jobs(server, daemon_up))
+    on_root, off_root = server.output / f"on_{tag}", server.output / f"off_{tag}"
+    names = relative(on_root)
+    assert names == relative(off_root) and len(names) == 5 * batch
+    assert {Path(n).suffix for n in names} == {".png", ".webp", ".jpg"}
+    for name in names:
+        a, b = on_root / name, off_root / name
+        meta = metadata_of(a)
+        assert {"prompt", "workflow"} <= set(meta) and comparable(meta) == comparable(metadata_of(b)), name
+        assert json.loads(meta["workflow"]) == WORKFLOW, name
+        exact = a.suffix == ".png" or (a.suffix == ".webp" and lossless)
+        pa, pb = decoded(a), decoded(b)
+        if exact:
+            assert (pa == pb).all(), name
+        else:  # two lossy encoders (the daemon's and Pillow's) at the same quality
+            assert pa.shape == pb.shape and np.abs(pa.astype(int) - pb.astype(int)).mean() < 8, name
+    png = next(on_root / n for n in names if n.endswith(".png"))
+    assert json.dumps(WORKFLOW) == metadata_of(png)["workflow"], "json.dumps with its defaults, as SaveImage"
+
+
+def test_pixels_equal_saveimages(server, daemon_up):
+    graph = {**cs.source_graph(batch=4, seed=7), **cs.save_image_node("stock")}
+    on = server.run({**graph, **cs.saver_node(save_path="px_on", daemon_save=True, format_1="png", subdir_1=False)})
+    assert on.ok, on.error()
+    wait_jobs(server, daemon_up)
+    stock = sorted(server.output.glob("stock_*.png"))
+    ours = sorted((server.output / "px_on").glob("*.png"))
+    assert len(stock) == len(ours) == 4
+    for a, b in zip(stock, ours, strict=True):
+        assert (decoded(a) == decoded(b)).all(), (a, b)
+
+
+@pytest.mark.parametrize("daemon_save", [True, False])
+def test_quality_gates_put_flat_images_under_discarded(server, daemon_up, daemon_save):
+    where = f"gate_{daemon_save}"
+    saver = cs.saver_node(save_path=where, daemon_save=daemon_save, autostart_daemon=False, quality_gate="variance")
+    saver["9"]["inputs"]["image_1"] = ["1", 0]  # EmptyImage: one flat colour, variance 0
+    saver["9"]["inputs"]["image_2"] = ["2", 0]  # noisy: passes
+    run = server.run({**cs.source_graph(), **saver})
+    assert run.ok, run.error()
+    wait_jobs(server, daemon_up)
+    assert relative(server.output / where) == ["UPSCALED/img_UPSCALED.webp", "_discarded/ORIG/img_ORIG.webp"]
+
+
+@pytest.mark.parametrize("daemon_save", [True, False])
+def test_a_date_template_with_colons_saves_with_underscores(server, daemon_up, daemon_save):
+    where = f"date_{daemon_save}"
+    saver = cs.saver_node(
+        save_path=f"{where}/%date:yyyy%", filename="%date:yyyy-MM-dd hh:mm:ss%_%model_name%", daemon_save=daemon_save
+    )
+    run = server.run({**cs.source_graph(), **saver})
+    assert run.ok, run.error()
+    wait_jobs(server, daemon_up)
+    (name,) = relative(server.output / where)
+    assert re.fullmatch(r"\d{4}/ORIG/\d{4}-\d\d-\d\d \d\d_\d\d_\d\d_UnknownModel_ORIG\.webp", name), name
+
+
+def test_a_typed_colon_fails_once_with_the_daemons_reason(server, daemon_up):
+    run = server.run({**cs.source_graph(), **cs.saver_node(save_path="colon", filename="a:b", daemon_save=True)})
+    assert not run.ok
+    assert run.error().startswith("the daemon refused the job: filename"), run.error()
+    assert "not available" not in server.logs()
+    assert relative(server.output / "colon") == []
+
+
+BROWSER = Path(__file__).resolve().parents[1] / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def big_workflow() -> dict:
+    """A UI workflow of about 200 KB the frontend knows every node of, with non-ASCII text, quotes, a backslash."""
+    text = 'Ünïcødé ✓ 非ASCII テキスト "quoted" back\\slash\n' * 4000
+    nodes = [
+        {
+            "id": 1,
+            "type": "EmptyImage",
+            "pos": [0, 0],
+            "size": [300, 130],
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+            "properties": {},
+            "widgets_values": [64, 48, 1, 3355545],
+        },
+        {
+            "id": 2,
+            "type": "ImageAddNoise",
+            "pos": [350, 0],
+            "size": [300, 110],
+            "flags": {},
+            "order": 1,
+            "mode": 0,
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}],
+            "properties": {},
+            "widgets_values": [1, "fixed", 0.5],
+        },
+        {
+            "id": 10,
+            "type": "Note",
+            "pos": [0, 200],
+            "size": [400, 200],
+            "flags": {},
+            "order": 2,
+            "mode": 0,
+            "properties": {},
+            "widgets_values": [text],
+        },
+    ]
+    return {
+        "last_node_id": 10,
+        "last_link_id": 1,
+        "nodes": nodes,
+        "links": [[1, 1, 0, 2, 0, "IMAGE"]],
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
+
+
+def essentials(graph: dict) -> dict:
+    """What a restore must reproduce: node ids, types and widget values, and the links."""
+    nodes = sorted((n["id"], n["type"], n.get("widgets_values")) for n in graph["nodes"])
+    return {"nodes": nodes, "links": sorted(map(tuple, graph.get("links") or []))}
+
+
+def odd_image_chunk(path: Path) -> bool:
+    return any(kind in (b"VP8L", b"VP8 ") and len(body) % 2 for kind, body in webp_chunks(path))
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)")
+def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server, daemon_up, tmp_path):
+    workflow = big_workflow()
+    assert len(json.dumps(workflow)) > 200_000
+    files = {}
+    for daemon_save in (True, False):
+        for fmt, lossless in (("png", False), ("webp", False), ("webp", True), ("jpeg", False)):
+            where = f"fe_{daemon_save}_{fmt}_{lossless}"
+            saver = cs.saver_node(save_path=where, daemon_save=daemon_save, format_1=fmt, lossless_webp=lossless)
+            run = server.run({**cs.source_graph(), **saver}, workflow)
+            assert run.ok, run.error()
+            wait_jobs(server, daemon_up)
+            (name,) = relative(server.output / where)
+            files[(daemon_save, fmt, lossless)] = server.output / where / name
+    bare = cs.saver_node(save_path="fe_bare", format_1="png", embed_workflow=False)
+    assert server.run({**cs.source_graph(), **bare}, workflow).ok
+    (name,) = relative(server.output / "fe_bare")
+    files["bare"] = server.output / "fe_bare" / name
+    mime = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg"}
+    request = {"workflow": workflow, "files": [{"path": str(p), "mime": mime[p.suffix]} for p in files.values()]}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    out = subprocess.run(
+        ["node", str(BROWSER / "restore.mjs"), server.url, str(tmp_path / "request.json")],
+        check=False,
+        cwd=BROWSER,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CHROMIUM": CHROMIUM},
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    expected = essentials(report["reference"])
+    assert [n[1] for n in expected["nodes"]] == ["EmptyImage", "ImageAddNoise", "Note"]
+    assert expected["nodes"][2][2] == workflow["nodes"][2]["widgets_values"], "non-ASCII text intact"
+    restored = {key: r for key, r in zip(files, report["results"], strict=True)}
+    for key, result in restored.items():
+        if key == "bare":
+            assert result["nodes"] == 0, "a file without metadata restores nothing"
+            continue
+        _, fmt, lossless = key
+        if fmt == "jpeg":
+            # Frontend 1.27.10 has no JPEG loader (handleFile: png, webp, avif, ...): nothing is restored.
+            assert result["nodes"] == 0, key
+        elif fmt == "webp" and odd_image_chunk(files[key]):
+            # The frontend's WebP reader skips no RIFF padding byte after an odd-sized chunk (fixed upstream).
+            assert result["nodes"] == 0, key
+        else:
+            chunks = [(kind, len(body)) for kind, body in webp_chunks(files[key])] if fmt == "webp" else None
+            assert essentials(result["graph"]) == expected, (key, chunks)
+
+
+def test_daemon_down_means_a_local_save_with_the_reason(server, env):
+    stop_daemon(env["LUNA_DAEMON_SOCKET"])
+    run = server.run({**cs.source_graph(), **cs.saver_node(save_path="down", daemon_save=True, autostart_daemon=False)})
+    assert run.ok, run.error()
+    assert "Daemon save selected but daemon not available... saving locally instead. Reason:" in server.logs()
+    assert [i["type"] for i in run.images()] == ["output"]
+    assert relative(server.output / "down") == ["ORIG/img_ORIG.webp"]
+
+
+def test_disable_metadata_embeds_nothing_on_or_off(env, tmp_path):
+    s = cs.ComfyServer(root=tmp_path, env=env, extra_args=("--cache-none", "--disable-metadata")).start()
+    try:
+        names = {}
+        for daemon_save in (True, False):
+            where = f"nometa_{daemon_save}"
+            saver = five_slots(where, daemon_save)
+            saver["9"]["inputs"]["autostart_daemon"] = True
+            run = s.run({**cs.source_graph(), **saver}, WORKFLOW)
+            assert run.ok, run.error()
+            wait_jobs(s, env["LUNA_DAEMON_SOCKET"])
+            names[daemon_save] = relative(s.output / where)
+            for name in names[daemon_save]:
+                assert metadata_of(s.output / where / name) == {}, name
+        assert names[True] == names[False] and len(names[True]) == 5
+    finally:
+        s.stop()
