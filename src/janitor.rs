@@ -219,7 +219,9 @@ mod tests {
         let killed = temp(dir.path(), dead_pid(), "deadbeef");
         let previous_run_same_pid = temp(dir.path(), me.pid, "00000000");
         let mine = temp(dir.path(), me.pid, &me.instance);
-        let live_elsewhere = temp(dir.path(), 1, "11111111");
+        // Our parent (the test runner) stands for another live process; pid 1 would not do: it never counts as a
+        // live creator.
+        let live_elsewhere = temp(dir.path(), std::os::unix::process::parent_id(), "11111111");
         let old_format = dir.path().join(".luna-abcdef.tmp");
         std::fs::write(&old_format, b"x").unwrap();
         // Another live daemon mid-write: its pid looks dead from here (another pid namespace) but it holds

@@ -152,7 +152,11 @@ pub fn dacl_sddl_of(path: &Path) -> io::Result<String> {
 /// Whether an SDDL DACL admits exactly `sid` and SYSTEM and is protected from inheritance (how `doctor` and the
 /// tests judge a directory or pipe, whatever order or spelling of rights the system reports).
 pub fn is_owner_only_dacl(sddl: &str, sid: &str) -> bool {
-    let Some(aces) = sddl.strip_prefix("D:P") else { return false };
+    let Some(rest) = sddl.strip_prefix("D:") else { return false };
+    let (flags, aces) = rest.split_at(rest.find('(').unwrap_or(rest.len()));
+    if !flags.contains('P') {
+        return false;
+    }
     let aces: Vec<&str> = aces.split(')').filter(|a| !a.is_empty()).collect();
     let trustee = |ace: &str| ace.rsplit(';').next().unwrap_or("").to_owned();
     aces.len() == 2

@@ -161,7 +161,6 @@ fn umount(dir: &Path) {
     let _ = Command::new("umount").arg(dir).status();
 }
 
-#[cfg(unix)]
 fn image_state(client: &mut Client, job: &str) -> luna_daemon::protocol::ImageStatus {
     client.status(job).unwrap().images[0].clone()
 }
