@@ -67,7 +67,7 @@ test-root:
 ## toolchain from apt into $${LUNA_WINDOWS_CACHE:-~/.cache/luna-daemon-windows} (first run ~25 min on 2 cores).
 ## Every test runs in its own Wine process with a timeout (LUNA_WINDOWS_TEST_TIMEOUT, default 120 s).
 test-windows:
-	scripts/windows/test.sh
+	scripts/windows/test.sh $(WINDOWS_TEST_ARGS)
 
 ## clippy -D warnings for the Windows target.
 lint-windows:
