@@ -62,7 +62,12 @@ impl Read for Timed<'_> {
             }
             None => None,
         };
-        self.stream.set_recv_timeout(timeout)?;
+        match self.stream.set_recv_timeout(timeout) {
+            // Windows named pipes have no I/O timeouts (interprocess answers `Unsupported`): there the frame
+            // timeout does not apply, rather than every read failing.
+            Err(e) if e.kind() != io::ErrorKind::Unsupported => return Err(e),
+            _ => {}
+        }
         let n = self.stream.read(buf)?;
         if self.deadline.is_none() && n > 0 {
             self.slot.set_idle(false);

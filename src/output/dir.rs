@@ -171,8 +171,8 @@ mod unix {
             if !is_symlink(parent, part) {
                 return Err(fail(io::Error::other("too many levels of symbolic links")));
             }
-            let real_root = self.root.canonicalize().map_err(fail)?;
-            let target = path.canonicalize().map_err(fail)?;
+            let real_root = crate::platform::canonicalize(self.root).map_err(fail)?;
+            let target = crate::platform::canonicalize(path).map_err(fail)?;
             let Ok(inside) = target.strip_prefix(&real_root) else { return Err(self.escapes(&target)) };
             let mut current = self.root_fd.try_clone().map_err(fail)?;
             for component in inside.components() {
@@ -188,7 +188,7 @@ mod unix {
         }
 
         fn escapes(&self, dir: &Path) -> OutputError {
-            let root = self.root.canonicalize().unwrap_or_else(|_| self.root.to_path_buf());
+            let root = crate::platform::canonicalize(self.root).unwrap_or_else(|_| self.root.to_path_buf());
             OutputError::Escapes { dir: PathBuf::from(dir), root }
         }
     }
@@ -213,13 +213,13 @@ mod portable {
             let path = path.to_path_buf();
             move |source| OutputError::Dir { path, source }
         };
-        let real_root = root.canonicalize().map_err(dir_err(root))?;
+        let real_root = crate::platform::canonicalize(root).map_err(dir_err(root))?;
         let mut current = real_root.clone();
         for part in parts {
             let next = current.join(part);
             current = match std::fs::symlink_metadata(&next) {
                 Ok(meta) if meta.file_type().is_symlink() => {
-                    let target = next.canonicalize().map_err(dir_err(&next))?;
+                    let target = crate::platform::canonicalize(&next).map_err(dir_err(&next))?;
                     if !target.starts_with(&real_root) {
                         return Err(OutputError::Escapes { dir: target, root: real_root });
                     }
