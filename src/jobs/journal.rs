@@ -477,6 +477,7 @@ mod tests {
             error: None,
             scores: None,
             notes: Vec::new(),
+            url: None,
         };
         Record::Done { job_id: id.to_owned(), status }
     }

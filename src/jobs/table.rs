@@ -37,6 +37,8 @@ pub struct SavedImage {
     pub scores: Option<GateScores>,
     /// Notes for the user.
     pub notes: Vec<String>,
+    /// The object's URL, for an `s3://` output root.
+    pub url: Option<String>,
 }
 
 /// Daemon-wide counters.
@@ -493,6 +495,7 @@ fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
         error: Some(error),
         scores: None,
         notes: Vec::new(),
+        url: None,
     }
 }
 

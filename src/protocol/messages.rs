@@ -480,6 +480,10 @@ pub struct ImageStatus {
     /// Things the user should know about a saved file (e.g. metadata dropped to fit JPEG's 64 KiB APP1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The object's HTTP(S) URL at the S3 endpoint, once written to an `s3://` output root (then `path` is
+    /// `s3://bucket/key`); absent for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A job's status.

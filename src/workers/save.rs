@@ -7,6 +7,7 @@ use crate::encode::{EncodeError, Format, Image8, Metadata, convert_row, encode, 
 use crate::jobs::ImageTask;
 use crate::output::{self, OutputDirs, OutputError, Written};
 use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
+use crate::s3::{ObjectStore, S3Error, Staged};
 use crate::shm::{Segment, SegmentState};
 
 /// Why an image could not be saved.
@@ -30,6 +31,9 @@ pub enum SaveError {
     /// The encoder failed.
     #[error("encoding failed: {0}")]
     Encode(#[from] EncodeError),
+    /// Storing the object (an `s3://` output root) failed.
+    #[error(transparent)]
+    Object(#[from] S3Error),
 }
 
 impl SaveError {
@@ -39,7 +43,7 @@ impl SaveError {
         matches!(
             self,
             Self::Output(OutputError::Dir { .. } | OutputError::Write { .. }) | Self::Encode(EncodeError::Io(_))
-        )
+        ) || matches!(self, Self::Object(e) if e.is_retryable())
     }
 
     /// The wire form of the error, for `status`.
@@ -49,7 +53,7 @@ impl SaveError {
             Self::Segment { .. } => ErrorCode::Lost,
             Self::Checksum { .. } => ErrorCode::ChecksumMismatch,
             Self::Output(OutputError::Refused { .. } | OutputError::Escapes { .. }) => ErrorCode::InvalidJob,
-            Self::Output(_) | Self::Encode(_) => ErrorCode::SaveFailed,
+            Self::Output(_) | Self::Encode(_) | Self::Object(_) => ErrorCode::SaveFailed,
         };
         ErrorReply::new(code, self.to_string())
     }
@@ -69,6 +73,8 @@ pub struct Saved {
     pub scores: Option<GateScores>,
     /// Things the user should know (metadata left out, ...).
     pub notes: Vec<String>,
+    /// The object's URL, for an `s3://` output root (`written.path` is then `s3://bucket/key`).
+    pub url: Option<String>,
 }
 
 /// Reads, converts, judges, encodes and writes one image.
@@ -79,6 +85,86 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
     dirs.record(dir.path());
+    let (format, metadata, mut notes) = encoding_of(task);
+    let ext = task.image_format.extension();
+    let (written, encode_notes) =
+        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+    notes.extend(encode_notes);
+    Ok(Saved { written, discarded: !passed, scores, notes, url: None })
+}
+
+/// Saves one image of a job whose output root is `s3://bucket/prefix`: the encoded bytes are staged durably in
+/// the state directory first (or taken from the staging file an earlier attempt, or a daemon killed before the
+/// upload, left), then uploaded with a conditional create; the staging file goes once the upload succeeded.
+/// `upload_id` is the same for every attempt at this image, across restarts.
+pub fn save_object(
+    task: &ImageTask,
+    store: Option<&ObjectStore>,
+    job_id: &str,
+    index: usize,
+) -> Result<Saved, SaveError> {
+    let root = task.settings.object_root.as_ref().expect("save_object is only called for object roots");
+    let store = store.ok_or_else(|| {
+        S3Error::Config(format!(
+            "the job's output root {} is S3 object storage, but this daemon has no S3 configuration (set \
+             AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the config file's s3_* keys and \
+             restart it; the image is kept)",
+            root.path_of(&root.prefix)
+        ))
+    })?;
+    let staging = store.staging_path(job_id, index);
+    let staged = match Staged::load(&staging)? {
+        Some(staged) => staged,
+        None => {
+            let image = read_pixels(task, &open_segment(task)?)?;
+            let job = &task.settings.job;
+            let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
+            let sub_path = task.sub_path(!passed);
+            output::check_sub_path(&sub_path)?;
+            let (format, metadata, mut notes) = encoding_of(task);
+            let mut bytes = Vec::new();
+            notes.extend(encode(&image, format, metadata.as_ref(), &mut bytes)?);
+            let staged = Staged { sub_path, discarded: !passed, scores, notes, bytes };
+            staged.store(&staging)?;
+            staged
+        }
+    };
+    let ext = task.image_format.extension();
+    let upload_id = format!("{job_id}/{index}");
+    let object = store.put_new(
+        root,
+        &staged.sub_path,
+        &task.stem,
+        ext,
+        content_type(task.image_format),
+        &staged.bytes,
+        &upload_id,
+    )?;
+    if let Err(e) = std::fs::remove_file(&staging) {
+        tracing::warn!("could not remove the staging file {} after its upload: {e}", staging.display());
+    }
+    let written = Written { path: object.path.into(), bytes: staged.bytes.len() as u64 };
+    Ok(Saved {
+        written,
+        discarded: staged.discarded,
+        scores: staged.scores,
+        notes: staged.notes,
+        url: Some(object.url),
+    })
+}
+
+fn content_type(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "image/png",
+        ImageFormat::Webp => "image/webp",
+        ImageFormat::Jpeg => "image/jpeg",
+    }
+}
+
+/// The encoder settings and the metadata of a task (and a note if its metadata could not be decoded).
+fn encoding_of(task: &ImageTask) -> (Format, Option<Metadata>, Vec<String>) {
+    let settings = &task.settings;
+    let job = &settings.job;
     let format = match task.image_format {
         ImageFormat::Png => Format::Png { compression: job.png_compression },
         ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
@@ -101,11 +187,7 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
         save_timestamp: settings.save_timestamp.clone(),
         batch_index: task.batch_index,
     });
-    let ext = task.image_format.extension();
-    let (written, encode_notes) =
-        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
-    notes.extend(encode_notes);
-    Ok(Saved { written, discarded: !passed, scores, notes })
+    (format, metadata, notes)
 }
 
 /// Applies the gate: the scores it computed and whether the image passes.
