@@ -154,6 +154,23 @@ impl S3Error {
     }
 }
 
+/// One image to upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    /// The directory below the root (relative, validated).
+    pub sub_path: &'a str,
+    /// The file name stem before any counter suffix.
+    pub stem: &'a str,
+    /// The extension.
+    pub ext: &'a str,
+    /// The `Content-Type`.
+    pub content_type: &'a str,
+    /// The encoded file.
+    pub bytes: &'a [u8],
+    /// `<job id>/<index>`, the same for every attempt.
+    pub id: &'a str,
+}
+
 /// A stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
@@ -217,19 +234,11 @@ impl ObjectStore {
             .map_err(|e| S3Error::Config(format!("bucket {:?} at {}: {e}", root.bucket, self.endpoint)))
     }
 
-    /// Uploads `bytes` as a new object `<stem>.<ext>` in `sub_path` below the root, never replacing an
-    /// existing object: a taken name gets the next counter suffix. `upload_id` names this upload (the same
+    /// Uploads `upload.bytes` as a new object `<stem>.<ext>` in `sub_path` below the root, never replacing an
+    /// existing object: a taken name gets the next counter suffix. `upload.id` names this upload (the same
     /// across retries and restarts), so an object our own earlier attempt stored is recognised, not duplicated.
-    pub fn put_new(
-        &self,
-        root: &ObjectRoot,
-        sub_path: &str,
-        stem: &str,
-        ext: &str,
-        content_type: &str,
-        bytes: &[u8],
-        upload_id: &str,
-    ) -> Result<StoredObject, S3Error> {
+    pub fn put_new(&self, root: &ObjectRoot, upload: &Upload<'_>) -> Result<StoredObject, S3Error> {
+        let Upload { sub_path, stem, ext, content_type, bytes, id: upload_id } = *upload;
         let bucket = self.bucket(root)?;
         self.check_bucket(&bucket, root)?;
         for counter in 0..=MAX_COUNTER {

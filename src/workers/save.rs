@@ -7,7 +7,7 @@ use crate::encode::{EncodeError, Format, Image8, Metadata, convert_row, encode, 
 use crate::jobs::ImageTask;
 use crate::output::{self, OutputDirs, OutputError, Written};
 use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
-use crate::s3::{ObjectStore, S3Error, Staged};
+use crate::s3::{ObjectStore, S3Error, Staged, Upload};
 use crate::shm::{Segment, SegmentState};
 
 /// Why an image could not be saved.
@@ -131,15 +131,15 @@ pub fn save_object(
     };
     let ext = task.image_format.extension();
     let upload_id = format!("{job_id}/{index}");
-    let object = store.put_new(
-        root,
-        &staged.sub_path,
-        &task.stem,
+    let upload = Upload {
+        sub_path: &staged.sub_path,
+        stem: &task.stem,
         ext,
-        content_type(task.image_format),
-        &staged.bytes,
-        &upload_id,
-    )?;
+        content_type: content_type(task.image_format),
+        bytes: &staged.bytes,
+        id: &upload_id,
+    };
+    let object = store.put_new(root, &upload)?;
     if let Err(e) = std::fs::remove_file(&staging) {
         tracing::warn!("could not remove the staging file {} after its upload: {e}", staging.display());
     }

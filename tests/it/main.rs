@@ -11,6 +11,7 @@ mod props;
 mod races;
 mod readers;
 mod roundtrip;
+mod s3;
 mod semantics;
 mod support;
 mod vectors;
