@@ -218,6 +218,16 @@ class LunaMultiSaver:
                         ),
                     },
                 ),
+                "batch_name": (
+                    "STRING",
+                    {
+                        "default": "",
+                        **_tip(
+                            "Daemon mode: group this execution's images with others under this batch name "
+                            "(`luna-daemon status --batch NAME`). Letters, digits, _ - . only. Empty = no batch."
+                        ),
+                    },
+                ),
             }
         )
         return {
@@ -305,6 +315,7 @@ class LunaMultiSaver:
             min_quality_threshold=float(v["min_quality_threshold"]),
             embed_metadata=embed,
             metadata=JobMetadata(),
+            batch=(v["batch_name"] or "").strip() or None,
         )
         if v["daemon_save"]:
             values = JobMetadata.wire_values(*metadata_inputs) if embed else None

@@ -58,6 +58,18 @@ def test_node_hands_the_images_to_the_daemon(daemon, comfy_dirs, capsys):
         assert (decoded(comfy_dirs.output / "ORIG" / f"img_ORIG_{b}.png") == to_uint8(images[b])).all()
 
 
+def test_two_executions_with_a_batch_name_are_one_batch_group(daemon, comfy_dirs):
+    first, _ = run_node(True, image_1=noise(2, 16, 16), batch_name="evening")
+    second, _ = run_node(True, image_1=noise(1, 16, 16, seed=3), batch_name=" evening ")
+    with daemon.client("test-waiter") as c:
+        for saver in (first, second):
+            c.wait(saver.last_job.job_id)
+        summary = c.batch_status("evening")
+    assert summary["jobs"] == [first.last_job.job_id, second.last_job.job_id]
+    assert (summary["images"], summary["written"], summary["failed"], summary["finished"]) == (3, 3, 0, True)
+    assert summary["bytes"] == sum(p.stat().st_size for p in comfy_dirs.output.rglob("*.png"))
+
+
 def test_a_date_template_with_colons_is_saved_by_the_daemon_with_underscores(daemon, comfy_dirs, capsys):
     saver, _ = run_node(True, image_1=noise(), filename="%date:yyyy-MM-dd hh:mm:ss%", save_path="%time:HH:MM%")
     assert saver.last_job is not None, capsys.readouterr().out

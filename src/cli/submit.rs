@@ -66,6 +66,9 @@ pub struct SubmitArgs {
     /// Wait until every image is saved; the exit status tells how it went (1 failed, 3 discarded: see below).
     #[arg(long)]
     wait: bool,
+    /// Join this batch group: `status --batch`, `watch --batch` and `wait --batch` report its jobs together.
+    #[arg(long, value_name = "NAME", value_parser = parse_batch)]
+    batch: Option<String>,
     /// Print the final status as JSON (with --wait).
     #[arg(long, requires = "wait")]
     json: bool,
@@ -102,6 +105,10 @@ enum GateArg {
 enum Dtype {
     F32,
     U8,
+}
+
+fn parse_batch(s: &str) -> Result<String, String> {
+    luna_daemon::jobs::validate_batch_name(s).map(|()| s.to_owned())
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -185,6 +192,7 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
     }
     o.min_quality_threshold = args.threshold;
     o.embed_metadata = !args.no_metadata;
+    o.batch = args.batch.clone();
     let mut metadata = JobMetadata::default();
     if let Some(path) = &args.prompt_json {
         metadata.prompt = Some(read_json(path)?);

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::jobs::{ClientKey, JobPlan, JobTable, new_job_id, plan_job};
 use crate::protocol::{
-    Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
+    Accepted, BatchQuery, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
     PROTOCOL_VERSION, Request, Response, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{HEADER_LEN, Segment, SegmentState};
 use crate::workers::{Pool, WorkItem};
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 10] = [
+pub const FEATURES: [&str; 11] = [
     "png",
     "webp",
     "jpeg",
@@ -25,6 +25,7 @@ pub const FEATURES: [&str; 10] = [
     "cancel",
     "journal",
     "submit_id",
+    "batches",
 ];
 
 /// Admission limits.
@@ -145,6 +146,10 @@ impl Context {
             Request::Stats(Empty {}) => Response::Stats(self.stats()),
             Request::Stop(Empty {}) => Response::Stopping(Empty {}),
             Request::Cancel(StatusQuery { job_id }) => self.cancel(&job_id),
+            Request::BatchStatus(BatchQuery { batch }) => match self.table.batch_status(&batch) {
+                Some(status) => Response::BatchStatus(Box::new(status)),
+                None => error(ErrorCode::UnknownJob, format!("no batch named {batch:?} (unknown or expired)")),
+            },
         };
         (reply, Vec::new())
     }

@@ -3,6 +3,7 @@
 //! the table `status` and `stats` read ([`JobTable`]), handing segments back ([`Release`]), the [`journal`],
 //! and recovery after a restart ([`recover()`]).
 
+mod batch;
 pub mod journal;
 mod plan;
 mod recover;
@@ -11,6 +12,7 @@ mod state;
 mod table;
 mod task;
 
+pub use batch::{BatchRecord, MAX_BATCH_NAME, validate_batch_name};
 pub use journal::Journal;
 pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job};
 pub use recover::{RecoveredJob, recover};

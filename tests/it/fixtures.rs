@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 19] = [
+const FIXTURES: [&str; 22] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -35,6 +35,9 @@ const FIXTURES: [&str; 19] = [
     "cancel_request",
     "cancelled",
     "status_retrying",
+    "submit_batch",
+    "batch_status_request",
+    "batch_status_reply",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -516,4 +519,21 @@ fn the_fixtures_cover_every_message_field() {
     }
     let uncovered: Vec<&String> = in_types.difference(&in_files).collect();
     assert!(uncovered.is_empty(), "message fields no fixture sets: {uncovered:?}");
+}
+
+#[test]
+fn a_submit_joining_a_batch_group_and_the_batch_status_exchange() {
+    let Request::Submit(job) = request("submit_batch") else { panic!("not a submit") };
+    assert_eq!(job.batch.as_deref(), Some("night-run_2025.11.27"));
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!(minimal.batch, None, "absent: no batch");
+    let Request::BatchStatus(q) = request("batch_status_request") else { panic!("not a batch_status request") };
+    assert_eq!(q.batch, "night-run_2025.11.27");
+    let Response::BatchStatus(b) = response("batch_status_reply") else { panic!("not a batch_status reply") };
+    assert_eq!(b.batch, "night-run_2025.11.27");
+    assert_eq!(b.jobs, [JOB_ID, "0a1b2c3d4e5f"]);
+    assert_eq!((b.images, b.queued, b.encoding, b.retrying), (5, 1, 0, 0));
+    assert_eq!((b.written, b.discarded, b.failed, b.bytes), (3, 1, 0, 7_340_032));
+    assert_eq!((b.first_accepted_ms, b.last_final_ms), (1_764_201_600_000, Some(1_764_201_641_500)));
+    assert!(!b.finished);
 }
