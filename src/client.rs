@@ -157,6 +157,10 @@ pub struct JobOptions {
     pub checksum: bool,
     /// The batch group the job joins (see [`Client::batch_status`]); `None` for none.
     pub batch: Option<String>,
+    /// Also write a WebP thumbnail of each image (into `_thumbnails/` beside it; its path is in the status).
+    pub thumbnails: bool,
+    /// The thumbnails' largest side, 16..=1024 pixels.
+    pub thumbnail_size: u32,
 }
 
 impl JobOptions {
@@ -183,6 +187,8 @@ impl JobOptions {
             metadata: None,
             checksum: true,
             batch: None,
+            thumbnails: false,
+            thumbnail_size: 256,
         }
     }
 }
@@ -375,6 +381,8 @@ impl Client {
             metadata_blob,
             submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
             batch: options.batch.clone(),
+            thumbnails: options.thumbnails,
+            thumbnail_size: options.thumbnail_size,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import helpers
 from conftest import PACK, DaemonProcess, folder_paths
@@ -68,6 +69,15 @@ def test_two_executions_with_a_batch_name_are_one_batch_group(daemon, comfy_dirs
     assert summary["jobs"] == [first.last_job.job_id, second.last_job.job_id]
     assert (summary["images"], summary["written"], summary["failed"], summary["finished"]) == (3, 3, 0, True)
     assert summary["bytes"] == sum(p.stat().st_size for p in comfy_dirs.output.rglob("*.png"))
+
+
+def test_the_node_asks_for_thumbnails_and_the_status_names_them(daemon, comfy_dirs):
+    saver, _ = run_node(True, image_1=noise(1, 300, 200), thumbnails=True, thumbnail_size=50)
+    status = wait_for(daemon, saver.last_job.job_id)
+    thumb = Path(status["images"][0]["thumbnail"])
+    assert thumb == comfy_dirs.output / "ORIG" / "_thumbnails" / "img_ORIG.png.webp"
+    with Image.open(thumb) as t:
+        assert (t.format, t.size) == ("WEBP", (33, 50))  # noise(1, 300, 200) is 300 high
 
 
 def test_a_date_template_with_colons_is_saved_by_the_daemon_with_underscores(daemon, comfy_dirs, capsys):

@@ -14,7 +14,7 @@ use crate::shm::{HEADER_LEN, Segment, SegmentState};
 use crate::workers::{Pool, WorkItem};
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 12] = [
     "png",
     "webp",
     "jpeg",
@@ -26,6 +26,7 @@ pub const FEATURES: [&str; 11] = [
     "journal",
     "submit_id",
     "batches",
+    "thumbnails",
 ];
 
 /// Admission limits.

@@ -204,6 +204,7 @@ mod tests {
             error: None,
             scores: None,
             notes: Vec::new(),
+            thumbnail: None,
         }
     }
 

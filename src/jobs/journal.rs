@@ -523,6 +523,7 @@ mod tests {
             error: None,
             scores: None,
             notes: Vec::new(),
+            thumbnail: None,
         };
         Record::Done { job_id: id.to_owned(), status, at_ms: None }
     }

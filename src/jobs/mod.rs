@@ -18,7 +18,7 @@ pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job};
 pub use recover::{RecoveredJob, recover};
 pub use release::Release;
 pub use table::{ClientKey, Counters, InsertError, JobTable, SavedImage};
-pub use task::{DISCARD_DIR, ImageTask, JobSettings, MetadataSource, SegmentRef};
+pub use task::{DISCARD_DIR, ImageTask, JobSettings, MetadataSource, SegmentRef, THUMBNAIL_DIR};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.
 pub fn new_job_id() -> String {

@@ -40,6 +40,8 @@ pub struct SavedImage {
     pub scores: Option<GateScores>,
     /// Notes for the user.
     pub notes: Vec<String>,
+    /// The thumbnail's final path, if one was written.
+    pub thumbnail: Option<String>,
 }
 
 /// Daemon-wide counters.
@@ -572,6 +574,7 @@ fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
         error: Some(error),
         scores: None,
         notes: Vec::new(),
+        thumbnail: None,
     }
 }
 

@@ -282,6 +282,13 @@ pub struct SubmitJob {
     /// letter or digit, not a Windows device name. Nil: no batch.
     #[serde(default)]
     pub batch: Option<String>,
+    /// Also write a small WebP thumbnail next to each saved image, in a `_thumbnails/` sub-folder of the
+    /// image's folder (feature `thumbnails`); its path is in the image's status.
+    #[serde(default)]
+    pub thumbnails: bool,
+    /// The thumbnails' largest side in pixels, 16..=1024 (aspect kept, never enlarged).
+    #[serde(default = "default_thumbnail_size")]
+    pub thumbnail_size: u32,
 }
 
 impl SubmitJob {
@@ -308,6 +315,8 @@ impl SubmitJob {
             slots,
             submit_id: None,
             batch: None,
+            thumbnails: false,
+            thumbnail_size: default_thumbnail_size(),
         }
     }
 }
@@ -326,6 +335,10 @@ fn default_lossy_quality() -> u8 {
 
 fn default_threshold() -> f64 {
     0.3
+}
+
+fn default_thumbnail_size() -> u32 {
+    256
 }
 
 fn default_true() -> bool {
@@ -530,6 +543,9 @@ pub struct ImageStatus {
     /// Things the user should know about a saved file (e.g. metadata dropped to fit JPEG's 64 KiB APP1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The final absolute path of the image's thumbnail, when the job asked for thumbnails and it was written.
+    #[serde(default)]
+    pub thumbnail: Option<String>,
 }
 
 /// A job's status.

@@ -144,3 +144,61 @@ fn the_cli_submits_waits_and_watches_a_batch() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains(r#"no batch named "nope""#), "{}", text(&o));
 }
+
+fn wide(seed: usize) -> Vec<u8> {
+    (0..300 * 200 * 3).map(|i| ((i * 7919 + seed * 31) % 251) as u8).collect()
+}
+
+/// Pass: with thumbnails on, each written (and discarded) image gets `_thumbnails/<file name>.webp` beside it,
+/// at most `thumbnail_size` on its longest side with the aspect kept, its path in the status, carrying a
+/// reference to the image but not the workflow the image itself carries; off, nothing is written.
+#[test]
+fn thumbnails_are_written_beside_each_image_and_named_in_the_status() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let mut options = JobOptions::new(&daemon.output);
+    options.filename = "shot".to_owned();
+    options.affix = "ORIG".to_owned();
+    options.thumbnails = true;
+    options.thumbnail_size = 64;
+    options.quality_gate = QualityGate::Variance;
+    options.min_quality_threshold = 0.05;
+    options.metadata = Some(luna_daemon::protocol::JobMetadata {
+        prompt: Some("{\"3\": {\"class_type\": \"KSampler\"}}".to_owned()),
+        extra_pnginfo: vec![("workflow".to_owned(), "{\"nodes\": [\"secret-workflow\"]}".to_owned())],
+        ..Default::default()
+    });
+    let flat = vec![9u8; 300 * 200 * 3];
+    let pixels = [wide(1), flat];
+    let images: Vec<ImageRef<'_>> =
+        pixels.iter().map(|p| ImageRef { width: 300, height: 200, channels: 3, pixels: Pixels::U8(p) }).collect();
+    let job = client.submit(&options, &images).unwrap().job_id;
+    let status = client.wait(&job, |_| {}).unwrap();
+    let out = daemon.output.display().to_string();
+    let want = [
+        format!("{out}/ORIG/_thumbnails/shot_ORIG_0.png.webp"),
+        format!("{out}/_discarded/ORIG/_thumbnails/shot_ORIG_1.png.webp"),
+    ];
+    for (image, want) in status.images.iter().zip(&want) {
+        assert_eq!(image.thumbnail.as_deref(), Some(want.as_str()), "{image:?}");
+        let bytes = std::fs::read(want).unwrap();
+        let decoded = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (64, 43));
+        let text = String::from_utf8_lossy(&bytes);
+        let name = image.path.as_deref().unwrap().rsplit('/').next().unwrap().to_owned();
+        assert!(text.contains(&format!("/{name}")) && text.contains("source:"), "a reference to {name}");
+        assert!(!text.contains("secret-workflow") && !text.contains("KSampler"), "no workflow, no prompt");
+        let full = std::fs::read(image.path.as_deref().unwrap()).unwrap();
+        assert!(String::from_utf8_lossy(&full).contains("secret-workflow"), "the image keeps its workflow");
+    }
+    // Off (the default): no thumbnail, no folder.
+    let plain = submit_to(&mut client, &JobOptions::new(daemon.output.join("plain")), &[noisy(0, 0)]);
+    let status = client.wait(&plain, |_| {}).unwrap();
+    assert_eq!(status.images[0].thumbnail, None);
+    assert!(!files_below(&daemon.output.join("plain")).iter().any(|f| f.contains("_thumbnails")));
+    // A size out of range is refused before anything is accepted.
+    options.thumbnail_size = 8;
+    let e = client.submit(&options, &images).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidJob));
+    assert!(e.to_string().contains("thumbnail_size 8 is outside 16..=1024"), "{e}");
+}
