@@ -122,13 +122,13 @@ impl Context {
         }
     }
 
-    /// Answers one request after the handshake. An accepted job is already queued when this returns (so a stop
-    /// that follows cannot miss it); the returned work list is empty and kept for [`Context::queue`].
-    pub(crate) fn handle(&self, client: &Hello, request: Request) -> (Response, Vec<WorkItem>) {
+    /// Answers one request after the handshake. An accepted job is already queued when this returns, so a stop
+    /// that follows cannot miss it.
+    pub(crate) fn handle(&self, client: &Hello, request: Request) -> Response {
         if let Request::Submit(job) = request {
             return self.submit(client, &job);
         }
-        let reply = match request {
+        match request {
             Request::Hello(hello) if hello.protocol != PROTOCOL_NAME || hello.version != PROTOCOL_VERSION => error(
                 ErrorCode::VersionMismatch,
                 format!(
@@ -145,21 +145,13 @@ impl Context {
             Request::Stats(Empty {}) => Response::Stats(self.stats()),
             Request::Stop(Empty {}) => Response::Stopping(Empty {}),
             Request::Cancel(StatusQuery { job_id }) => self.cancel(&job_id),
-        };
-        (reply, Vec::new())
-    }
-
-    /// Hands an accepted job's images to the workers.
-    pub(crate) fn queue(&self, items: Vec<WorkItem>) {
-        if !items.is_empty() {
-            self.pool.push(items);
         }
     }
 
-    fn submit(&self, hello: &Hello, job: &SubmitJob) -> (Response, Vec<WorkItem>) {
+    fn submit(&self, hello: &Hello, job: &SubmitJob) -> Response {
         match self.accept(hello, job) {
-            Ok(accepted) => (Response::Accepted(accepted), Vec::new()),
-            Err(reply) => (reply, Vec::new()),
+            Ok(accepted) => Response::Accepted(accepted),
+            Err(reply) => reply,
         }
     }
 
