@@ -124,13 +124,13 @@ impl Context {
         }
     }
 
-    /// Answers one request after the handshake. An accepted job is already queued when this returns (so a stop
-    /// that follows cannot miss it); the returned work list is empty and kept for [`Context::queue`].
-    pub(crate) fn handle(&self, client: &Hello, request: Request) -> (Response, Vec<WorkItem>) {
+    /// Answers one request after the handshake. An accepted job is already queued when this returns, so a stop
+    /// that follows cannot miss it.
+    pub(crate) fn handle(&self, client: &Hello, request: Request) -> Response {
         if let Request::Submit(job) = request {
             return self.submit(client, &job);
         }
-        let reply = match request {
+        match request {
             Request::Hello(hello) if hello.protocol != PROTOCOL_NAME || hello.version != PROTOCOL_VERSION => error(
                 ErrorCode::VersionMismatch,
                 format!(
@@ -151,21 +151,13 @@ impl Context {
                 Some(status) => Response::BatchStatus(Box::new(status)),
                 None => error(ErrorCode::UnknownJob, format!("no batch named {batch:?} (unknown or expired)")),
             },
-        };
-        (reply, Vec::new())
-    }
-
-    /// Hands an accepted job's images to the workers.
-    pub(crate) fn queue(&self, items: Vec<WorkItem>) {
-        if !items.is_empty() {
-            self.pool.push(items);
         }
     }
 
-    fn submit(&self, hello: &Hello, job: &SubmitJob) -> (Response, Vec<WorkItem>) {
+    fn submit(&self, hello: &Hello, job: &SubmitJob) -> Response {
         match self.accept(hello, job) {
-            Ok(accepted) => (Response::Accepted(accepted), Vec::new()),
-            Err(reply) => (reply, Vec::new()),
+            Ok(accepted) => Response::Accepted(accepted),
+            Err(reply) => reply,
         }
     }
 
