@@ -21,19 +21,6 @@ from luna_multi_saver import client, shm
 FIXTURES = REPO / "tests" / "fixtures" / "protocol"
 
 
-@pytest.fixture
-def fake():
-    daemons: list[FakeDaemon] = []
-
-    def make(**kwargs) -> FakeDaemon:
-        daemons.append(FakeDaemon(**kwargs))
-        return daemons[-1]
-
-    yield make
-    for d in daemons:
-        d.close()
-
-
 def accept(fake: FakeDaemon, conn: socket.socket, job: dict) -> bool:
     fake.take_ownership(job)
     images = sum(len(s["images"]) for s in job["slots"])
