@@ -218,6 +218,7 @@ impl JobState {
                 image.bytes = Some(saved.bytes);
                 image.scores = saved.scores;
                 image.notes = saved.notes;
+                image.thumbnail = saved.thumbnail;
                 image.url = saved.url;
                 image.error = None;
             }
@@ -267,6 +268,7 @@ fn queued_status(index: u32, task: &ImageTask) -> ImageStatus {
         error: None,
         scores: None,
         notes: Vec::new(),
+        thumbnail: None,
         url: None,
     }
 }
@@ -327,6 +329,7 @@ mod tests {
             discarded: false,
             scores: None,
             notes: Vec::new(),
+            thumbnail: None,
             url: None,
         })
     }

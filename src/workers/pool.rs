@@ -262,6 +262,7 @@ fn run_item(shared: &Shared, mut item: WorkItem) -> Option<WorkItem> {
                 discarded: saved.discarded,
                 scores: saved.scores,
                 notes: saved.notes,
+                thumbnail: saved.thumbnail.as_deref().map(path_string),
                 url: saved.url,
             })
         }
