@@ -172,8 +172,14 @@ fn check_written(server: &S3Server, status: &JobStatus, job: usize) -> Vec<Strin
         .collect()
 }
 
-fn staged(daemon: &TestDaemon) -> Vec<String> {
+/// Everything in the staging directory.
+fn leftovers(daemon: &TestDaemon) -> Vec<String> {
     file_names(&daemon.state.join("uploads"))
+}
+
+/// Complete staging files (not a `.tmp` one still being written).
+fn staged(daemon: &TestDaemon) -> Vec<String> {
+    file_names(&daemon.state.join("uploads")).into_iter().filter(|n| !n.ends_with(".tmp")).collect()
 }
 
 /// Pass: images land as objects under the prefix with the file rules (templates, affix folder, batch index);
@@ -214,7 +220,7 @@ fn uploads_never_overwrite_and_take_the_counter_suffix_like_files() {
     assert_eq!(webp.images[0].path.as_deref(), Some("s3://renders/luna.webp"));
     let bytes = std::fs::read(server.data().join(BUCKET).join("luna.webp")).unwrap();
     assert_eq!(&bytes[8..12], b"WEBP");
-    assert!(staged(&daemon).is_empty(), "nothing staged once uploaded: {:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "nothing staged once uploaded: {:?}", leftovers(&daemon));
 }
 
 /// Pass: with the server killed mid-batch, the images not yet stored are `retrying` with the endpoint's error
@@ -253,7 +259,7 @@ fn the_server_stopped_and_restarted_mid_batch_loses_and_duplicates_nothing() {
         sorted.sort();
         sorted
     });
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
 
 /// Pass: the daemon is SIGKILLed right after the server stored an object (before the daemon journaled it)
@@ -280,7 +286,7 @@ fn a_daemon_killed_with_uploads_pending_uploads_everything_after_restart_once() 
     assert_eq!(server.keys(BUCKET).len(), 6);
     assert_eq!(server.upload_id(BUCKET, "crash/luna_2.png"), Some(format!("{job}/2")));
     assert!(daemon.log().contains("object already stored by an earlier attempt of this upload"));
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
 
 /// Pass: with the server down, the daemon stages every image, is killed, and after both come back every
@@ -300,7 +306,7 @@ fn uploads_staged_while_the_server_was_down_survive_a_daemon_crash() {
     let status = daemon.client().wait(&job, |_| {}).unwrap();
     assert_eq!(check_written(&server, &status, 4).len(), 4);
     assert_eq!(server.keys(BUCKET), ["down_0.png", "down_1.png", "down_2.png", "down_3.png"]);
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
 
 /// Pass: refused credentials and a missing bucket are each a clear error in status (`retrying`, the image
@@ -387,5 +393,5 @@ fn staged_uploads_survive_a_reboot_that_cleared_shared_memory() {
     let bytes = std::fs::read(server.data().join(BUCKET).join("reboot/luna_1.png")).unwrap();
     let needle = format!("prompt\0{prompt}");
     assert!(bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "the staged bytes carry the metadata");
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
