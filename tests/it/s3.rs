@@ -417,3 +417,20 @@ fn staged_uploads_survive_a_reboot_that_cleared_shared_memory() {
     assert!(bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "the staged bytes carry the metadata");
     assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
+
+/// Pass: cancelling an upload that keeps failing ends it as `cancelled`, hands its segment back and removes its
+/// staged bytes (when its retry comes due).
+#[test]
+fn a_cancelled_upload_leaves_no_staged_bytes() {
+    let server = S3Server::start();
+    let daemon = start_daemon(&server, "not-the-secret", &[]);
+    let mut client = daemon.client();
+    let job = submit(&mut client, &format!("s3://{BUCKET}"), 8, 1, |_| {});
+    wait_until("the image is retrying", || client.status(&job).unwrap().images[0].state == ImageState::Retrying);
+    assert_eq!(staged(&daemon).len(), 1);
+    assert_eq!(client.cancel(&job).unwrap(), 1);
+    let status = client.wait(&job, |_| {}).unwrap();
+    assert_eq!(status.images[0].error.as_ref().unwrap().code, ErrorCode::Cancelled);
+    wait_until("the staged bytes are gone", || leftovers(&daemon).is_empty());
+    assert!(server.keys(BUCKET).is_empty());
+}
