@@ -44,6 +44,7 @@ OPTIONAL = (
     + [("autostart_daemon", "BOOLEAN", True)]
     # Issue 16: batch groups.
     + [("batch_name", "STRING", ""), ("thumbnails", "BOOLEAN", False), ("thumbnail_size", "INT", 256)]
+    + [("zip_archive", "BOOLEAN", False)]
 )
 
 

@@ -14,7 +14,7 @@ use crate::shm::{HEADER_LEN, Segment, SegmentState};
 use crate::workers::{Pool, WorkItem};
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 12] = [
+pub const FEATURES: [&str; 13] = [
     "png",
     "webp",
     "jpeg",
@@ -27,6 +27,7 @@ pub const FEATURES: [&str; 12] = [
     "submit_id",
     "batches",
     "thumbnails",
+    "zip",
 ];
 
 /// Admission limits.

@@ -285,6 +285,8 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     }
     if let Some(batch) = &job.batch {
         super::validate_batch_name(batch).map_err(invalid_job)?;
+    } else if job.zip {
+        return Err(invalid_job("zip needs a batch name: the archive is <batch>.zip"));
     }
     if !Path::new(&job.output_dir).is_absolute() {
         return Err(invalid_job(format!("output_dir {:?} must be an absolute path", job.output_dir)));
