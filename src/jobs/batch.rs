@@ -276,6 +276,7 @@ mod tests {
             scores: None,
             notes: Vec::new(),
             thumbnail: None,
+            url: None,
         }
     }
 
