@@ -130,7 +130,8 @@ impl TestDaemon {
         self.spawn(&[], &[]);
     }
 
-    /// The daemon's resident memory in KiB (Linux).
+    /// The daemon's resident memory in KiB (Linux: read from `/proc`).
+    #[cfg(target_os = "linux")]
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -248,6 +249,7 @@ impl RawConn {
     }
 
     /// True once the daemon has closed the connection, cleanly or with a reset (it had unread bytes).
+    #[cfg(unix)] // used by edges.rs only
     pub fn is_closed_or_reset(&mut self) -> bool {
         match protocol::read_frame(&mut self.stream) {
             Err(protocol::FrameError::Closed) => true,
