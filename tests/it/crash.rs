@@ -123,8 +123,7 @@ fn a_job_whose_segment_is_gone_after_a_restart_is_reported_lost() {
     }
 }
 
-/// Pass: SIGTERM with a queue finishes it and exits 0; the next start recovers nothing and serves normally.
-#[cfg(unix)]
+/// Pass: SIGTERM (Windows: `stop`) with a queue finishes it and exits 0; the next start recovers nothing and serves normally.
 #[test]
 fn sigterm_with_a_queue_then_restart() {
     let mut daemon = TestDaemon::start_with(&["--min-workers", "1", "--max-workers", "1"]);
@@ -132,7 +131,7 @@ fn sigterm_with_a_queue_then_restart() {
     let mut client = daemon.client();
     let job = submit_images(&mut client, &daemon.output, 1, 15);
     daemon.hooks().wait_reached("worker.before_save", 1);
-    daemon.sigterm();
+    daemon.request_stop();
     wait_until("the stop is requested", || daemon.log().contains("stop requested"));
     assert!(files_below(&daemon.output).is_empty(), "all 15 images are in flight at the SIGTERM");
     daemon.hooks().release("worker.before_save");

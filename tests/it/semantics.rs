@@ -122,7 +122,7 @@ fn a_workflow_of_hundreds_of_kilobytes_travels_through_shared_memory() {
     assert_eq!(text[0], ("workflow".to_owned(), workflow));
 }
 
-#[cfg(unix)]
+#[cfg(unix)] // symlinks: creating one on Windows needs a privilege ordinary users lack
 #[test]
 fn a_symlink_in_the_output_tree_cannot_redirect_a_write_outside() {
     let daemon = TestDaemon::start();

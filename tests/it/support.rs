@@ -156,6 +156,15 @@ impl TestDaemon {
     pub fn sigterm(&self) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::SIGTERM).unwrap();
     }
+
+    /// Stops the daemon from outside: SIGTERM on Unix (what a service manager sends); on Windows, which has no
+    /// SIGTERM, a `stop` request on a connection of its own (what `luna-daemon stop` sends).
+    pub fn request_stop(&self) {
+        #[cfg(unix)]
+        self.sigterm();
+        #[cfg(not(unix))]
+        Client::connect(&self.socket, "stopper").expect("connect").stop().expect("stop");
+    }
 }
 
 /// Arms and releases a daemon's fault-injection points (see `src/fault.rs`): the daemon waits at a held point
