@@ -19,7 +19,9 @@ use windows_sys::Win32::Security::{
     PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
 use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
+use windows_sys::Win32::System::IO::CancelIoEx;
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+use windows_sys::Win32::System::Pipes::DisconnectNamedPipe;
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
     WaitForSingleObject,
@@ -234,6 +236,19 @@ pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc as i32));
     }
     Ok(())
+}
+
+/// Ends a named-pipe connection from another thread (the daemon's side of a connection it evicts, or whose
+/// frame did not arrive in time; named pipes have no read timeouts): disconnects the client, so every later
+/// read or write on the pipe fails (interprocess reports end-of-stream), then cancels the read or write the
+/// connection's thread may be blocked in right now. `pipe` is a duplicate of the connection's handle.
+pub fn disconnect_pipe(pipe: &OwnedHandle) {
+    // SAFETY: a valid handle of a server pipe instance, owned by the caller for the duration of both calls;
+    // neither keeps it. Failures (already disconnected, nothing pending) leave nothing to do.
+    unsafe {
+        DisconnectNamedPipe(pipe.as_raw_handle());
+        CancelIoEx(pipe.as_raw_handle(), std::ptr::null());
+    }
 }
 
 /// Bytes free for the current user on the volume holding `path`.

@@ -1,12 +1,14 @@
 //! Issue 11's edge failures against a real daemon: temp files of a killed daemon (4), names too long (6), a
 //! squatted socket (7), connection slots and half-sent frames (8), a spool and socket removed at logout (9),
-//! dead clients' segments (11). The first three run on every platform; the rest are Unix-only (`mod unix`).
+//! dead clients' segments (11). The temp files, long names, dead clients' segments, connection slots and
+//! half-sent frames run on every platform (on Windows the frame timeout is the slots' watchdog: named pipes
+//! have no read timeouts); the rest are Unix-only (`mod unix`).
 
 use luna_daemon::client::{ImageRef, JobOptions, Pixels};
-use luna_daemon::protocol::ErrorCode;
+use luna_daemon::protocol::{Empty, ErrorCode, Request, Response};
 use luna_daemon::shm::SegmentWriter;
 
-use crate::support::{TestDaemon, file_names, wait_until};
+use crate::support::{RawConn, TestDaemon, file_names, wait_until};
 
 fn pixels() -> Vec<u8> {
     vec![9u8; 4 * 4 * 3]
@@ -97,10 +99,36 @@ fn a_killed_clients_segment_is_reclaimed_without_waiting_for_the_grace_period() 
     assert!(daemon.spool.join(live.name()).exists());
 }
 
+/// Failure 8: when every slot is held by idle, authenticated connections, a new client still gets in: the
+/// connection idle longest is closed to make room; a connection mid-frame is never the one closed.
+#[test]
+fn idle_connections_make_room_for_a_real_client() {
+    let daemon = TestDaemon::start_with(&["--max-connections", "2"]);
+    let mut oldest = RawConn::handshaken(&daemon.socket);
+    let mut newer = RawConn::handshaken(&daemon.socket);
+    let mut client = daemon.client();
+    client.stats().expect("the new client is served");
+    assert!(oldest.is_closed(), "the connection idle longest made room");
+    assert!(matches!(newer.request(&Request::Stats(Empty {})), Response::Stats(_)));
+}
+
+/// Failure 8: a frame that starts but never finishes (and a hello that never comes) cannot hold a connection:
+/// the daemon closes it after the frame timeout.
+#[test]
+fn half_sent_frames_time_out() {
+    let daemon = TestDaemon::start_with_env(&[], &[("LUNA_DAEMON_FRAME_TIMEOUT_MS", "300")]);
+    let mut half = RawConn::handshaken(&daemon.socket);
+    half.send_bytes(&[0, 0, 4, 0, 0x81]); // announces 1024 bytes, sends one
+    assert!(half.is_closed_or_reset(), "a half-sent frame is cut off");
+    let mut silent = RawConn::connect(&daemon.socket);
+    assert!(silent.is_closed_or_reset(), "a connection that never says hello is cut off");
+    // Between requests an authenticated connection may idle (the node keeps one open between prompts).
+    let mut idle = RawConn::handshaken(&daemon.socket);
+    let _ = daemon.client().stats().unwrap();
+    assert!(matches!(idle.request(&Request::Stats(Empty {})), Response::Stats(_)));
+}
+
 /// Unix-only, each for its reason:
-/// - connection slots and half-sent frames: on Windows a pipe connection cannot yet be closed from another
-///   thread, and named pipes have no read timeouts, so neither eviction nor the frame timeout applies there
-///   (a known gap, docs/WINDOWS.md);
 /// - a removed socket: a named pipe has no file to remove (and logout clean-up is systemd's `RemoveIPC`);
 /// - socket directory modes and a squatter's non-private spool: Unix file modes; on Windows the pipe's DACL and
 ///   the client-SID check stand in their place;
@@ -110,40 +138,11 @@ mod unix {
     use interprocess::local_socket::{ListenerOptions, Stream, prelude::*};
     use luna_daemon::client::{Client, ClientError, JobOptions};
     use luna_daemon::ipc::connect_name;
-    use luna_daemon::protocol::{self, Empty, ImageState, Request, Response, Welcome};
+    use luna_daemon::protocol::{self, ImageState, Response, Welcome};
     use luna_daemon::shm::HEADER_LEN;
 
     use super::{image, pixels};
-    use crate::support::{RawConn, TestDaemon, file_names, wait_until};
-
-    /// Failure 8: when every slot is held by idle, authenticated connections, a new client still gets in: the
-    /// connection idle longest is closed to make room; a connection mid-frame is never the one closed.
-    #[test]
-    fn idle_connections_make_room_for_a_real_client() {
-        let daemon = TestDaemon::start_with(&["--max-connections", "2"]);
-        let mut oldest = RawConn::handshaken(&daemon.socket);
-        let mut newer = RawConn::handshaken(&daemon.socket);
-        let mut client = daemon.client();
-        client.stats().expect("the new client is served");
-        assert!(oldest.is_closed(), "the connection idle longest made room");
-        assert!(matches!(newer.request(&Request::Stats(Empty {})), Response::Stats(_)));
-    }
-
-    /// Failure 8: a frame that starts but never finishes (and a hello that never comes) cannot hold a connection:
-    /// the daemon closes it after the frame timeout.
-    #[test]
-    fn half_sent_frames_time_out() {
-        let daemon = TestDaemon::start_with_env(&[], &[("LUNA_DAEMON_FRAME_TIMEOUT_MS", "300")]);
-        let mut half = RawConn::handshaken(&daemon.socket);
-        half.send_bytes(&[0, 0, 4, 0, 0x81]); // announces 1024 bytes, sends one
-        assert!(half.is_closed_or_reset(), "a half-sent frame is cut off");
-        let mut silent = RawConn::connect(&daemon.socket);
-        assert!(silent.is_closed_or_reset(), "a connection that never says hello is cut off");
-        // Between requests an authenticated connection may idle (the node keeps one open between prompts).
-        let mut idle = RawConn::handshaken(&daemon.socket);
-        let _ = daemon.client().stats().unwrap();
-        assert!(matches!(idle.request(&Request::Stats(Empty {})), Response::Stats(_)));
-    }
+    use crate::support::{TestDaemon, file_names, wait_until};
 
     /// Failure 9: logout clean-up (systemd `RemoveIPC`) removes the spool directory and the socket while the
     /// daemon runs; it notices, creates both again, and new clients are served by the same daemon.

@@ -258,7 +258,6 @@ impl RawConn {
     }
 
     /// True once the daemon has closed the connection, cleanly or with a reset (it had unread bytes).
-    #[cfg(unix)] // used by edges.rs only
     pub fn is_closed_or_reset(&mut self) -> bool {
         match protocol::read_frame(&mut self.stream) {
             Err(protocol::FrameError::Closed) => true,
