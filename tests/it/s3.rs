@@ -152,6 +152,23 @@ fn submit(client: &mut Client, root: &str, job: usize, count: usize, options: im
     client.submit(&o, &images).unwrap().job_id
 }
 
+/// `%XX` sequences decoded (the URL in status is percent-encoded).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 /// Every image written, each object decoding to the pixels it came from; returns the keys, in image order.
 fn check_written(server: &S3Server, status: &JobStatus, job: usize) -> Vec<String> {
     let prefix = format!("s3://{BUCKET}/");
@@ -163,7 +180,7 @@ fn check_written(server: &S3Server, status: &JobStatus, job: usize) -> Vec<Strin
             let path = image.path.as_deref().unwrap();
             let key = path.strip_prefix(&prefix).unwrap_or_else(|| panic!("{path} is not in s3://{BUCKET}/"));
             let url = image.url.as_deref().unwrap();
-            assert_eq!(url, format!("{}/{BUCKET}/{key}", server.endpoint()), "status reports the object URL");
+            assert_eq!(percent_decode(url), format!("{}/{BUCKET}/{key}", server.endpoint()), "the object URL");
             let (_, _, _, data) = decode_png(&server.data().join(BUCKET).join(key));
             assert_eq!(data, pixels(job, image.index as usize), "{key}");
             assert_eq!(image.bytes, Some(std::fs::metadata(server.data().join(BUCKET).join(key)).unwrap().len()));
@@ -220,6 +237,11 @@ fn uploads_never_overwrite_and_take_the_counter_suffix_like_files() {
     assert_eq!(webp.images[0].path.as_deref(), Some("s3://renders/luna.webp"));
     let bytes = std::fs::read(server.data().join(BUCKET).join("luna.webp")).unwrap();
     assert_eq!(&bytes[8..12], b"WEBP");
+    // Keys that need percent-encoding in the signed URL: a space, `+`, `%`, `&`, `=` and non-ASCII text.
+    let odd = "shot 1+1=2 %20 & été";
+    let job = submit(&mut client, &format!("s3://{BUCKET}/odd names"), 3, 1, |o| o.filename = odd.to_owned());
+    let status = client.wait(&job, |_| {}).unwrap();
+    assert_eq!(check_written(&server, &status, 3), [format!("odd names/{odd}.png")]);
     assert!(leftovers(&daemon).is_empty(), "nothing staged once uploaded: {:?}", leftovers(&daemon));
 }
 
@@ -394,4 +416,21 @@ fn staged_uploads_survive_a_reboot_that_cleared_shared_memory() {
     let needle = format!("prompt\0{prompt}");
     assert!(bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "the staged bytes carry the metadata");
     assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+}
+
+/// Pass: cancelling an upload that keeps failing ends it as `cancelled`, hands its segment back and removes its
+/// staged bytes (when its retry comes due).
+#[test]
+fn a_cancelled_upload_leaves_no_staged_bytes() {
+    let server = S3Server::start();
+    let daemon = start_daemon(&server, "not-the-secret", &[]);
+    let mut client = daemon.client();
+    let job = submit(&mut client, &format!("s3://{BUCKET}"), 8, 1, |_| {});
+    wait_until("the image is retrying", || client.status(&job).unwrap().images[0].state == ImageState::Retrying);
+    assert_eq!(staged(&daemon).len(), 1);
+    assert_eq!(client.cancel(&job).unwrap(), 1);
+    let status = client.wait(&job, |_| {}).unwrap();
+    assert_eq!(status.images[0].error.as_ref().unwrap().code, ErrorCode::Cancelled);
+    wait_until("the staged bytes are gone", || leftovers(&daemon).is_empty());
+    assert!(server.keys(BUCKET).is_empty());
 }
