@@ -131,6 +131,7 @@ impl TestDaemon {
     }
 
     /// Starts the daemon again in the same directories, with extra `serve` flags and environment variables.
+    #[cfg(unix)] // used by the S3 tests, which are Unix-only (tests/it/main.rs)
     pub fn restart_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         self.spawn(extra, env);
     }
