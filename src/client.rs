@@ -18,9 +18,9 @@ use std::time::Duration;
 use interprocess::local_socket::{Stream, prelude::*};
 
 use crate::protocol::{
-    self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor,
-    ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType,
-    Slot, StatusQuery, SubmitJob, Welcome,
+    self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, ExrColorSpace, FrameError, Hello,
+    ImageDescriptor, ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request,
+    Response, SampleType, Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
 use crate::transport::connect_name;
@@ -155,6 +155,12 @@ pub struct JobOptions {
     pub metadata: Option<JobMetadata>,
     /// Send a CRC-32 of the pixels so the daemon verifies them.
     pub checksum: bool,
+    /// PNG bits per sample: 8 or 16.
+    pub png_bit_depth: u8,
+    /// EXR bits per sample: 32 (float) or 16 (half).
+    pub exr_bit_depth: u8,
+    /// The colour space of the submitted samples, for EXR.
+    pub exr_input_color_space: ExrColorSpace,
 }
 
 impl JobOptions {
@@ -180,6 +186,9 @@ impl JobOptions {
             embed_metadata: true,
             metadata: None,
             checksum: true,
+            png_bit_depth: 8,
+            exr_bit_depth: 32,
+            exr_input_color_space: ExrColorSpace::Srgb,
         }
     }
 }
@@ -371,6 +380,9 @@ impl Client {
             metadata: if metadata_blob.is_some() { None } else { options.metadata.clone() },
             metadata_blob,
             submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            png_bit_depth: options.png_bit_depth,
+            exr_bit_depth: options.exr_bit_depth,
+            exr_input_color_space: options.exr_input_color_space,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));

@@ -5,6 +5,7 @@ mod constants;
 mod crash;
 mod edges;
 mod fixtures;
+mod formats;
 mod hostile;
 mod lifecycle;
 mod props;
