@@ -29,7 +29,8 @@ OPTIONAL = (
         (f"affix_{i}", "STRING", affix)
         for i, affix in enumerate(["ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5"], start=1)
     ]
-    + [(f"format_{i}", ["png", "webp", "jpeg", "no save"], "webp") for i in range(1, 6)]
+    # Issue 15's formats are appended to the original choices, so saved workflows keep theirs.
+    + [(f"format_{i}", ["png", "webp", "jpeg", "no save", "exr"], "webp") for i in range(1, 6)]
     + [(f"subdir_{i}", "BOOLEAN", True) for i in range(1, 6)]
     + [
         ("png_compression", "INT", 4),
@@ -42,6 +43,12 @@ OPTIONAL = (
     ]
     # Appended after the original inputs (never inserted): issue 7's auto-start.
     + [("autostart_daemon", "BOOLEAN", True)]
+    # Issue 15: bit depths and EXR's input colour space.
+    + [
+        ("png_bit_depth", ["8-bit", "16-bit"], "8-bit"),
+        ("exr_bit_depth", ["32-bit float", "16-bit half"], "32-bit float"),
+        ("exr_color_space", ["sRGB", "linear"], "sRGB"),
+    ]
 )
 
 

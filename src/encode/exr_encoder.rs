@@ -150,6 +150,9 @@ mod tests {
         assert_eq!(srgb_to_linear(1.0), 1.0);
         assert_eq!(srgb_to_linear(0.04045), 0.04045 / 12.92);
         assert!((srgb_to_linear(0.5) - 0.214_041_14).abs() < 1e-7);
+        assert!((srgb_to_linear(2.0) - 4.953_845_8).abs() < 1e-5);
+        assert_eq!(srgb_to_linear(-0.5), -0.5 / 12.92);
+        assert!(srgb_to_linear(f32::NAN).is_nan());
         let values = [0.5, 0.5, 0.5, 0.5, 1.0, 0.02, 2.0, 0.75];
         let mut bytes = Vec::new();
         encode_exr(&rgba(&values), true, ExrInput::Srgb, &[], &mut bytes).unwrap();
