@@ -18,9 +18,9 @@ use std::time::Duration;
 use interprocess::local_socket::{Stream, prelude::*};
 
 use crate::protocol::{
-    self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, ExrColorSpace, FrameError, Hello,
-    ImageDescriptor, ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request,
-    Response, SampleType, Slot, StatusQuery, SubmitJob, Welcome,
+    self, Accepted, BatchQuery, BatchStatus, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, ExrColorSpace,
+    FrameError, Hello, ImageDescriptor, ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION,
+    QualityGate, Request, Response, SampleType, Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
 use crate::transport::connect_name;
@@ -155,6 +155,12 @@ pub struct JobOptions {
     pub metadata: Option<JobMetadata>,
     /// Send a CRC-32 of the pixels so the daemon verifies them.
     pub checksum: bool,
+    /// The batch group the job joins (see [`Client::batch_status`]); `None` for none.
+    pub batch: Option<String>,
+    /// Also write a WebP thumbnail of each image (into `_thumbnails/` beside it; its path is in the status).
+    pub thumbnails: bool,
+    /// The thumbnails' largest side, 16..=1024 pixels.
+    pub thumbnail_size: u32,
     /// PNG bits per sample: 8 or 16.
     pub png_bit_depth: u8,
     /// EXR bits per sample: 32 (float) or 16 (half).
@@ -186,6 +192,9 @@ impl JobOptions {
             embed_metadata: true,
             metadata: None,
             checksum: true,
+            batch: None,
+            thumbnails: false,
+            thumbnail_size: 256,
             png_bit_depth: 8,
             exr_bit_depth: 32,
             exr_input_color_space: ExrColorSpace::Srgb,
@@ -380,6 +389,9 @@ impl Client {
             metadata: if metadata_blob.is_some() { None } else { options.metadata.clone() },
             metadata_blob,
             submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            batch: options.batch.clone(),
+            thumbnails: options.thumbnails,
+            thumbnail_size: options.thumbnail_size,
             png_bit_depth: options.png_bit_depth,
             exr_bit_depth: options.exr_bit_depth,
             exr_input_color_space: options.exr_input_color_space,
@@ -416,6 +428,36 @@ impl Client {
             let status = self.status(job_id)?;
             progress(&status);
             if status.finished && status.segments_released {
+                return Ok(status);
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// A batch group's summary: every job submitted with `batch` as its batch name.
+    pub fn batch_status(&mut self, batch: &str) -> Result<BatchStatus, ClientError> {
+        match self.request(&Request::BatchStatus(BatchQuery { batch: batch.to_owned() }))? {
+            Response::BatchStatus(s) => Ok(*s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Polls a batch group until every image submitted to it so far is final, calling `progress` on each poll;
+    /// gives up after `timeout` (returning the last summary, not finished). A job that joins the batch while
+    /// this waits is waited for too.
+    pub fn wait_batch(
+        &mut self,
+        batch: &str,
+        timeout: Option<Duration>,
+        mut progress: impl FnMut(&BatchStatus),
+    ) -> Result<BatchStatus, ClientError> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let status = self.batch_status(batch)?;
+            progress(&status);
+            if status.finished || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Ok(status);
             }
             std::thread::sleep(delay);

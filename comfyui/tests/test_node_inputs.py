@@ -43,6 +43,8 @@ OPTIONAL = (
     ]
     # Appended after the original inputs (never inserted): issue 7's auto-start.
     + [("autostart_daemon", "BOOLEAN", True)]
+    # Issue 16: batch groups.
+    + [("batch_name", "STRING", ""), ("thumbnails", "BOOLEAN", False), ("thumbnail_size", "INT", 256)]
     # Issue 15: bit depths and EXR's input colour space.
     + [
         ("png_bit_depth", ["8-bit", "16-bit"], "8-bit"),

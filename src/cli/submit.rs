@@ -74,6 +74,15 @@ pub struct SubmitArgs {
     /// Wait until every image is saved; the exit status tells how it went (1 failed, 3 discarded: see below).
     #[arg(long)]
     wait: bool,
+    /// Join this batch group: `status --batch`, `watch --batch` and `wait --batch` report its jobs together.
+    #[arg(long, value_name = "NAME", value_parser = parse_batch)]
+    batch: Option<String>,
+    /// Also write a small WebP thumbnail of each image into a `_thumbnails/` folder beside it.
+    #[arg(long)]
+    thumbnails: bool,
+    /// Largest side of the thumbnails in pixels (16..1024).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=1024), requires = "thumbnails")]
+    thumbnail_size: u32,
     /// Print the final status as JSON (with --wait).
     #[arg(long, requires = "wait")]
     json: bool,
@@ -117,6 +126,10 @@ enum GateArg {
 enum Dtype {
     F32,
     U8,
+}
+
+fn parse_batch(s: &str) -> Result<String, String> {
+    luna_daemon::jobs::validate_batch_name(s).map(|()| s.to_owned())
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -215,6 +228,9 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
     }
     o.min_quality_threshold = args.threshold;
     o.embed_metadata = !args.no_metadata;
+    o.batch = args.batch.clone();
+    o.thumbnails = args.thumbnails;
+    o.thumbnail_size = args.thumbnail_size;
     let mut metadata = JobMetadata::default();
     if let Some(path) = &args.prompt_json {
         metadata.prompt = Some(read_json(path)?);

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::jobs::{ClientKey, JobPlan, JobTable, new_job_id, plan_job};
 use crate::protocol::{
-    Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
+    Accepted, BatchQuery, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
     PROTOCOL_VERSION, Request, Response, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{HEADER_LEN, Segment, SegmentState};
 use crate::workers::{Pool, WorkItem};
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 10] = [
+pub const FEATURES: [&str; 12] = [
     "png",
     "webp",
     "jpeg",
@@ -25,6 +25,8 @@ pub const FEATURES: [&str; 10] = [
     "cancel",
     "journal",
     "submit_id",
+    "batches",
+    "thumbnails",
 ];
 
 /// Admission limits.
@@ -122,13 +124,13 @@ impl Context {
         }
     }
 
-    /// Answers one request after the handshake. An accepted job is already queued when this returns (so a stop
-    /// that follows cannot miss it); the returned work list is empty and kept for [`Context::queue`].
-    pub(crate) fn handle(&self, client: &Hello, request: Request) -> (Response, Vec<WorkItem>) {
+    /// Answers one request after the handshake. An accepted job is already queued when this returns, so a stop
+    /// that follows cannot miss it.
+    pub(crate) fn handle(&self, client: &Hello, request: Request) -> Response {
         if let Request::Submit(job) = request {
             return self.submit(client, &job);
         }
-        let reply = match request {
+        match request {
             Request::Hello(hello) if hello.protocol != PROTOCOL_NAME || hello.version != PROTOCOL_VERSION => error(
                 ErrorCode::VersionMismatch,
                 format!(
@@ -145,21 +147,17 @@ impl Context {
             Request::Stats(Empty {}) => Response::Stats(self.stats()),
             Request::Stop(Empty {}) => Response::Stopping(Empty {}),
             Request::Cancel(StatusQuery { job_id }) => self.cancel(&job_id),
-        };
-        (reply, Vec::new())
-    }
-
-    /// Hands an accepted job's images to the workers.
-    pub(crate) fn queue(&self, items: Vec<WorkItem>) {
-        if !items.is_empty() {
-            self.pool.push(items);
+            Request::BatchStatus(BatchQuery { batch }) => match self.table.batch_status(&batch) {
+                Some(status) => Response::BatchStatus(Box::new(status)),
+                None => error(ErrorCode::UnknownJob, format!("no batch named {batch:?} (unknown or expired)")),
+            },
         }
     }
 
-    fn submit(&self, hello: &Hello, job: &SubmitJob) -> (Response, Vec<WorkItem>) {
+    fn submit(&self, hello: &Hello, job: &SubmitJob) -> Response {
         match self.accept(hello, job) {
-            Ok(accepted) => (Response::Accepted(accepted), Vec::new()),
-            Err(reply) => (reply, Vec::new()),
+            Ok(accepted) => Response::Accepted(accepted),
+            Err(reply) => reply,
         }
     }
 

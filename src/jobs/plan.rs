@@ -285,6 +285,13 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     if !(0.0..=1.0).contains(&job.min_quality_threshold) {
         return Err(invalid_job(format!("min_quality_threshold {} is outside 0..=1", job.min_quality_threshold)));
     }
+    if !crate::encode::THUMBNAIL_SIZES.contains(&job.thumbnail_size) {
+        let (lo, hi) = (crate::encode::THUMBNAIL_SIZES.start(), crate::encode::THUMBNAIL_SIZES.end());
+        return Err(invalid_job(format!("thumbnail_size {} is outside {lo}..={hi}", job.thumbnail_size)));
+    }
+    if let Some(batch) = &job.batch {
+        super::validate_batch_name(batch).map_err(invalid_job)?;
+    }
     if !Path::new(&job.output_dir).is_absolute() {
         return Err(invalid_job(format!("output_dir {:?} must be an absolute path", job.output_dir)));
     }

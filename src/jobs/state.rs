@@ -218,6 +218,7 @@ impl JobState {
                 image.bytes = Some(saved.bytes);
                 image.scores = saved.scores;
                 image.notes = saved.notes;
+                image.thumbnail = saved.thumbnail;
                 image.error = None;
             }
             Err(error) => {
@@ -266,6 +267,7 @@ fn queued_status(index: u32, task: &ImageTask) -> ImageStatus {
         error: None,
         scores: None,
         notes: Vec::new(),
+        thumbnail: None,
     }
 }
 
@@ -318,7 +320,14 @@ mod tests {
     }
 
     fn saved() -> Result<SavedImage, ErrorReply> {
-        Ok(SavedImage { path: "/out/x.png".to_owned(), bytes: 1, discarded: false, scores: None, notes: Vec::new() })
+        Ok(SavedImage {
+            path: "/out/x.png".to_owned(),
+            bytes: 1,
+            discarded: false,
+            scores: None,
+            notes: Vec::new(),
+            thumbnail: None,
+        })
     }
 
     /// Images `a`, `a`, `b`; metadata in segment `m` (no images), 1000 bytes of it.

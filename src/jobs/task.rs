@@ -151,6 +151,8 @@ pub struct ImageTask {
 
 /// Where images that fail the quality gate go, below the save path.
 pub const DISCARD_DIR: &str = "_discarded";
+/// Where an image's thumbnail goes, below the image's own folder (`<folder>/_thumbnails/<file name>.webp`).
+pub const THUMBNAIL_DIR: &str = "_thumbnails";
 
 impl ImageTask {
     /// The directory below the output root: `save_path[/_discarded][/<affix>][/<name dirs>]`.

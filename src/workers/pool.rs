@@ -238,6 +238,7 @@ fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<W
                 discarded: saved.discarded,
                 scores: saved.scores,
                 notes: saved.notes,
+                thumbnail: saved.thumbnail.as_deref().map(path_string),
             })
         }
         Ok(Err(e)) => {

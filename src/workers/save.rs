@@ -1,13 +1,13 @@
 //! Saving one image: read its rows from the segment (verifying the checksum on the way), convert to 8 bits,
 //! encode, and write the file atomically under a name nothing else holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::encode::{
     EncodeError, ExrInput, Format, Image8, Metadata, Pixels, RawImage, append_samples, convert_row, encode_pixels,
-    scores,
+    encode_thumbnail, scores, thumbnail_metadata,
 };
-use crate::jobs::ImageTask;
+use crate::jobs::{ImageTask, THUMBNAIL_DIR};
 use crate::output::{self, OutputDirs, OutputError, Written};
 use crate::protocol::{ErrorCode, ErrorReply, ExrColorSpace, GateScores, ImageFormat, QualityGate, SubmitJob};
 use crate::shm::{Segment, SegmentState};
@@ -72,6 +72,8 @@ pub struct Saved {
     pub scores: Option<GateScores>,
     /// Things the user should know (metadata left out, ...).
     pub notes: Vec<String>,
+    /// The thumbnail, when the job asked for one and it was written.
+    pub thumbnail: Option<PathBuf>,
 }
 
 /// Reads, converts, judges, encodes and writes one image.
@@ -109,7 +111,45 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     let (written, encode_notes) =
         output::write_new_file_in(&dir, &task.stem, ext, |w| encode_pixels(&pixels, format, metadata.as_ref(), w))??;
     notes.extend(encode_notes);
-    Ok(Saved { written, discarded: !passed, scores, notes })
+    let thumbnail = if job.thumbnails {
+        let sub_path = task.sub_path(!passed);
+        match write_thumbnail(task, dirs, &pixels.image8(), &sub_path, &written.path, metadata.as_ref()) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                // The image is saved; a missing preview is worth a note, not a failed or repeated save.
+                tracing::warn!("thumbnail of {} not written: {e}", written.path.display());
+                notes.push(format!("thumbnail not written: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Saved { written, discarded: !passed, scores, notes, thumbnail })
+}
+
+/// Writes the thumbnail of the image saved at `image_path` (below `sub_path`) into `<sub_path>/_thumbnails/`
+/// as `<image file name>.webp`, with the same atomic, never-overwriting rules as the image.
+fn write_thumbnail(
+    task: &ImageTask,
+    dirs: &OutputDirs,
+    image: &Image8,
+    sub_path: &str,
+    image_path: &Path,
+    metadata: Option<&Metadata>,
+) -> Result<PathBuf, SaveError> {
+    crate::fault::hold("worker.before_thumbnail");
+    let settings = &task.settings;
+    let name = image_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let thumbs = if sub_path.is_empty() { THUMBNAIL_DIR.to_owned() } else { format!("{sub_path}/{THUMBNAIL_DIR}") };
+    let dir = output::resolve_dir(&settings.output_root, &thumbs)?;
+    dirs.record(dir.path());
+    let source = if sub_path.is_empty() { name.clone() } else { format!("{sub_path}/{name}") };
+    let meta = metadata.map(|m| thumbnail_metadata(m, &source));
+    let size = settings.job.thumbnail_size;
+    let (written, _) =
+        output::write_new_file_in(&dir, &name, "webp", |w| encode_thumbnail(image, size, meta.as_ref(), w))??;
+    Ok(written.path)
 }
 
 /// The encoder and its settings for a slot's format under the job's options.
