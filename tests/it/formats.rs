@@ -90,8 +90,11 @@ fn png_text(bytes: &[u8]) -> Vec<(String, String)> {
     out
 }
 
+/// Channel name and samples, per channel.
+type Planes = Vec<(String, Vec<f32>)>;
+
 /// Channel name -> samples, and the string attributes, of an EXR file.
-fn read_exr(bytes: &[u8]) -> (Vec<(String, Vec<f32>)>, Vec<(String, String)>) {
+fn read_exr(bytes: &[u8]) -> (Planes, Vec<(String, String)>) {
     let image = exr::prelude::read()
         .no_deep_data()
         .largest_resolution_level()
