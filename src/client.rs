@@ -161,6 +161,9 @@ pub struct JobOptions {
     pub thumbnails: bool,
     /// The thumbnails' largest side, 16..=1024 pixels.
     pub thumbnail_size: u32,
+    /// Add every written image of the batch to `<batch>.zip` in the output root (needs `batch`; every job of
+    /// the batch must agree).
+    pub zip: bool,
     /// PNG bits per sample: 8 or 16.
     pub png_bit_depth: u8,
     /// EXR bits per sample: 32 (float) or 16 (half).
@@ -200,6 +203,7 @@ impl JobOptions {
             batch: None,
             thumbnails: false,
             thumbnail_size: 256,
+            zip: false,
             png_bit_depth: 8,
             exr_bit_depth: 32,
             exr_input_color_space: ExrColorSpace::Srgb,
@@ -397,6 +401,7 @@ impl Client {
             batch: options.batch.clone(),
             thumbnails: options.thumbnails,
             thumbnail_size: options.thumbnail_size,
+            zip: options.zip,
             png_bit_depth: options.png_bit_depth,
             exr_bit_depth: options.exr_bit_depth,
             exr_input_color_space: options.exr_input_color_space,
@@ -448,7 +453,8 @@ impl Client {
         }
     }
 
-    /// Polls a batch group until every image submitted to it so far is final, calling `progress` on each poll;
+    /// Polls a batch group until every image submitted to it so far is final (and, for an archived batch, in
+    /// its archive), calling `progress` on each poll;
     /// gives up after `timeout` (returning the last summary, not finished). A job that joins the batch while
     /// this waits is waited for too.
     pub fn wait_batch(
@@ -462,7 +468,9 @@ impl Client {
         loop {
             let status = self.batch_status(batch)?;
             progress(&status);
-            if status.finished || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if (status.finished && status.archive_pending == 0)
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+            {
                 return Ok(status);
             }
             std::thread::sleep(delay);

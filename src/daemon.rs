@@ -76,7 +76,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     };
     let pool = Pool::start_with_objects(config.pool, Arc::clone(&table), Arc::clone(&dirs), objects.clone());
     let mut pending_uploads = std::collections::HashSet::new();
-    for job in jobs::recover(&table, &config.spool_dir, unfinished) {
+    let staged = |job_id: &str, index: usize| objects.as_ref().is_some_and(|s| s.staging_path(job_id, index).is_file());
+    for job in jobs::recover(&table, &config.spool_dir, unfinished, &staged) {
         pending_uploads.extend(job.tasks.iter().map(|(index, _)| (job.job_id.clone(), *index)));
         let id: Arc<str> = Arc::from(job.job_id.as_str());
         let items = job.tasks.into_iter().map(|(index, task)| WorkItem {
@@ -123,6 +124,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     for handle in background {
         let _ = handle.join();
     }
+    crate::workers::archiver::drain(&table, &dirs);
     table.sync_journal();
     if cfg!(unix) {
         let _ = std::fs::remove_file(&config.socket);
@@ -197,7 +199,13 @@ fn spawn_background(
             .name("luna-janitor".into())
             .spawn(move || janitor::run(spool, table, dirs, grace, interval, || ctx.stopping()))
     };
-    [flusher, janitor]
+    let archiver = {
+        let (ctx, table, dirs) = (Arc::clone(ctx), Arc::clone(table), Arc::clone(dirs));
+        std::thread::Builder::new()
+            .name("luna-archiver".into())
+            .spawn(move || crate::workers::archiver::run(&table, &dirs, || ctx.stopping()))
+    };
+    [flusher, janitor, archiver]
         .into_iter()
         .filter_map(|h| h.map_err(|e| tracing::error!("could not start a background thread: {e}")).ok())
         .collect()

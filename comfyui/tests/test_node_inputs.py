@@ -45,6 +45,9 @@ OPTIONAL = (
     + [("autostart_daemon", "BOOLEAN", True)]
     # Issue 16: batch groups.
     + [("batch_name", "STRING", ""), ("thumbnails", "BOOLEAN", False), ("thumbnail_size", "INT", 256)]
+    # Issue 16: S3-compatible object storage as the daemon's output root.
+    + [("output_root", "STRING", "")]
+    + [("zip_archive", "BOOLEAN", False)]
     # Issue 15: bit depths and EXR's input colour space.
     + [
         ("png_bit_depth", ["8-bit", "16-bit"], "8-bit"),

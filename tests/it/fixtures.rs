@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 25] = [
+const FIXTURES: [&str; 29] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -41,6 +41,10 @@ const FIXTURES: [&str; 25] = [
     "batch_status_reply",
     "submit_thumbnails",
     "status_thumbnail",
+    "submit_s3",
+    "status_s3",
+    "submit_zip",
+    "batch_status_zip",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -552,6 +556,32 @@ fn a_submit_asking_for_thumbnails_and_a_status_naming_one() {
     assert_eq!(s.images[0].thumbnail.as_deref(), Some(thumbnail.as_str()));
     let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
     assert!(old.images.iter().all(|i| i.thumbnail.is_none()), "absent: none");
+}
+
+#[test]
+fn a_submit_archiving_its_batch_and_an_archived_batchs_status() {
+    let Request::Submit(job) = request("submit_zip") else { panic!("not a submit") };
+    assert!(job.zip);
+    assert_eq!(job.batch.as_deref(), Some("night-run_2025.11.27"));
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert!(!minimal.zip, "the default");
+    let Response::BatchStatus(b) = response("batch_status_zip") else { panic!("not a batch_status reply") };
+    assert!(b.zip && b.finished);
+    assert_eq!(b.archive.as_deref(), Some(format!("{OUTPUT_DIR}/night-run_2025.11.27.zip").as_str()));
+    assert_eq!((b.archived, b.archive_pending, b.archive_error), (3, 1, None));
+    let Response::BatchStatus(old) = response("batch_status_reply") else { panic!("not a batch_status reply") };
+    assert_eq!((old.zip, old.archive, old.archived, old.archive_pending), (false, None, 0, 0), "absent: defaults");
+}
+
+#[test]
+fn a_submit_to_object_storage_and_a_status_naming_the_object() {
+    let Request::Submit(job) = request("submit_s3") else { panic!("not a submit") };
+    assert_eq!(job.output_dir, "s3://renders/farm1");
+    let Response::Status(s) = response("status_s3") else { panic!("not a status reply") };
+    assert_eq!(s.images[0].path.as_deref(), Some("s3://renders/farm1/luna_00001.png"));
+    assert_eq!(s.images[0].url.as_deref(), Some("http://127.0.0.1:9000/renders/farm1/luna_00001.png"));
+    let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
+    assert!(old.images.iter().all(|i| i.url.is_none()), "absent: none");
 }
 
 #[test]
