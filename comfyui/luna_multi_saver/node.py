@@ -265,6 +265,8 @@ class LunaMultiSaver:
                         **_tip(
                             "Daemon mode, with a batch_name: also add every image to <batch_name>.zip in the output."
                         ),
+                    },
+                ),
                 "png_bit_depth": (
                     list(PNG_BIT_DEPTHS),
                     {"default": "8-bit", **_tip("PNG bits per sample; 16-bit is made from the float pixels")},
