@@ -99,7 +99,11 @@ fn deflate(data: &[u8], stride: usize, w: &mut BitWriter) {
                 let found: usize = matches[first..].iter().filter(|m| m.dist != 1).map(|m| m.len as usize).sum();
                 lz = found * LZ_TRIAL_SHARE >= at - from;
             }
-            tokenize_costed(data, at, end, stride, lz.then_some(&mut table[..]), &costs, &mut matches)
+            if lz {
+                tokenize_costed(data, at, end, stride, Some(&mut table), &costs, &mut matches)
+            } else {
+                tokenize_short_runs(data, at, end, &costs, &mut matches)
+            }
         } else {
             tokenize_runs(data, at, end, &mut matches)
         };
@@ -204,6 +208,57 @@ fn tokenize_tail(data: &[u8], mut i: usize, end: usize, matches: &mut Vec<Match>
     i
 }
 
+/// Per byte value the shortest run at distance 1 that costs fewer bits than its literals.
+fn run_thresholds(costs: &[u32; 256]) -> [usize; 256] {
+    std::array::from_fn(|b| {
+        if costs[b] * MAX_MATCH as u32 <= match_cost(MAX_MATCH, 1) {
+            return MAX_MATCH + 1;
+        }
+        (MIN_SHORT_RUN..=MAX_MATCH).find(|&l| costs[b] * l as u32 > match_cost(l, 1)).unwrap_or(MAX_MATCH + 1)
+    })
+}
+
+/// What [`tokenize_costed`] does without a hash table, eight bytes at a time: the bytes equal to their left
+/// neighbour are a mask, and a run worth a match can only start where the mask has as many consecutive bytes
+/// as the shortest worthwhile run.
+fn tokenize_short_runs(data: &[u8], start: usize, end: usize, costs: &[u32; 256], matches: &mut Vec<Match>) -> usize {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let min_run = run_thresholds(costs);
+    let m = min_run.iter().copied().min().unwrap_or(MIN_SHORT_RUN).min(8);
+    let mut i = start.max(1);
+    while i < end {
+        if i + 8 > data.len() {
+            return tokenize_costed(data, i, end, 0, None, costs, matches);
+        }
+        let x = u64::from_le_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(data[i - 1..i + 7].try_into().expect("8 bytes"));
+        let diff = x ^ y;
+        // The top bit of each byte of `same`: that byte equals its left neighbour.
+        let same = !((((diff & LOW7) + LOW7) | diff) & HIGH) & HIGH;
+        let mut starts = same;
+        for j in 1..m {
+            starts &= same >> (8 * j);
+        }
+        if starts == 0 {
+            i += 9 - m;
+            continue;
+        }
+        let p = i + (starts.trailing_zeros() / 8) as usize;
+        let (need, max) = (min_run[usize::from(data[p])], (data.len() - p).min(MAX_MATCH));
+        if need <= max {
+            let run = match_len(data, p - 1, p, max);
+            if run >= need {
+                matches.push(Match { pos: p as u32, len: run as u32, dist: 1 });
+                i = p + run;
+                continue;
+            }
+        }
+        i = p + 1;
+    }
+    i
+}
+
 /// Runs at distance 1 from [`MIN_SHORT_RUN`] on and, with a hash `table`, LZ77 matches (the same place one row
 /// up, `stride` back: rows that repeat the row above after filtering, as in gradients; and one hash probe),
 /// each taken only when it costs fewer bits than its bytes as literals (`costs`, 1/16 bits per byte value).
@@ -221,12 +276,7 @@ fn tokenize_costed(
     // Per byte value the shortest run worth a match, and the shortest LZ77 match worth looking at (a far match
     // replacing bytes of average cost): checking the last byte such a match needs first rejects most candidates
     // without comparing the bytes in between (zlib's scan-end trick).
-    let min_run: [usize; 256] = std::array::from_fn(|b| {
-        if costs[b] * MAX_MATCH as u32 <= match_cost(MAX_MATCH, 1) {
-            return MAX_MATCH + 1;
-        }
-        (MIN_SHORT_RUN..=MAX_MATCH).find(|&l| costs[b] * l as u32 > match_cost(l, 1)).unwrap_or(MAX_MATCH + 1)
-    });
+    let min_run = run_thresholds(costs);
     let average = (costs.iter().sum::<u32>() / 256).max(16);
     let min_lz = (MIN_MATCH..=MAX_MATCH).find(|&l| average * l as u32 > match_cost(l, WINDOW)).unwrap_or(MIN_MATCH);
     let (mut probe_from, mut misses) = (0, 0);
@@ -502,6 +552,31 @@ mod tests {
                 let (mut fast, mut plain) = (Vec::new(), Vec::new());
                 let a = tokenize_runs(&data, 0, data.len(), &mut fast);
                 let b = tokenize_tail(&data, 0, data.len(), &mut plain);
+                assert_eq!(a, b);
+                let key = |m: &Match| (m.pos, m.len, m.dist);
+                assert_eq!(fast.iter().map(key).collect::<Vec<_>>(), plain.iter().map(key).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// The eight-at-a-time short-run finder takes exactly the runs the byte-at-a-time one takes.
+    #[test]
+    fn short_run_finder_skips_no_run() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in [1usize, 9, 17, 300, 5000] {
+            for values in [2u64, 3, 256] {
+                let data: Vec<u8> =
+                    (0..len).map(|_| if next() % 4 == 0 { 5 } else { (next() % values) as u8 }).collect();
+                let costs: [u32; 256] = std::array::from_fn(|_| 16 + (next() % 96) as u32);
+                let (mut fast, mut plain) = (Vec::new(), Vec::new());
+                let a = tokenize_short_runs(&data, 0, data.len(), &costs, &mut fast);
+                let b = tokenize_costed(&data, 0, data.len(), 0, None, &costs, &mut plain);
                 assert_eq!(a, b);
                 let key = |m: &Match| (m.pos, m.len, m.dist);
                 assert_eq!(fast.iter().map(key).collect::<Vec<_>>(), plain.iter().map(key).collect::<Vec<_>>());
