@@ -165,12 +165,17 @@ pub struct JobOptions {
 
 impl JobOptions {
     /// Defaults: no sub-directory, stem `luna`, no affix, PNG level 4, quality 90, no gate, checksums on. A
-    /// relative `output_dir` is made absolute against the current directory.
+    /// relative `output_dir` is made absolute against the current directory; an `s3://bucket/prefix` one is
+    /// kept as it is.
     pub fn new(output_dir: impl AsRef<Path>) -> Self {
         let dir = output_dir.as_ref();
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let output_dir = match dir.to_str() {
+            // An object-storage root (`s3://bucket/prefix`) is sent as it is.
+            Some(url) if url.starts_with(crate::s3::S3_SCHEME) => url.to_owned(),
+            _ => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()).to_string_lossy().into_owned(),
+        };
         Self {
-            output_dir: dir.to_string_lossy().into_owned(),
+            output_dir,
             save_path: String::new(),
             filename: "luna".to_owned(),
             affix: String::new(),

@@ -12,7 +12,8 @@ use luna_daemon::synthetic;
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// Output root directory (made absolute; created if missing).
+    /// Output root directory (made absolute; created if missing), or `s3://bucket/prefix` for S3-compatible
+    /// object storage (the daemon's endpoint and credentials; see `serve --help`).
     #[arg(long)]
     output_dir: PathBuf,
     /// Sub-directory below the output root (templates allowed: %model_name%, %time:YYYY-mm-dd%, ...).
@@ -157,8 +158,11 @@ pub fn run(args: SubmitArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     if images.is_empty() {
         bail!("nothing to submit");
     }
-    std::fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("creating output directory {}", args.output_dir.display()))?;
+    let is_object_root = args.output_dir.to_str().is_some_and(|d| d.starts_with(luna_daemon::s3::S3_SCHEME));
+    if !is_object_root {
+        std::fs::create_dir_all(&args.output_dir)
+            .with_context(|| format!("creating output directory {}", args.output_dir.display()))?;
+    }
     let mut client = super::connect(socket)?;
     let refs: Vec<ImageRef<'_>> = images.iter().map(OwnedImage::as_ref).collect();
     let accepted = client.submit(&options, &refs)?;

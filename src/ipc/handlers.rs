@@ -13,6 +13,9 @@ use crate::protocol::{
 use crate::shm::{HEADER_LEN, Segment, SegmentState};
 use crate::workers::{Pool, WorkItem};
 
+/// Announced in `welcome.features` when the daemon can save to `s3://bucket/prefix` output roots.
+pub const S3_FEATURE: &str = "s3_output";
+
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
 pub const FEATURES: [&str; 12] = [
     "png",
@@ -120,7 +123,11 @@ impl Context {
             max_frame_len: MAX_FRAME_LEN,
             segment_header_len: HEADER_LEN,
             instance_id: self.instance_id.clone(),
-            features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+            features: FEATURES
+                .iter()
+                .map(|f| (*f).to_owned())
+                .chain(self.pool.has_object_store().then(|| S3_FEATURE.to_owned()))
+                .collect(),
         }
     }
 
@@ -175,6 +182,17 @@ impl Context {
             return Err(Response::Error(crate::jobs::InsertError::JournalUnavailable(e).to_reply()));
         }
         let plan = plan_job(job, &self.spool_dir).map_err(|e| error(e.code, e.message))?;
+        if plan.tasks.first().is_some_and(|t| t.settings.object_root.is_some()) && !self.pool.has_object_store() {
+            return Err(error(
+                ErrorCode::InvalidJob,
+                format!(
+                    "output_dir {:?} is S3 object storage, but this daemon has no S3 configuration (an endpoint or \
+                     credentials: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the config \
+                     file's s3_* keys)",
+                    job.output_dir
+                ),
+            ));
+        }
         let needed = plan.held_bytes();
         if !self.table.wait_for_room(needed, self.queue_budget_bytes, self.busy_wait) {
             let held = self.table.counters().bytes_held;

@@ -205,6 +205,7 @@ mod tests {
             scores: None,
             notes: Vec::new(),
             thumbnail: None,
+            url: None,
         }
     }
 

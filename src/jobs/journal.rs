@@ -524,6 +524,7 @@ mod tests {
             scores: None,
             notes: Vec::new(),
             thumbnail: None,
+            url: None,
         };
         Record::Done { job_id: id.to_owned(), status, at_ms: None }
     }

@@ -219,6 +219,7 @@ impl JobState {
                 image.scores = saved.scores;
                 image.notes = saved.notes;
                 image.thumbnail = saved.thumbnail;
+                image.url = saved.url;
                 image.error = None;
             }
             Err(error) => {
@@ -268,6 +269,7 @@ fn queued_status(index: u32, task: &ImageTask) -> ImageStatus {
         scores: None,
         notes: Vec::new(),
         thumbnail: None,
+        url: None,
     }
 }
 
@@ -309,6 +311,7 @@ mod tests {
     fn settings() -> Arc<JobSettings> {
         Arc::new(JobSettings {
             output_root: PathBuf::from("/out"),
+            object_root: None,
             save_path: String::new(),
             name_dir: String::new(),
             job: Arc::new(crate::protocol::SubmitJob::new("/out", Vec::new())),
@@ -327,6 +330,7 @@ mod tests {
             scores: None,
             notes: Vec::new(),
             thumbnail: None,
+            url: None,
         })
     }
 

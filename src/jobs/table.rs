@@ -42,6 +42,8 @@ pub struct SavedImage {
     pub notes: Vec<String>,
     /// The thumbnail's final path, if one was written.
     pub thumbnail: Option<String>,
+    /// The object's URL, for an `s3://` output root.
+    pub url: Option<String>,
 }
 
 /// Daemon-wide counters.
@@ -575,6 +577,7 @@ fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
         scores: None,
         notes: Vec::new(),
         thumbnail: None,
+        url: None,
     }
 }
 

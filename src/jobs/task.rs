@@ -65,8 +65,10 @@ pub fn check_metadata_blob(bytes: &[u8]) -> Result<(), protocol::FrameError> {
 /// Settings shared by every image of a job.
 #[derive(Debug)]
 pub struct JobSettings {
-    /// The output root.
+    /// The output root (a directory).
     pub output_root: PathBuf,
+    /// The object-storage root, when `output_dir` is `s3://bucket/prefix` (then `output_root` is unused).
+    pub object_root: Option<crate::s3::ObjectRoot>,
     /// The expanded `save_path` (relative, validated; directories not yet created).
     pub save_path: String,
     /// Directories the expanded file name template asked for (relative, validated), below the affix folder.
@@ -176,6 +178,7 @@ mod tests {
     fn settings(metadata: Option<MetadataSource>) -> JobSettings {
         JobSettings {
             output_root: PathBuf::from("/out"),
+            object_root: None,
             save_path: String::new(),
             name_dir: String::new(),
             job: Arc::new(SubmitJob::new("/out", Vec::new())),

@@ -546,6 +546,10 @@ pub struct ImageStatus {
     /// The final absolute path of the image's thumbnail, when the job asked for thumbnails and it was written.
     #[serde(default)]
     pub thumbnail: Option<String>,
+    /// The object's HTTP(S) URL at the S3 endpoint, once written to an `s3://` output root (then `path` is
+    /// `s3://bucket/key`); absent for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A job's status.
