@@ -83,27 +83,17 @@ fn deflate(data: &[u8], stride: usize, w: &mut BitWriter) {
     }
     let mut table = vec![0u32; 1 << HASH_BITS];
     let mut matches = Vec::with_capacity(BLOCK_BYTES);
+    let mut scratch = Vec::with_capacity(BLOCK_BYTES);
     let (mut start, mut at, mut tokens) = (0, 0, 0);
     while at < data.len() {
         // Tokenize a piece at a time (its entropy decides on LZ77) until the block has enough tokens.
         let end = (at + BLOCK_BYTES).min(data.len());
         let (from, first) = (at, matches.len());
         let (entropy, costs) = byte_costs(&data[at..end]);
-        at = if entropy < SHORT_RUN_ENTROPY {
-            let mut lz = entropy < LZ_ENTROPY;
-            if lz {
-                // LZ77 on a trial stretch first: where it finds little (near-flat noise), the rest of the piece
-                // is not worth a hash probe per byte.
-                let trial = (at + LZ_TRIAL_BYTES).min(end);
-                at = tokenize_costed(data, at, trial, stride, Some(&mut table), &costs, &mut matches);
-                let found: usize = matches[first..].iter().filter(|m| m.dist != 1).map(|m| m.len as usize).sum();
-                lz = found * LZ_TRIAL_SHARE >= at - from;
-            }
-            if lz {
-                tokenize_costed(data, at, end, stride, Some(&mut table), &costs, &mut matches)
-            } else {
-                tokenize_short_runs(data, at, end, &costs, &mut matches)
-            }
+        at = if entropy < LZ_ENTROPY {
+            tokenize_lz_or_not(data, at, end, stride, &mut table, &costs, &mut matches, &mut scratch)
+        } else if entropy < SHORT_RUN_ENTROPY {
+            tokenize_short_runs(data, at, end, &costs, &mut matches)
         } else {
             tokenize_runs(data, at, end, &mut matches)
         };
@@ -114,6 +104,43 @@ fn deflate(data: &[u8], stride: usize, w: &mut BitWriter) {
             matches.clear();
             (start, tokens) = (at, 0);
         }
+    }
+}
+
+/// A predictable piece with LZ77 or with short runs only, whichever Huffman-codes smaller: LZ77 matches that
+/// each cost fewer bits than their literals can still make the whole larger, because the literals they leave
+/// behind are the less frequent ones (smooth grey photos lost 20 % that way). LZ77 runs on a trial stretch first;
+/// where it finds little, the piece gets short runs only, without a hash probe per byte.
+#[allow(clippy::too_many_arguments)]
+fn tokenize_lz_or_not(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    stride: usize,
+    table: &mut [u32],
+    costs: &[u32; 256],
+    matches: &mut Vec<Match>,
+    scratch: &mut Vec<Match>,
+) -> usize {
+    scratch.clear();
+    let trial = (start + LZ_TRIAL_BYTES).min(end);
+    let at = tokenize_costed(data, start, trial, stride, Some(&mut *table), costs, scratch);
+    let found: usize = scratch.iter().filter(|m| m.dist != 1).map(|m| m.len as usize).sum();
+    let plain_first = matches.len();
+    let plain_end = tokenize_short_runs(data, start, end, costs, matches);
+    if found * LZ_TRIAL_SHARE < at - start {
+        return plain_end;
+    }
+    let lz_end = tokenize_costed(data, at, end, stride, Some(table), costs, scratch);
+    // Bits per input byte of each, compared without division.
+    let plain_bits = Counts::new(data, start, plain_end, &matches[plain_first..]).huffman_bits();
+    let lz_bits = Counts::new(data, start, lz_end, scratch).huffman_bits();
+    if lz_bits * ((plain_end - start) as u64) < plain_bits * ((lz_end - start) as u64) {
+        matches.truncate(plain_first);
+        matches.extend_from_slice(scratch);
+        lz_end
+    } else {
+        plain_end
     }
 }
 
@@ -384,32 +411,54 @@ fn put_literals(w: &mut BitWriter, bytes: &[u8], table: &[u32; 256]) {
     }
 }
 
+/// Symbol counts of literals and matches over `data[start..end]`.
+struct Counts {
+    litlen: [u32; LITLEN_SYMBOLS],
+    dist: [u32; DIST_SYMBOLS],
+    extra_bits: u64,
+}
+
+impl Counts {
+    fn new(data: &[u8], start: usize, end: usize, matches: &[Match]) -> Self {
+        let mut freq4 = [[0u32; 256]; 4];
+        let mut counts = Self { litlen: [0; LITLEN_SYMBOLS], dist: [0; DIST_SYMBOLS], extra_bits: 0 };
+        let mut p = start;
+        for m in matches {
+            histogram(&data[p..m.pos as usize], &mut freq4);
+            let (ls, le, _) = length_symbol(m.len);
+            let (ds, de, _) = distance_symbol(m.dist);
+            counts.litlen[ls] += 1;
+            counts.dist[ds] += 1;
+            counts.extra_bits += u64::from(le + de);
+            p = (m.pos + m.len) as usize;
+        }
+        histogram(&data[p..end], &mut freq4);
+        for (s, f) in counts.litlen.iter_mut().take(256).enumerate() {
+            *f = freq4[0][s] + freq4[1][s] + freq4[2][s] + freq4[3][s];
+        }
+        counts.litlen[EOB] = 1;
+        counts
+    }
+
+    /// The codes fitted to these counts.
+    fn codes(&self) -> (Code, Code) {
+        (Code::fitted(&self.litlen, 15), Code::fitted(&self.dist, 15))
+    }
+
+    /// Bits of the symbols and extra bits with fitted codes (without the block header).
+    fn huffman_bits(&self) -> u64 {
+        let (litlen, dist) = self.codes();
+        litlen.cost(&self.litlen) + dist.cost(&self.dist) + self.extra_bits
+    }
+}
+
 fn write_block(w: &mut BitWriter, data: &[u8], start: usize, end: usize, matches: &[Match], last: bool) {
-    let mut freq4 = [[0u32; 256]; 4];
-    let mut litlen_freq = [0u32; LITLEN_SYMBOLS];
-    let mut dist_freq = [0u32; DIST_SYMBOLS];
-    let mut extra_bits = 0u64;
-    let mut p = start;
-    for m in matches {
-        histogram(&data[p..m.pos as usize], &mut freq4);
-        let (ls, le, _) = length_symbol(m.len);
-        let (ds, de, _) = distance_symbol(m.dist);
-        litlen_freq[ls] += 1;
-        dist_freq[ds] += 1;
-        extra_bits += u64::from(le + de);
-        p = (m.pos + m.len) as usize;
-    }
-    histogram(&data[p..end], &mut freq4);
-    for (s, f) in litlen_freq.iter_mut().take(256).enumerate() {
-        *f = freq4[0][s] + freq4[1][s] + freq4[2][s] + freq4[3][s];
-    }
-    litlen_freq[EOB] = 1;
-    let litlen = Code::fitted(&litlen_freq, 15);
-    let dist = Code::fitted(&dist_freq, 15);
+    let counts = Counts::new(data, start, end, matches);
+    let (litlen, dist) = counts.codes();
     let huffman_bits = super::png_huffman::dynamic_header_bits(&litlen, &dist)
-        + litlen.cost(&litlen_freq)
-        + dist.cost(&dist_freq)
-        + extra_bits;
+        + litlen.cost(&counts.litlen)
+        + dist.cost(&counts.dist)
+        + counts.extra_bits;
     let input = &data[start..end];
     // Stored blocks hold at most 65535 bytes each, 5 bytes of header.
     let stored_bits = (input.len() as u64 + 5 * input.len().div_ceil(0xFFFF).max(1) as u64) * 8 + 7;
@@ -460,77 +509,6 @@ mod tests {
             let t = std::time::Instant::now();
             let z = zlib(&filtered, 3073);
             println!("filter {f:?}, deflate {:?}, {} bytes", t.elapsed(), z.len());
-        }
-    }
-
-    /// Exploration aid, not a test of speed: sizes and thread CPU time of the PNG encoder on a corpus
-    /// written by `scripts/bench_corpus.py`, against a `pil.json` of Pillow's (`LUNA_CORPUS=DIR LUNA_LEVELS=4
-    /// cargo test --release --lib -- --ignored explore_corpus --nocapture`).
-    #[test]
-    #[ignore]
-    fn explore_corpus() {
-        let dir = std::path::PathBuf::from(std::env::var("LUNA_CORPUS").expect("LUNA_CORPUS"));
-        let levels: Vec<u8> = std::env::var("LUNA_LEVELS")
-            .unwrap_or_else(|_| "4".into())
-            .split(',')
-            .map(|l| l.parse().expect("level"))
-            .collect();
-        let only = std::env::var("LUNA_ONLY").unwrap_or_default();
-        let reps: usize = std::env::var("LUNA_REPS").ok().map_or(3, |r| r.parse().expect("reps"));
-        let manifest: Vec<serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-        let pil: serde_json::Value = std::fs::read_to_string(dir.join("pil.json"))
-            .ok()
-            .map_or(serde_json::Value::Null, |t| serde_json::from_str(&t).unwrap());
-        let cpu_ms = || {
-            let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-            s.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e6
-        };
-        for level in levels {
-            let (mut ours, mut theirs, mut t_ours, mut t_theirs) = (0f64, 0f64, 0f64, 0f64);
-            for item in &manifest {
-                let name = item["name"].as_str().unwrap();
-                if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
-                    continue;
-                }
-                let bytes = std::fs::read(dir.join(item["file"].as_str().unwrap())).unwrap();
-                let header_len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
-                let (w, h, c) = (
-                    item["width"].as_u64().unwrap(),
-                    item["height"].as_u64().unwrap(),
-                    item["channels"].as_u64().unwrap(),
-                );
-                let image = super::super::Image8 {
-                    width: w as u32,
-                    height: h as u32,
-                    channels: c as u8,
-                    data: bytes[10 + header_len..].to_vec(),
-                };
-                let options = super::super::png_encoder::PngOptions { compression: level, ..Default::default() };
-                let mut out = Vec::new();
-                let mut times = Vec::new();
-                for _ in 0..reps {
-                    out.clear();
-                    let t = cpu_ms();
-                    super::super::png_encoder::encode_png(&image, &options, &mut out).unwrap();
-                    times.push(cpu_ms() - t);
-                }
-                times.sort_by(f64::total_cmp);
-                let ms = times[times.len() / 2];
-                let p = &pil[format!("{name}:{level}")];
-                let (pb, pt) = (p["bytes"].as_f64().unwrap_or(f64::NAN), p["cpu_ms"].as_f64().unwrap_or(f64::NAN));
-                ours += out.len() as f64;
-                theirs += pb;
-                t_ours += ms;
-                t_theirs += pt;
-                println!(
-                    "L{level} {name:26} {:>10} {:.3}  {ms:8.2} ms {:6.1}x",
-                    out.len(),
-                    out.len() as f64 / pb,
-                    pt / ms
-                );
-            }
-            println!("L{level} TOTAL size {:.3} speed {:.1}x", ours / theirs, t_theirs / t_ours);
         }
     }
 
