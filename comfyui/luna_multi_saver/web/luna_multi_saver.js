@@ -1,0 +1,1 @@
+"luna-multi-saver.job" "luna_multi_saver"
