@@ -150,7 +150,9 @@ def watcher() -> JobWatcher:
         return _WATCHER
 
 
-def follow(job_id: str, images: int, affixes: list[str], output_dir: str, context: Context | None = None) -> dict | None:
+def follow(
+    job_id: str, images: int, affixes: list[str], output_dir: str, context: Context | None = None
+) -> dict | None:
     """Follows an accepted job for the execution in ``context`` (the running one by default); returns the
     pending event the node puts in its UI output, or None outside ComfyUI."""
     context = context or current_context()

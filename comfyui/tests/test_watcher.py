@@ -4,6 +4,7 @@ check the same in tests/real (test_real_comfyui.py, browser/ui.mjs)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -77,9 +78,9 @@ def test_a_discarded_image_is_marked_with_its_scores_and_a_failed_one_with_its_e
 
 
 def test_job_states_pending_retrying_discarded():
-    assert summarize(job(), status(False, image(0, "queued"), image(1, "written", path=f"{OUT}/x.png")))[
-        "state"
-    ] == ("pending")
+    assert summarize(job(), status(False, image(0, "queued"), image(1, "written", path=f"{OUT}/x.png")))["state"] == (
+        "pending"
+    )
     retry = summarize(job(), status(False, image(0, "retrying", error={"message": "disk full"}), image(1, "queued")))
     assert retry["state"] == "retrying" and retry["message"] == "saving 0/2, ORIG #0 retrying: disk full"
     every = summarize(job(images=1), status(True, image(0, "discarded", path=f"{OUT}/_discarded/x.png")))
@@ -197,7 +198,7 @@ def test_polling_backs_off_from_20_ms_doubling_to_1_s():
         step(w, clock, 0.01)
         if len(source.asked) > before:
             polled_at.append(round(clock.now - 100.0, 2))
-    gaps = [round(b - a, 2) for a, b in zip(polled_at, polled_at[1:], strict=False)]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(polled_at)]
     assert polled_at[0] == 0.02
     assert gaps[:7] == [0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0] and set(gaps[7:]) == {1.0}
     assert len(polled_at) < 30, "a long job costs one request a second"
@@ -329,9 +330,8 @@ def test_the_sink_sends_progress_then_one_executed_with_the_real_files_and_patch
     assert not sink.finished(j, final, newest=True), "the prompt still runs: history later"
     assert sink.finished(j, final, newest=True) is False
     executed = [s for s in server.sent if s[0] == "executed"]
-    assert executed == [
-        ("executed", {"node": "9", "display_node": "9", "output": ui_bridge.final_output(final), "prompt_id": "p1"}, "c1")
-    ], "sent once"
+    message = {"node": "9", "display_node": "9", "output": ui_bridge.final_output(final), "prompt_id": "p1"}
+    assert executed == [("executed", message, "c1")], "sent once"
     assert logs == ["[LunaMultiSaver] Job j1: ORIG #0 failed: boom"]
     server.prompt_queue.currently_running.clear()
     server.prompt_queue.history["p1"] = {"outputs": {"9": {"images": [{"filename": "prev.jpg", "type": "temp"}]}}}
@@ -385,10 +385,8 @@ def recording_watcher(monkeypatch):
     w.close()
 
 
-def test_the_node_follows_its_job_on_the_real_daemon_until_the_files_are_written(
-    daemon, comfy_dirs, recording_watcher
-):
-    w, sink = recording_watcher
+def test_the_node_follows_its_job_on_the_real_daemon_until_the_files_are_written(daemon, comfy_dirs, recording_watcher):
+    _, sink = recording_watcher
     saver, result = helpers.run_node(
         True, image_1=noise(2), format_1="png", image_2=flat(), format_2="webp", quality_gate="variance"
     )
