@@ -4,8 +4,10 @@ from .luna_multi_saver.node import LunaMultiSaver, start_prewarm
 
 NODE_CLASS_MAPPINGS = {"LunaMultiSaver": LunaMultiSaver}
 NODE_DISPLAY_NAME_MAPPINGS = {"LunaMultiSaver": "Luna Multi Saver"}
+# The frontend extension: daemon saves shown on the node as they finish, workflows restored from our JPEG files.
+WEB_DIRECTORY = "./luna_multi_saver/web"
 
 # Warm the daemon connection in the background while ComfyUI loads (see start_prewarm).
 start_prewarm()
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
