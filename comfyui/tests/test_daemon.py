@@ -17,7 +17,17 @@ import pytest
 
 import helpers
 from conftest import PACK, DaemonProcess, folder_paths
-from helpers import comfy_frontend_exif, decoded, files_under, jpeg_exif, noise, png_text, user_comment, webp_chunks, webp_exif
+from helpers import (
+    comfy_frontend_exif,
+    decoded,
+    files_under,
+    jpeg_exif,
+    noise,
+    png_text,
+    user_comment,
+    webp_chunks,
+    webp_exif,
+)
 from luna_multi_saver import client, node, shm, templates
 from luna_multi_saver.node import LunaMultiSaver
 from luna_multi_saver.pixels import to_uint8

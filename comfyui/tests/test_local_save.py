@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from helpers import decoded, files_under, flat, noise, smooth, webp_chunks
