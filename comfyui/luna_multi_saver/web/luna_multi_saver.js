@@ -274,6 +274,7 @@ function wrapHandleFile() {
     return core.call(this, file, ...rest);
   };
   handleFile.lunaWrapped = true;
+  handleFile.lunaCore = core; // the core handler alone (the browser tests compare the two)
   app.handleFile = handleFile;
   const input = document.getElementById("comfy-file-input");
   if (input && !/jpe?g/.test(input.accept)) input.accept += ",.jpg,.jpeg,image/jpeg";
