@@ -92,9 +92,11 @@ export function badgeText(event) {
   const parts = [];
   if (event.state === "pending" || event.state === "retrying") parts.push(`${event.state} ${done}/${total}`);
   else if (event.state === "unknown" || event.state === "unfollowed") parts.push(event.state);
-  else parts.push(`written ${c.written || 0}/${total}`);
+  else {
+    if (event.state === "failed") parts.push(`${c.failed} failed`);
+    parts.push(`written ${c.written || 0}/${total}`);
+  }
   if (c.discarded) parts.push(`${c.discarded} discarded`);
-  if (c.failed) parts.push(`${c.failed} failed`);
   return `daemon: ${parts.join(" · ")}`;
 }
 

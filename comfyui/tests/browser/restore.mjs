@@ -49,7 +49,7 @@ try {
 
   const results = [];
   for (const file of request.files) {
-    const bytes = [...readFileSync(file.path)];
+    const base64 = readFileSync(file.path).toString("base64"); // far cheaper to hand over than a number array
     const restored = {};
     for (const via of ["extension", "core"]) {
       if ((await clear()) !== 0) throw new Error("could not start from an empty graph");
@@ -57,8 +57,9 @@ try {
       // document listener, which hands the file to app.handleFile as it does for a real drag and drop.
       // handleFile is then awaited directly as well (loading the same file twice ends in the same graph), so the
       // report waits for the load. The core handler alone is only called directly.
-      restored[via] = await page.evaluate(async ({ bytes, name, mime, via }) => {
-        const file = new File([new Uint8Array(bytes)], name, { type: mime });
+      restored[via] = await page.evaluate(async ({ base64, name, mime, via }) => {
+        const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+        const file = new File([bytes], name, { type: mime });
         const handle = via === "core" ? (window.app.handleFile.lunaCore || window.app.handleFile) : window.app.handleFile;
         // handleFile does not await the graph load for every format (its WebP branch does not): record each
         // loadGraphData it starts and await those, so the graph is read once it is loaded, never after a timer.
@@ -81,7 +82,7 @@ try {
           window.app.loadGraphData = load;
         }
         return window.app.graph.serialize();
-      }, { bytes, name: basename(file.path), mime: file.mime, via });
+      }, { base64, name: basename(file.path), mime: file.mime, via });
     }
     results.push({
       path: file.path,

@@ -33,6 +33,7 @@ try {
   await page.waitForFunction(() => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId, null, {
     timeout: DEADLINE_MS,
   });
+  await page.setViewportSize({ width: 1280, height: 900 });
   // Every message the page gets for node 9, recorded from the start.
   const extension = await page.evaluate(async (workflow) => {
     const api = window.comfyAPI.api.api;
@@ -45,6 +46,14 @@ try {
     return window.app.extensionManager?.extensions?.some?.((e) => e.name === "luna.multi_saver") ??
       Boolean(window.app.handleFile.lunaWrapped);
   }, request.workflow);
+  // For the screenshots: close the first-run template dialog and bring node 9 into view.
+  await page.keyboard.press("Escape");
+  await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(9);
+    window.app.canvas.ds.scale = 0.8;
+    window.app.canvas.ds.offset = [80 - node.pos[0], 120 - node.pos[1]];
+    window.app.graph.setDirtyCanvas(true, true);
+  });
 
   const runs = [];
   for (const run of request.runs) {
@@ -89,6 +98,10 @@ try {
       };
     }, promptId);
     runs.push({ name: run.name, ...seen });
+    // For a person checking the badge and panel by eye: LUNA_UI_SCREENSHOTS=<dir> saves one PNG per run.
+    if (process.env.LUNA_UI_SCREENSHOTS) {
+      await page.screenshot({ path: join(process.env.LUNA_UI_SCREENSHOTS, `${run.name}.png`) });
+    }
   }
   process.stdout.write(JSON.stringify({ extension, runs }));
 } finally {

@@ -358,7 +358,7 @@ def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server,
         for fmt, lossless, workflow in (
             ("png", False, big),
             ("webp", False, big),
-            ("webp", True, big),
+            ("webp", True, small),  # the layout is what matters here, not the size
             ("jpeg", False, big),
             ("jpeg", False, small),
         ):
