@@ -165,7 +165,7 @@ def test_on_and_off_write_the_same_names_pixels_and_metadata_for_every_format(se
     on = server.run({**graph, **five_slots(f"on_{tag}", True, lossless_webp=lossless)}, WORKFLOW)
     off = server.run({**graph, **five_slots(f"off_{tag}", False, lossless_webp=lossless)}, WORKFLOW)
     assert on.ok and off.ok, (on.error(), off.error())
-    assert [i["type"] for i in on.images()] == ["temp"] * 5 * batch
+    assert [i["type"] for i in on.images()] == ["temp"] * 5 * batch, server.logs()[-3000:]
     assert [i["type"] for i in off.images()] == ["output"] * 5 * batch
     assert all(s["finished"] for s in wait_jobs(server, daemon_up))
     on_root, off_root = server.output / f"on_{tag}", server.output / f"off_{tag}"
