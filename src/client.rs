@@ -18,9 +18,9 @@ use std::time::Duration;
 use interprocess::local_socket::{Stream, prelude::*};
 
 use crate::protocol::{
-    self, Accepted, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello, ImageDescriptor,
-    ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request, Response, SampleType,
-    Slot, StatusQuery, SubmitJob, Welcome,
+    self, Accepted, BatchQuery, BatchStatus, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello,
+    ImageDescriptor, ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request,
+    Response, SampleType, Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
 use crate::transport::connect_name;
@@ -155,16 +155,27 @@ pub struct JobOptions {
     pub metadata: Option<JobMetadata>,
     /// Send a CRC-32 of the pixels so the daemon verifies them.
     pub checksum: bool,
+    /// The batch group the job joins (see [`Client::batch_status`]); `None` for none.
+    pub batch: Option<String>,
+    /// Also write a WebP thumbnail of each image (into `_thumbnails/` beside it; its path is in the status).
+    pub thumbnails: bool,
+    /// The thumbnails' largest side, 16..=1024 pixels.
+    pub thumbnail_size: u32,
 }
 
 impl JobOptions {
     /// Defaults: no sub-directory, stem `luna`, no affix, PNG level 4, quality 90, no gate, checksums on. A
-    /// relative `output_dir` is made absolute against the current directory.
+    /// relative `output_dir` is made absolute against the current directory; an `s3://bucket/prefix` one is
+    /// kept as it is.
     pub fn new(output_dir: impl AsRef<Path>) -> Self {
         let dir = output_dir.as_ref();
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let output_dir = match dir.to_str() {
+            // An object-storage root (`s3://bucket/prefix`) is sent as it is.
+            Some(url) if url.starts_with(crate::s3::S3_SCHEME) => url.to_owned(),
+            _ => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()).to_string_lossy().into_owned(),
+        };
         Self {
-            output_dir: dir.to_string_lossy().into_owned(),
+            output_dir,
             save_path: String::new(),
             filename: "luna".to_owned(),
             affix: String::new(),
@@ -180,6 +191,9 @@ impl JobOptions {
             embed_metadata: true,
             metadata: None,
             checksum: true,
+            batch: None,
+            thumbnails: false,
+            thumbnail_size: 256,
         }
     }
 }
@@ -371,6 +385,9 @@ impl Client {
             metadata: if metadata_blob.is_some() { None } else { options.metadata.clone() },
             metadata_blob,
             submit_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            batch: options.batch.clone(),
+            thumbnails: options.thumbnails,
+            thumbnail_size: options.thumbnail_size,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));
@@ -404,6 +421,36 @@ impl Client {
             let status = self.status(job_id)?;
             progress(&status);
             if status.finished && status.segments_released {
+                return Ok(status);
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// A batch group's summary: every job submitted with `batch` as its batch name.
+    pub fn batch_status(&mut self, batch: &str) -> Result<BatchStatus, ClientError> {
+        match self.request(&Request::BatchStatus(BatchQuery { batch: batch.to_owned() }))? {
+            Response::BatchStatus(s) => Ok(*s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Polls a batch group until every image submitted to it so far is final, calling `progress` on each poll;
+    /// gives up after `timeout` (returning the last summary, not finished). A job that joins the batch while
+    /// this waits is waited for too.
+    pub fn wait_batch(
+        &mut self,
+        batch: &str,
+        timeout: Option<Duration>,
+        mut progress: impl FnMut(&BatchStatus),
+    ) -> Result<BatchStatus, ClientError> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let status = self.batch_status(batch)?;
+            progress(&status);
+            if status.finished || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Ok(status);
             }
             std::thread::sleep(delay);

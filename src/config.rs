@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::paths;
+use crate::s3::{S3Config, Secret};
 use crate::workers::PoolConfig;
 
 /// The daemon's effective configuration.
@@ -32,6 +33,9 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// How often the janitor runs.
     pub janitor_interval: Duration,
+    /// S3-compatible object storage for `s3://bucket/prefix` output roots; `None` when not configured (such
+    /// roots are then refused at submit).
+    pub s3: Option<S3Config>,
 }
 
 /// Settings that may come from a file, the environment or flags; `None` means "not set here".
@@ -64,6 +68,18 @@ pub struct Settings {
     pub orphan_grace_secs: Option<u64>,
     /// Janitor interval in seconds.
     pub janitor_interval_secs: Option<u64>,
+    /// S3 endpoint URL (`AWS_ENDPOINT_URL`), e.g. `http://127.0.0.1:9000`; unset is AWS itself.
+    pub s3_endpoint: Option<String>,
+    /// S3 region (`AWS_REGION`) [default: us-east-1].
+    pub s3_region: Option<String>,
+    /// S3 access key id (`AWS_ACCESS_KEY_ID`).
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (`AWS_SECRET_ACCESS_KEY`).
+    pub s3_secret_access_key: Option<String>,
+    /// S3 session token for temporary credentials (`AWS_SESSION_TOKEN`).
+    pub s3_session_token: Option<String>,
+    /// `"path"` or `"virtual-host"` URLs [default: path with an endpoint, virtual-host for AWS].
+    pub s3_url_style: Option<String>,
 }
 
 /// Why the configuration could not be loaded.
@@ -103,6 +119,12 @@ impl Settings {
             busy_wait_ms: self.busy_wait_ms.or(fallback.busy_wait_ms),
             orphan_grace_secs: self.orphan_grace_secs.or(fallback.orphan_grace_secs),
             janitor_interval_secs: self.janitor_interval_secs.or(fallback.janitor_interval_secs),
+            s3_endpoint: self.s3_endpoint.or(fallback.s3_endpoint),
+            s3_region: self.s3_region.or(fallback.s3_region),
+            s3_access_key_id: self.s3_access_key_id.or(fallback.s3_access_key_id),
+            s3_secret_access_key: self.s3_secret_access_key.or(fallback.s3_secret_access_key),
+            s3_session_token: self.s3_session_token.or(fallback.s3_session_token),
+            s3_url_style: self.s3_url_style.or(fallback.s3_url_style),
         }
     }
 }
@@ -140,6 +162,7 @@ impl Config {
                 pool.min_workers, pool.max_workers
             )));
         }
+        let s3 = s3_config(&s)?;
         let max_connections = s.max_connections.unwrap_or(2048);
         if max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".to_owned()));
@@ -155,8 +178,52 @@ impl Config {
             busy_wait: Duration::from_millis(s.busy_wait_ms.unwrap_or(500)),
             orphan_grace: Duration::from_secs(s.orphan_grace_secs.unwrap_or(600)),
             janitor_interval: Duration::from_secs(s.janitor_interval_secs.unwrap_or(60).max(1)),
+            s3,
         })
     }
+}
+
+/// Object storage is configured when an endpoint or an access key is set. Key and secret come as a pair.
+fn s3_config(s: &Settings) -> Result<Option<S3Config>, ConfigError> {
+    let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let (endpoint, key, secret) =
+        (nonempty(&s.s3_endpoint), nonempty(&s.s3_access_key_id), nonempty(&s.s3_secret_access_key));
+    if endpoint.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let credentials = match (key, secret) {
+        (Some(key), Some(secret)) => Some((key, Secret(secret))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid(
+                "an S3 access key id is set but no secret access key (AWS_SECRET_ACCESS_KEY or s3_secret_access_key)"
+                    .to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "an S3 secret access key is set but no access key id (AWS_ACCESS_KEY_ID or s3_access_key_id)"
+                    .to_owned(),
+            ));
+        }
+    };
+    let path_style = match s.s3_url_style.as_deref() {
+        None => endpoint.is_some(),
+        Some("path") => true,
+        Some("virtual-host") => false,
+        Some(other) => {
+            return Err(ConfigError::Invalid(format!(
+                "s3_url_style {other:?} is neither \"path\" nor \"virtual-host\""
+            )));
+        }
+    };
+    Ok(Some(S3Config {
+        endpoint,
+        region: nonempty(&s.s3_region).unwrap_or_else(|| "us-east-1".to_owned()),
+        credentials,
+        session_token: nonempty(&s.s3_session_token).map(Secret),
+        path_style,
+    }))
 }
 
 #[cfg(test)]
@@ -197,5 +264,31 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "worker_nice = 0\n").unwrap();
         assert_eq!(Config::load(Some(&file), Settings::default()).unwrap().pool.worker_nice, 0);
+    }
+
+    #[test]
+    fn s3_comes_from_the_file_and_the_environment_overrides_it() {
+        assert_eq!(Config::from_settings(Settings::default()).unwrap().s3, None, "not configured by default");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "s3_endpoint = \"http://127.0.0.1:9000\"\ns3_access_key_id = \"file-key\"\ns3_secret_access_key = \"file-secret\"\n",
+        )
+        .unwrap();
+        let env = Settings { s3_region: Some("eu-west-1".into()), ..Settings::default() };
+        let s3 = Config::load(Some(&file), env).unwrap().s3.unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region, "eu-west-1");
+        assert_eq!(s3.credentials, Some(("file-key".into(), Secret("file-secret".into()))));
+        assert!(s3.path_style, "a custom endpoint gets path-style URLs");
+        let err = Config::from_settings(Settings { s3_access_key_id: Some("k".into()), ..Settings::default() });
+        assert!(err.unwrap_err().to_string().contains("no secret access key"));
+        let aws = Settings {
+            s3_access_key_id: Some("k".into()),
+            s3_secret_access_key: Some("s".into()),
+            ..Settings::default()
+        };
+        assert!(!Config::from_settings(aws).unwrap().s3.unwrap().path_style, "AWS itself: virtual-host style");
     }
 }

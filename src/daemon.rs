@@ -13,7 +13,11 @@ use crate::jobs::journal::{JournalError, SYNC_INTERVAL};
 use crate::jobs::{self, JobTable, Journal};
 use crate::output::OutputDirs;
 use crate::paths;
+use crate::s3::ObjectStore;
 use crate::workers::{Pool, WorkItem};
+
+/// Below the state directory: encoded images waiting for their upload to an `s3://` output root.
+pub const UPLOADS_DIR: &str = "uploads";
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,9 @@ pub enum DaemonError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The S3 configuration cannot work.
+    #[error("S3 object storage: {0}")]
+    ObjectStore(#[from] crate::s3::S3Error),
     /// Installing the signal handler failed.
     #[error("could not install the SIGINT/SIGTERM handler: {0}")]
     Signals(String),
@@ -59,8 +66,18 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }));
     raise_fd_limit();
     let listener = ipc::bind(&config.socket)?;
-    let pool = Pool::start(config.pool, Arc::clone(&table), Arc::clone(&dirs));
+    let objects = match &config.s3 {
+        Some(s3) => {
+            let store = ObjectStore::new(s3.clone(), config.state_dir.join(UPLOADS_DIR))?;
+            tracing::info!(endpoint = store.endpoint(), "S3 object storage configured for s3:// output roots");
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    let pool = Pool::start_with_objects(config.pool, Arc::clone(&table), Arc::clone(&dirs), objects.clone());
+    let mut pending_uploads = std::collections::HashSet::new();
     for job in jobs::recover(&table, &config.spool_dir, unfinished) {
+        pending_uploads.extend(job.tasks.iter().map(|(index, _)| (job.job_id.clone(), *index)));
         let id: Arc<str> = Arc::from(job.job_id.as_str());
         let items = job.tasks.into_iter().map(|(index, task)| WorkItem {
             job_id: Arc::clone(&id),
@@ -70,6 +87,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             attempt: 0,
         });
         pool.push(items.collect());
+    }
+    if let Some(store) = &objects {
+        store.sweep_staging(|job, index| pending_uploads.contains(&(job.to_owned(), index)));
     }
     janitor::reclaim_unowned(&config.spool_dir, &table);
     janitor::sweep_dead_writers(&dirs);

@@ -9,6 +9,7 @@
 //! - [`shm`]: segments: names, header, daemon reads, client mappings (`unsafe` for the mapping).
 //! - [`encode`]: pure pixel conversion and encoding.
 //! - [`output`]: path confinement and atomic no-clobber writes.
+//! - [`s3`]: S3-compatible object storage as an output root (conditional-create uploads, staged bytes).
 //! - [`jobs`]: submission validation, job ids, the job table.
 //! - [`workers`]: the scaling, fair worker pool.
 //! - [`ipc`]: listener, peer checks, handshake, request handlers.
@@ -36,6 +37,7 @@ pub mod output;
 pub mod paths;
 pub mod platform;
 pub mod protocol;
+pub mod s3;
 pub mod shm;
 pub mod synthetic;
 pub mod transport;

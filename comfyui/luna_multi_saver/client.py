@@ -546,6 +546,11 @@ class Client:
         """Gives up on a job's images that are not saved yet; returns how many were cancelled."""
         return int(_expect(self.request({"type": "cancel", "job_id": job_id}), "cancelled")["images_cancelled"])
 
+    def batch_status(self, batch: str) -> dict:
+        """A batch group's summary (PROTOCOL §8.8): ``images``, ``written``, ``discarded``, ``failed``, ``bytes``,
+        the time span and ``finished``, over every job submitted with ``batch`` (``JobOptions.batch``)."""
+        return _expect(self.request({"type": "batch_status", "batch": batch}), "batch_status")
+
     def stats(self) -> dict:
         return _expect(self.request({"type": "stats"}), "stats")
 

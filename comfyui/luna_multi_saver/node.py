@@ -218,6 +218,29 @@ class LunaMultiSaver:
                         ),
                     },
                 ),
+                "batch_name": (
+                    "STRING",
+                    {
+                        "default": "",
+                        **_tip(
+                            "Daemon mode: group this execution's images with others under this batch name "
+                            "(`luna-daemon status --batch NAME`). Letters, digits, _ - . only. Empty = no batch."
+                        ),
+                    },
+                ),
+                "thumbnails": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "label_on": "Thumbnails",
+                        "label_off": "None",
+                        **_tip("Daemon mode: also write a small WebP of each image into _thumbnails/ beside it."),
+                    },
+                ),
+                "thumbnail_size": (
+                    "INT",
+                    {"default": 256, "min": 16, "max": 1024, **_tip("Largest side of the thumbnails, in pixels")},
+                ),
             }
         )
         return {
@@ -305,6 +328,9 @@ class LunaMultiSaver:
             min_quality_threshold=float(v["min_quality_threshold"]),
             embed_metadata=embed,
             metadata=JobMetadata(),
+            batch=(v["batch_name"] or "").strip() or None,
+            thumbnails=bool(v["thumbnails"]),
+            thumbnail_size=int(v["thumbnail_size"]),
         )
         if v["daemon_save"]:
             values = JobMetadata.wire_values(*metadata_inputs) if embed else None

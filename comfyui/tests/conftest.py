@@ -186,3 +186,19 @@ def daemon(daemon_binary, monkeypatch):
     node.DAEMON_CLIENTS.close()
     d.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fake():
+    """Makes scripted fake daemons (``helpers.FakeDaemon``) and closes each, with its directory, after the test."""
+    from helpers import FakeDaemon
+
+    daemons: list[FakeDaemon] = []
+
+    def make(**kwargs) -> FakeDaemon:
+        daemons.append(FakeDaemon(**kwargs))
+        return daemons[-1]
+
+    yield make
+    for d in daemons:
+        d.close()

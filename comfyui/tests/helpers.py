@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import tempfile
@@ -279,6 +280,7 @@ class FakeDaemon:
 
     def close(self) -> None:
         self._server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def run_node(daemon_save: bool = False, **inputs):

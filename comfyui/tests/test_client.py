@@ -21,19 +21,6 @@ from luna_multi_saver import client, shm
 FIXTURES = REPO / "tests" / "fixtures" / "protocol"
 
 
-@pytest.fixture
-def fake():
-    daemons: list[FakeDaemon] = []
-
-    def make(**kwargs) -> FakeDaemon:
-        daemons.append(FakeDaemon(**kwargs))
-        return daemons[-1]
-
-    yield make
-    for d in daemons:
-        d.close()
-
-
 def accept(fake: FakeDaemon, conn: socket.socket, job: dict) -> bool:
     fake.take_ownership(job)
     images = sum(len(s["images"]) for s in job["slots"])
@@ -98,7 +85,10 @@ def test_the_checked_in_protocol_fixtures_decode():
 def test_the_submit_this_client_sends_uses_only_fields_of_the_fixture(fake):
     if not (FIXTURES / "submit.msgpack").is_file():
         pytest.skip("protocol fixtures not found")
+    # Any field some submit fixture has (fields added later have fixtures of their own).
     fixture = client.decode_message((FIXTURES / "submit.msgpack").read_bytes())
+    for path in FIXTURES.glob("submit_*.msgpack"):
+        fixture = {**client.decode_message(path.read_bytes()), **fixture}  # submit.msgpack's slots kept
     d = fake(on_submit=accept)
     with client.Client.connect(d.socket) as c:
         c.submit(job_options(), [client.SlotImages(noise(), affix="A")], metadata={"prompt": None})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import helpers
 from conftest import PACK, DaemonProcess, folder_paths
@@ -66,6 +67,27 @@ def test_node_hands_the_images_to_the_daemon(daemon, comfy_dirs, capsys):
     assert files_under(comfy_dirs.output) == ["ORIG/img_ORIG_0.png", "ORIG/img_ORIG_1.png", "img_UPSCALED.png"]
     for b in range(2):
         assert (decoded(comfy_dirs.output / "ORIG" / f"img_ORIG_{b}.png") == to_uint8(images[b])).all()
+
+
+def test_two_executions_with_a_batch_name_are_one_batch_group(daemon, comfy_dirs):
+    first, _ = run_node(True, image_1=noise(2, 16, 16), batch_name="evening")
+    second, _ = run_node(True, image_1=noise(1, 16, 16, seed=3), batch_name=" evening ")
+    with daemon.client("test-waiter") as c:
+        for saver in (first, second):
+            c.wait(saver.last_job.job_id)
+        summary = c.batch_status("evening")
+    assert summary["jobs"] == [first.last_job.job_id, second.last_job.job_id]
+    assert (summary["images"], summary["written"], summary["failed"], summary["finished"]) == (3, 3, 0, True)
+    assert summary["bytes"] == sum(p.stat().st_size for p in comfy_dirs.output.rglob("*.png"))
+
+
+def test_the_node_asks_for_thumbnails_and_the_status_names_them(daemon, comfy_dirs):
+    saver, _ = run_node(True, image_1=noise(1, 300, 200), thumbnails=True, thumbnail_size=50)
+    status = wait_for(daemon, saver.last_job.job_id)
+    thumb = Path(status["images"][0]["thumbnail"])
+    assert thumb == comfy_dirs.output / "ORIG" / "_thumbnails" / "img_ORIG.png.webp"
+    with Image.open(thumb) as t:
+        assert (t.format, t.size) == ("WEBP", (33, 50))  # noise(1, 300, 200) is 300 high
 
 
 def test_a_date_template_with_colons_is_saved_by_the_daemon_with_underscores(daemon, comfy_dirs, capsys):

@@ -42,6 +42,8 @@ OPTIONAL = (
     ]
     # Appended after the original inputs (never inserted): issue 7's auto-start.
     + [("autostart_daemon", "BOOLEAN", True)]
+    # Issue 16: batch groups.
+    + [("batch_name", "STRING", ""), ("thumbnails", "BOOLEAN", False), ("thumbnail_size", "INT", 256)]
 )
 
 

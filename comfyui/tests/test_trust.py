@@ -32,20 +32,6 @@ posix_only = pytest.mark.skipif(not trust.applies(), reason="the checks are POSI
 pytestmark = posix_only
 
 
-@pytest.fixture
-def fake():
-    daemons: list[FakeDaemon] = []
-
-    def make(**kwargs) -> FakeDaemon:
-        daemons.append(FakeDaemon(**kwargs))
-        return daemons[-1]
-
-    yield make
-    for d in daemons:
-        d.close()
-        shutil.rmtree(d.dir, ignore_errors=True)
-
-
 def _requests_but_hello(d: FakeDaemon) -> list[dict]:
     return [r for r in d.requests if r.get("type") != "hello"]
 

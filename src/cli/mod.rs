@@ -6,6 +6,7 @@ mod stats;
 mod status;
 mod stop;
 mod submit;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,14 +20,17 @@ pub const EXIT_IMAGE_FAILED: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 /// Exit status when every image was saved but the quality gate discarded at least one.
 pub const EXIT_DISCARDED: u8 = 3;
+/// Exit status of `wait --timeout` when the job or batch did not finish in time.
+pub const EXIT_UNFINISHED: u8 = 4;
 
 /// The exit statuses, as `--help` shows them (README.md repeats this table).
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  success (with `submit --wait` / `watch`: every image written)
-  1  `submit --wait` / `watch`: at least one image failed or was cancelled
-  2  error: bad arguments, no daemon, a refused job, a broken connection, an untrusted socket
-  3  `submit --wait` / `watch`: every image saved, at least one discarded by the quality gate (under _discarded/)";
+  0  success (with `submit --wait` / `watch` / `wait`: every image written)
+  1  `submit --wait` / `watch` / `wait`: at least one image failed or was cancelled
+  2  error: bad arguments, no daemon, a refused job, a broken connection, an untrusted socket, an unknown batch
+  3  `submit --wait` / `watch` / `wait`: every image saved, at least one discarded by the quality gate (under _discarded/)
+  4  `wait --timeout`: not finished in time (the daemon goes on saving)";
 
 /// Luna Daemon: saves ComfyUI images from shared memory, off the generation thread.
 #[derive(Debug, Parser)]
@@ -49,11 +53,14 @@ enum Command {
     /// Submit image files or generated test images.
     #[command(after_help = EXIT_STATUS_HELP)]
     Submit(submit::SubmitArgs),
-    /// Show a job's per-image state.
+    /// Show a job's per-image state, or a batch group's summary (--batch).
     Status(status::StatusArgs),
-    /// Follow a job until it finishes, with a progress bar on a terminal (exit status: see `--help`).
+    /// Follow a job (or a batch group) until it finishes, with a progress bar on a terminal (exit status: see `--help`).
     #[command(after_help = EXIT_STATUS_HELP)]
     Watch(status::WatchArgs),
+    /// For scripts: wait for a job or a batch group quietly, print its summary; the exit status says how it went.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Wait(wait::WaitArgs),
     /// Show daemon-wide counters.
     Stats(stats::StatsArgs),
     /// Ask the daemon to finish its queue and exit.
@@ -89,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => submit::run(args, &socket_or_default(socket)),
         Command::Status(args) => status::run_status(args, &socket_or_default(socket)),
         Command::Watch(args) => status::run_watch(args, &socket_or_default(socket)),
+        Command::Wait(args) => wait::run(args, &socket_or_default(socket)),
         Command::Stats(args) => stats::run(args, &socket_or_default(socket)),
         Command::Stop => stop::run(&socket_or_default(socket)),
         Command::Doctor(args) => doctor::run(args, socket),

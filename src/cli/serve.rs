@@ -55,6 +55,16 @@ pub struct ServeArgs {
     /// Seconds between janitor sweeps [default: 60].
     #[arg(long, env = "LUNA_DAEMON_JANITOR_INTERVAL")]
     janitor_interval: Option<u64>,
+    /// S3-compatible endpoint for `s3://bucket/prefix` output roots, e.g. http://127.0.0.1:9000 [default: AWS].
+    /// Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) or the config file.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region to sign for [default: us-east-1].
+    #[arg(long, env = "AWS_REGION")]
+    s3_region: Option<String>,
+    /// S3 URL style: path or virtual-host [default: path with --s3-endpoint, virtual-host for AWS].
+    #[arg(long, env = "LUNA_DAEMON_S3_URL_STYLE")]
+    s3_url_style: Option<String>,
 }
 
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -72,8 +82,19 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode>
         busy_wait_ms: args.busy_wait_ms,
         orphan_grace_secs: args.orphan_grace,
         janitor_interval_secs: args.janitor_interval,
+        s3_endpoint: args.s3_endpoint,
+        s3_region: args.s3_region.or_else(|| env("AWS_DEFAULT_REGION")),
+        // Secrets only from the environment or the config file, never from flags (visible in `ps`).
+        s3_access_key_id: env("AWS_ACCESS_KEY_ID"),
+        s3_secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        s3_session_token: env("AWS_SESSION_TOKEN"),
+        s3_url_style: args.s3_url_style,
     };
     let config = Config::load(args.dirs.config.as_deref(), overrides)?;
     luna_daemon::daemon::run(&config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }

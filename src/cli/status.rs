@@ -10,8 +10,12 @@ use luna_daemon::protocol::{ImageState, JobStatus};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The job id printed by `submit`.
-    job_id: String,
+    /// The job id printed by `submit` (or use --batch).
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    job_id: Option<String>,
+    /// Show the summary of this batch group (`submit --batch NAME`) instead of one job.
+    #[arg(long, value_name = "NAME")]
+    batch: Option<String>,
     /// Print JSON instead of lines.
     #[arg(long)]
     json: bool,
@@ -19,22 +23,37 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The job id printed by `submit`.
-    job_id: String,
+    /// The job id printed by `submit` (or use --batch).
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    job_id: Option<String>,
+    /// Follow this batch group (`submit --batch NAME`) until every image submitted to it so far is final.
+    #[arg(long, value_name = "NAME")]
+    batch: Option<String>,
     /// Print the final status as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run_status(args: StatusArgs, socket: &Path) -> anyhow::Result<ExitCode> {
-    let status = super::connect(socket)?.status(&args.job_id)?;
+    if let Some(batch) = &args.batch {
+        super::wait::print_batch(&super::connect(socket)?.batch_status(batch)?, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job_id = args.job_id.as_deref().expect("clap requires a job id or --batch");
+    let status = super::connect(socket)?.status(job_id)?;
     print_status(&status, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_watch(args: WatchArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     let mut client = super::connect(socket)?;
-    let status = wait_with_progress(&mut client, &args.job_id)?;
+    if let Some(batch) = &args.batch {
+        let status = super::wait::watch_batch(&mut client, batch)?;
+        super::wait::print_batch(&status, args.json)?;
+        return Ok(super::wait::batch_exit_code(&status));
+    }
+    let job_id = args.job_id.as_deref().expect("clap requires a job id or --batch");
+    let status = wait_with_progress(&mut client, job_id)?;
     print_status(&status, args.json)?;
     Ok(exit_code(&status))
 }

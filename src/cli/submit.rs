@@ -12,7 +12,8 @@ use luna_daemon::synthetic;
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// Output root directory (made absolute; created if missing).
+    /// Output root directory (made absolute; created if missing), or `s3://bucket/prefix` for S3-compatible
+    /// object storage (the daemon's endpoint and credentials; see `serve --help`).
     #[arg(long)]
     output_dir: PathBuf,
     /// Sub-directory below the output root (templates allowed: %model_name%, %time:YYYY-mm-dd%, ...).
@@ -66,6 +67,15 @@ pub struct SubmitArgs {
     /// Wait until every image is saved; the exit status tells how it went (1 failed, 3 discarded: see below).
     #[arg(long)]
     wait: bool,
+    /// Join this batch group: `status --batch`, `watch --batch` and `wait --batch` report its jobs together.
+    #[arg(long, value_name = "NAME", value_parser = parse_batch)]
+    batch: Option<String>,
+    /// Also write a small WebP thumbnail of each image into a `_thumbnails/` folder beside it.
+    #[arg(long)]
+    thumbnails: bool,
+    /// Largest side of the thumbnails in pixels (16..1024).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=1024), requires = "thumbnails")]
+    thumbnail_size: u32,
     /// Print the final status as JSON (with --wait).
     #[arg(long, requires = "wait")]
     json: bool,
@@ -102,6 +112,10 @@ enum GateArg {
 enum Dtype {
     F32,
     U8,
+}
+
+fn parse_batch(s: &str) -> Result<String, String> {
+    luna_daemon::jobs::validate_batch_name(s).map(|()| s.to_owned())
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -144,8 +158,11 @@ pub fn run(args: SubmitArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     if images.is_empty() {
         bail!("nothing to submit");
     }
-    std::fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("creating output directory {}", args.output_dir.display()))?;
+    let is_object_root = args.output_dir.to_str().is_some_and(|d| d.starts_with(luna_daemon::s3::S3_SCHEME));
+    if !is_object_root {
+        std::fs::create_dir_all(&args.output_dir)
+            .with_context(|| format!("creating output directory {}", args.output_dir.display()))?;
+    }
     let mut client = super::connect(socket)?;
     let refs: Vec<ImageRef<'_>> = images.iter().map(OwnedImage::as_ref).collect();
     let accepted = client.submit(&options, &refs)?;
@@ -185,6 +202,9 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
     }
     o.min_quality_threshold = args.threshold;
     o.embed_metadata = !args.no_metadata;
+    o.batch = args.batch.clone();
+    o.thumbnails = args.thumbnails;
+    o.thumbnail_size = args.thumbnail_size;
     let mut metadata = JobMetadata::default();
     if let Some(path) = &args.prompt_json {
         metadata.prompt = Some(read_json(path)?);

@@ -10,6 +10,7 @@ mod png_encoder;
 mod png_fast;
 mod png_huffman;
 pub mod pyjson;
+mod thumbnail;
 mod webp_encoder;
 
 use std::io::Write;
@@ -19,6 +20,9 @@ pub use jpeg_encoder::encode_jpeg;
 pub use metadata::{MAX_APP1_PAYLOAD, Metadata, jpeg_app1};
 pub use pixels::{Image8, SampleFormat, convert_row};
 pub use png_encoder::{PngOptions, encode_png};
+pub use thumbnail::{
+    THUMBNAIL_QUALITY, THUMBNAIL_SIZES, encode_thumbnail, scale_down, thumbnail_dims, thumbnail_metadata,
+};
 pub use webp_encoder::encode_webp;
 
 /// Why encoding failed.

@@ -94,10 +94,10 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, a
     tracing::debug!(client = %client.client, pid = ?client.pid, "client connected");
     loop {
         let frame = protocol::read_frame(&mut Timed::request(&mut stream, &slot));
-        let (reply, queued) = match frame {
+        let reply = match frame {
             Ok(body) => match protocol::decode_message::<Request>(&body) {
                 Ok(request) => ctx.handle(&client, request),
-                Err(e) => (error(ErrorCode::MalformedFrame, e.to_string()), Vec::new()),
+                Err(e) => error(ErrorCode::MalformedFrame, e.to_string()),
             },
             Err(FrameError::Closed) => return,
             Err(e @ FrameError::TooLarge { .. }) => {
@@ -113,11 +113,7 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, a
         let stop_after = matches!(reply, Response::Stopping(_));
         // Idle from before the reply goes out, so a client that has read it finds the connection evictable.
         slot.set_idle(true);
-        let sent = send(&mut stream, &reply);
-        // An accepted job's images are queued only after its acknowledgement is on its way, so waking the
-        // workers never delays the reply the client blocks on. (The job is journaled and in the table already.)
-        ctx.queue(queued);
-        if sent.is_err() {
+        if send(&mut stream, &reply).is_err() {
             return;
         }
         if stop_after {

@@ -7,14 +7,17 @@ use std::time::{Duration, Instant};
 
 use crate::jobs::{ClientKey, JobPlan, JobTable, new_job_id, plan_job};
 use crate::protocol::{
-    Accepted, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
+    Accepted, BatchQuery, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
     PROTOCOL_VERSION, Request, Response, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{HEADER_LEN, Segment, SegmentState};
 use crate::workers::{Pool, WorkItem};
 
+/// Announced in `welcome.features` when the daemon can save to `s3://bucket/prefix` output roots.
+pub const S3_FEATURE: &str = "s3_output";
+
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 10] = [
+pub const FEATURES: [&str; 12] = [
     "png",
     "webp",
     "jpeg",
@@ -25,6 +28,8 @@ pub const FEATURES: [&str; 10] = [
     "cancel",
     "journal",
     "submit_id",
+    "batches",
+    "thumbnails",
 ];
 
 /// Admission limits.
@@ -118,17 +123,21 @@ impl Context {
             max_frame_len: MAX_FRAME_LEN,
             segment_header_len: HEADER_LEN,
             instance_id: self.instance_id.clone(),
-            features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+            features: FEATURES
+                .iter()
+                .map(|f| (*f).to_owned())
+                .chain(self.pool.has_object_store().then(|| S3_FEATURE.to_owned()))
+                .collect(),
         }
     }
 
-    /// Answers one request after the handshake. An accepted job is already queued when this returns (so a stop
-    /// that follows cannot miss it); the returned work list is empty and kept for [`Context::queue`].
-    pub(crate) fn handle(&self, client: &Hello, request: Request) -> (Response, Vec<WorkItem>) {
+    /// Answers one request after the handshake. An accepted job is already queued when this returns, so a stop
+    /// that follows cannot miss it.
+    pub(crate) fn handle(&self, client: &Hello, request: Request) -> Response {
         if let Request::Submit(job) = request {
             return self.submit(client, &job);
         }
-        let reply = match request {
+        match request {
             Request::Hello(hello) if hello.protocol != PROTOCOL_NAME || hello.version != PROTOCOL_VERSION => error(
                 ErrorCode::VersionMismatch,
                 format!(
@@ -145,21 +154,17 @@ impl Context {
             Request::Stats(Empty {}) => Response::Stats(self.stats()),
             Request::Stop(Empty {}) => Response::Stopping(Empty {}),
             Request::Cancel(StatusQuery { job_id }) => self.cancel(&job_id),
-        };
-        (reply, Vec::new())
-    }
-
-    /// Hands an accepted job's images to the workers.
-    pub(crate) fn queue(&self, items: Vec<WorkItem>) {
-        if !items.is_empty() {
-            self.pool.push(items);
+            Request::BatchStatus(BatchQuery { batch }) => match self.table.batch_status(&batch) {
+                Some(status) => Response::BatchStatus(Box::new(status)),
+                None => error(ErrorCode::UnknownJob, format!("no batch named {batch:?} (unknown or expired)")),
+            },
         }
     }
 
-    fn submit(&self, hello: &Hello, job: &SubmitJob) -> (Response, Vec<WorkItem>) {
+    fn submit(&self, hello: &Hello, job: &SubmitJob) -> Response {
         match self.accept(hello, job) {
-            Ok(accepted) => (Response::Accepted(accepted), Vec::new()),
-            Err(reply) => (reply, Vec::new()),
+            Ok(accepted) => Response::Accepted(accepted),
+            Err(reply) => reply,
         }
     }
 
@@ -177,6 +182,17 @@ impl Context {
             return Err(Response::Error(crate::jobs::InsertError::JournalUnavailable(e).to_reply()));
         }
         let plan = plan_job(job, &self.spool_dir).map_err(|e| error(e.code, e.message))?;
+        if plan.tasks.first().is_some_and(|t| t.settings.object_root.is_some()) && !self.pool.has_object_store() {
+            return Err(error(
+                ErrorCode::InvalidJob,
+                format!(
+                    "output_dir {:?} is S3 object storage, but this daemon has no S3 configuration (an endpoint or \
+                     credentials: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the config \
+                     file's s3_* keys)",
+                    job.output_dir
+                ),
+            ));
+        }
         let needed = plan.held_bytes();
         if !self.table.wait_for_room(needed, self.queue_budget_bytes, self.busy_wait) {
             let held = self.table.counters().bytes_held;

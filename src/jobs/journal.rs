@@ -51,6 +51,9 @@ pub enum Record {
         pid: Option<u32>,
         /// The job exactly as submitted.
         job: Box<SubmitJob>,
+        /// When it was accepted (ms since the Unix epoch; batch groups' time span). Absent in older journals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<i64>,
     },
     /// An image reached a final state.
     Done {
@@ -58,6 +61,9 @@ pub enum Record {
         job_id: String,
         /// The image's final status.
         status: ImageStatus,
+        /// When it became final (ms since the Unix epoch; batch groups' time span). Absent in older journals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<i64>,
     },
     /// Every image is final and every segment was handed back: the job needs no recovery. (Written by
     /// earlier versions; still read.)
@@ -72,6 +78,12 @@ pub enum Record {
         job_id: String,
         /// The segment's name.
         segment: String,
+    },
+    /// A batch group's counts as of this point (compaction writes one per live batch, after the records of the
+    /// unfinished jobs it already counts): replay replaces what earlier records added.
+    Batch {
+        /// The batch.
+        batch: super::batch::BatchRecord,
     },
 }
 
@@ -118,6 +130,8 @@ pub struct Journal {
     /// Size right after the last rewrite (or at open): compaction is due on growth beyond it.
     base_len: u64,
     compact_after: u64,
+    /// Batch groups rebuilt by the replay, until the table takes them ([`Journal::take_batches`]).
+    replayed_batches: Vec<super::batch::BatchRecord>,
 }
 
 /// A handle to `fdatasync` without holding the journal's lock, and what it covers.
@@ -170,6 +184,7 @@ impl Journal {
         }
         file.seek(SeekFrom::End(0)).map_err(err)?;
         let len = valid_len as u64;
+        let replayed_batches = replay_batches(&records);
         let journal = Self {
             path: path.clone(),
             file: Some(file),
@@ -179,8 +194,14 @@ impl Journal {
             epoch: 0,
             base_len: len,
             compact_after: COMPACT_AT,
+            replayed_batches,
         };
         Ok((journal, unfinished(records)))
+    }
+
+    /// The batch groups the replay rebuilt (once; later calls return nothing).
+    pub fn take_batches(&mut self) -> Vec<super::batch::BatchRecord> {
+        std::mem::take(&mut self.replayed_batches)
     }
 
     /// Sets how much growth since the last rewrite makes a compaction due (tests use small values).
@@ -385,7 +406,7 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
     let mut jobs: BTreeMap<String, Unfinished> = BTreeMap::new();
     for record in records {
         match record {
-            Record::Accepted { job_id, client, pid, job } => {
+            Record::Accepted { job_id, client, pid, job, .. } => {
                 // A segment a later job names was handed back before that job was accepted: an earlier job
                 // must never release it again, whatever its own records say.
                 let named = job_segments(&job);
@@ -397,7 +418,7 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
                 let released = HashSet::new();
                 jobs.insert(job_id.clone(), Unfinished { job_id, client, pid, job: *job, done, released });
             }
-            Record::Done { job_id, status } => {
+            Record::Done { job_id, status, .. } => {
                 if let Some(job) = jobs.get_mut(&job_id) {
                     job.done.insert(status.index, status);
                 }
@@ -410,9 +431,33 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
             Record::Released { job_id } => {
                 jobs.remove(&job_id);
             }
+            Record::Batch { .. } => {}
         }
     }
     order.into_iter().filter_map(|id| jobs.remove(&id)).filter(|job| !job.is_complete()).collect()
+}
+
+/// Every batch group as the records leave it: `accepted` and `done` records add to their job's batch, a
+/// `batch` record replaces the batch's counts (it was written after the records it already counts).
+fn replay_batches(records: &[Record]) -> Vec<super::batch::BatchRecord> {
+    let mut batches = super::batch::Batches::default();
+    for record in records {
+        match record {
+            Record::Accepted { job_id, job, at_ms, .. } => {
+                if let Some(batch) = &job.batch {
+                    let n: usize = job.slots.iter().map(|s| s.images.len()).sum();
+                    let at = at_ms.or(job.timestamp_ms).unwrap_or(0);
+                    batches.add_job(batch, job_id, n as u64, at);
+                }
+            }
+            Record::Done { job_id, status, at_ms } => {
+                batches.add_final(job_id, status, at_ms.unwrap_or_else(super::batch::now_ms))
+            }
+            Record::Batch { batch } => batches.replace(batch.clone()),
+            Record::SegmentReleased { .. } | Record::Released { .. } => {}
+        }
+    }
+    batches.records().cloned().collect()
 }
 
 impl Unfinished {
@@ -463,7 +508,8 @@ mod tests {
     }
 
     fn accepted_in(id: &str, segment: &str) -> Record {
-        Record::Accepted { job_id: id.to_owned(), client: "c".to_owned(), pid: Some(1), job: Box::new(job_in(segment)) }
+        let job = Box::new(job_in(segment));
+        Record::Accepted { job_id: id.to_owned(), client: "c".to_owned(), pid: Some(1), job, at_ms: None }
     }
 
     fn done(id: &str, index: u32) -> Record {
@@ -477,8 +523,10 @@ mod tests {
             error: None,
             scores: None,
             notes: Vec::new(),
+            thumbnail: None,
+            url: None,
         };
-        Record::Done { job_id: id.to_owned(), status }
+        Record::Done { job_id: id.to_owned(), status, at_ms: None }
     }
 
     fn released(id: &str, segment: &str) -> Record {

@@ -3,6 +3,7 @@
 //! the table `status` and `stats` read ([`JobTable`]), handing segments back ([`Release`]), the [`journal`],
 //! and recovery after a restart ([`recover()`]).
 
+mod batch;
 pub mod journal;
 mod plan;
 mod recover;
@@ -11,12 +12,13 @@ mod state;
 mod table;
 mod task;
 
+pub use batch::{BatchRecord, MAX_BATCH_NAME, validate_batch_name};
 pub use journal::Journal;
 pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job};
 pub use recover::{RecoveredJob, recover};
 pub use release::Release;
 pub use table::{ClientKey, Counters, InsertError, JobTable, SavedImage};
-pub use task::{DISCARD_DIR, ImageTask, JobSettings, MetadataSource, SegmentRef};
+pub use task::{DISCARD_DIR, ImageTask, JobSettings, MetadataSource, SegmentRef, THUMBNAIL_DIR};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.
 pub fn new_job_id() -> String {

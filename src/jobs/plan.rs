@@ -12,6 +12,7 @@ use chrono::{DateTime, FixedOffset, Local, Utc};
 use super::task::{ImageTask, JobSettings, MetadataSource, SegmentRef, check_metadata_blob};
 use crate::output::{self, ModelInfo, TemplateContext};
 use crate::protocol::{ErrorCode, ErrorReply, ImageDescriptor, SampleType, Slot, SubmitJob};
+use crate::s3::ObjectRoot;
 use crate::shm::{Layout, LayoutError, Segment, SegmentOpenError, SegmentState};
 
 /// Why a submission was refused, with the wire error code it maps to.
@@ -157,8 +158,10 @@ impl Planner {
         output::check_sub_path(name_dir).map_err(|e| invalid_job(format!("filename: {e}")))?;
         output::validate_stem(base).map_err(|e| invalid_job(e.to_string()))?;
         let metadata = if job.embed_metadata { self.load_metadata(job)? } else { None };
+        let object_root = ObjectRoot::parse(&job.output_dir).transpose().map_err(invalid_job)?;
         let settings = JobSettings {
             output_root: PathBuf::from(&job.output_dir),
+            object_root,
             save_path,
             name_dir: name_dir.to_owned(),
             job: Arc::new(job.clone()),
@@ -279,8 +282,22 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     if !(0.0..=1.0).contains(&job.min_quality_threshold) {
         return Err(invalid_job(format!("min_quality_threshold {} is outside 0..=1", job.min_quality_threshold)));
     }
-    if !Path::new(&job.output_dir).is_absolute() {
-        return Err(invalid_job(format!("output_dir {:?} must be an absolute path", job.output_dir)));
+    if !crate::encode::THUMBNAIL_SIZES.contains(&job.thumbnail_size) {
+        let (lo, hi) = (crate::encode::THUMBNAIL_SIZES.start(), crate::encode::THUMBNAIL_SIZES.end());
+        return Err(invalid_job(format!("thumbnail_size {} is outside {lo}..={hi}", job.thumbnail_size)));
+    }
+    if let Some(batch) = &job.batch {
+        super::validate_batch_name(batch).map_err(invalid_job)?;
+    }
+    match ObjectRoot::parse(&job.output_dir) {
+        Some(root) => drop(root.map_err(invalid_job)?),
+        None if !Path::new(&job.output_dir).is_absolute() => {
+            return Err(invalid_job(format!(
+                "output_dir {:?} must be an absolute path or an s3://bucket/prefix URL",
+                job.output_dir
+            )));
+        }
+        None => {}
     }
     Ok(())
 }

@@ -218,6 +218,8 @@ impl JobState {
                 image.bytes = Some(saved.bytes);
                 image.scores = saved.scores;
                 image.notes = saved.notes;
+                image.thumbnail = saved.thumbnail;
+                image.url = saved.url;
                 image.error = None;
             }
             Err(error) => {
@@ -266,6 +268,8 @@ fn queued_status(index: u32, task: &ImageTask) -> ImageStatus {
         error: None,
         scores: None,
         notes: Vec::new(),
+        thumbnail: None,
+        url: None,
     }
 }
 
@@ -307,6 +311,7 @@ mod tests {
     fn settings() -> Arc<JobSettings> {
         Arc::new(JobSettings {
             output_root: PathBuf::from("/out"),
+            object_root: None,
             save_path: String::new(),
             name_dir: String::new(),
             job: Arc::new(crate::protocol::SubmitJob::new("/out", Vec::new())),
@@ -318,7 +323,15 @@ mod tests {
     }
 
     fn saved() -> Result<SavedImage, ErrorReply> {
-        Ok(SavedImage { path: "/out/x.png".to_owned(), bytes: 1, discarded: false, scores: None, notes: Vec::new() })
+        Ok(SavedImage {
+            path: "/out/x.png".to_owned(),
+            bytes: 1,
+            discarded: false,
+            scores: None,
+            notes: Vec::new(),
+            thumbnail: None,
+            url: None,
+        })
     }
 
     /// Images `a`, `a`, `b`; metadata in segment `m` (no images), 1000 bytes of it.

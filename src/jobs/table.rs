@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::batch::{self, Batches};
 use super::journal::{self, Journal, JournalMark, Record};
 use super::release::Release;
 use super::state::{JobState, SegmentStage};
 use super::task::ImageTask;
 use super::{JobPlan, Recovered};
-use crate::protocol::{ClientStats, ErrorCode, ErrorReply, GateScores, ImageStatus, JobStatus, SubmitJob};
+use crate::protocol::{
+    BatchStatus, ClientStats, ErrorCode, ErrorReply, GateScores, ImageState, ImageStatus, JobStatus, SubmitJob,
+};
 
 /// Who submitted a job: the handshake's client name and process id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,6 +40,10 @@ pub struct SavedImage {
     pub scores: Option<GateScores>,
     /// Notes for the user.
     pub notes: Vec<String>,
+    /// The thumbnail's final path, if one was written.
+    pub thumbnail: Option<String>,
+    /// The object's URL, for an `s3://` output root.
+    pub url: Option<String>,
 }
 
 /// Daemon-wide counters.
@@ -73,12 +80,19 @@ pub enum InsertError {
     /// The journal cannot be written: the job is not accepted (nothing was recorded).
     #[error("the daemon cannot write its journal ({0}); save locally until its state directory is writable")]
     JournalUnavailable(String),
+    /// The job's batch group cannot take another job.
+    #[error("{0}")]
+    BatchFull(String),
 }
 
 impl InsertError {
     /// The wire form.
     pub fn to_reply(&self) -> ErrorReply {
-        ErrorReply::new(ErrorCode::JournalUnavailable, self.to_string())
+        let code = match self {
+            Self::JournalUnavailable(_) => ErrorCode::JournalUnavailable,
+            Self::BatchFull(_) => ErrorCode::InvalidJob,
+        };
+        ErrorReply::new(code, self.to_string())
     }
 }
 
@@ -102,6 +116,8 @@ struct Inner {
     journal_error: Option<String>,
     /// Records left out while the journal failed; a repair only counts if none were left out meanwhile.
     skipped_records: u64,
+    /// Batch groups (journaled with their jobs' records).
+    batches: Batches,
 }
 
 /// The table of jobs, shared by connection handlers and workers.
@@ -120,9 +136,11 @@ const MAX_FINISHED_JOBS: usize = 10_000;
 
 impl JobTable {
     /// An empty table that keeps finished jobs queryable for `retention`, journaling to `journal` if given.
-    pub fn new(retention: Duration, journal: Option<Journal>) -> Self {
+    pub fn new(retention: Duration, mut journal: Option<Journal>) -> Self {
+        let mut batches = Batches::from_records(journal.as_mut().map(Journal::take_batches).unwrap_or_default());
+        batches.expire(batch::now_ms(), retention_ms(retention));
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner { batches, ..Inner::default() }),
             room: Condvar::new(),
             retention,
             journal: journal.map(Mutex::new),
@@ -157,11 +175,13 @@ impl JobTable {
     /// Journals and records an accepted job with every image queued. Nothing is recorded if the journal
     /// cannot be written (the caller refuses the job).
     pub fn insert(&self, job_id: &str, client: ClientKey, plan: &JobPlan, job: &SubmitJob) -> Result<(), InsertError> {
+        let now = batch::now_ms();
         let record = Record::Accepted {
             job_id: job_id.to_owned(),
             client: client.name.clone(),
             pid: client.pid,
             job: Box::new(job.clone()),
+            at_ms: Some(now),
         };
         let tasks: Vec<Option<Arc<ImageTask>>> = plan.tasks.iter().cloned().map(Some).collect();
         let metadata_bytes = plan.tasks.first().map_or(0, |t| t.settings.held_metadata_bytes());
@@ -178,9 +198,15 @@ impl JobTable {
         if let Some(e) = &inner.journal_error {
             return Err(InsertError::JournalUnavailable(e.clone()));
         }
+        if let Some(name) = &job.batch {
+            inner.batches.check_room(name).map_err(InsertError::BatchFull)?;
+        }
         if !self.journal_locked(&mut inner, &record) {
             let e = inner.journal_error.clone().unwrap_or_default();
             return Err(InsertError::JournalUnavailable(e));
+        }
+        if let Some(name) = &job.batch {
+            inner.batches.add_job(name, job_id, plan.tasks.len() as u64, now);
         }
         let job = plan.tasks.first().map_or_else(|| Arc::new(job.clone()), |t| Arc::clone(&t.settings.job));
         insert_locked(&mut inner, self.retention, job_id, client, job, state);
@@ -201,12 +227,17 @@ impl JobTable {
     ) -> Release {
         let mut finals = done;
         let mut live = Vec::with_capacity(tasks.len());
+        let mut lost = Vec::new();
         for (index, task) in tasks.into_iter().enumerate() {
             match task {
                 Ok(task) => live.push(Some(task)),
                 Err(error) => {
                     live.push(None);
-                    finals.entry(index as u32).or_insert_with(|| failed_status(index as u32, error));
+                    if let std::collections::hash_map::Entry::Vacant(e) = finals.entry(index as u32) {
+                        let status = failed_status(index as u32, error);
+                        lost.push(status.clone());
+                        e.insert(status);
+                    }
                 }
             }
         }
@@ -214,6 +245,14 @@ impl JobTable {
         let metadata_segment = job.metadata_blob.as_ref().map(|b| b.segment.clone());
         let state = JobState::new(live, finals, segments, released, metadata_segment.as_deref(), metadata_bytes);
         let mut inner = self.inner.lock();
+        if let Some(name) = &job.batch {
+            // The replay counted the job and its images final before the crash; the lost ones are new finals.
+            let now = batch::now_ms();
+            inner.batches.add_job(name, job_id, state.images().len() as u64, now);
+            for status in &lost {
+                inner.batches.add_final(job_id, status, now);
+            }
+        }
         insert_locked(&mut inner, self.retention, job_id, client, Arc::new(job), state);
         self.collect_due(&mut inner, job_id)
     }
@@ -271,7 +310,9 @@ impl JobTable {
             let Some(status) = finish_locked(&mut inner, job_id, index, outcome) else { return Release::none() };
             // Journaled before any segment of the job can be handed back: a replay never redoes an image whose
             // segment the client may already be reusing.
-            self.journal_locked(&mut inner, &Record::Done { job_id: job_id.to_owned(), status });
+            let now = batch::now_ms();
+            inner.batches.add_final(job_id, &status, now);
+            self.journal_locked(&mut inner, &Record::Done { job_id: job_id.to_owned(), status, at_ms: Some(now) });
             self.collect_due(&mut inner, job_id)
         };
         self.room.notify_all();
@@ -327,6 +368,39 @@ impl JobTable {
             finished: job.state.pending_images() == 0,
             segments_released: job.state.all_handed_back(),
             images: job.state.images().to_vec(),
+        })
+    }
+
+    /// A batch group's summary, if the batch is known: its journaled counts plus, from its jobs still in the
+    /// table, how many images are queued, encoding or retrying.
+    pub fn batch_status(&self, name: &str) -> Option<BatchStatus> {
+        let inner = self.inner.lock();
+        let record = inner.batches.get(name)?;
+        let (mut queued, mut encoding, mut retrying) = (0, 0, 0);
+        for job in record.jobs.iter().filter_map(|id| inner.jobs.get(id)) {
+            for image in job.state.images() {
+                match image.state {
+                    ImageState::Queued => queued += 1,
+                    ImageState::Encoding => encoding += 1,
+                    ImageState::Retrying => retrying += 1,
+                    _ => {}
+                }
+            }
+        }
+        Some(BatchStatus {
+            batch: record.name.clone(),
+            jobs: record.jobs.clone(),
+            images: record.images,
+            queued,
+            encoding,
+            retrying,
+            written: record.written,
+            discarded: record.discarded,
+            failed: record.failed,
+            bytes: record.bytes,
+            first_accepted_ms: record.first_accepted_ms,
+            last_final_ms: record.last_final_ms,
+            finished: record.pending() == 0,
         })
     }
 
@@ -446,15 +520,23 @@ fn snapshot(inner: &Inner) -> Vec<Record> {
             client: job.client.name.clone(),
             pid: job.client.pid,
             job: Box::new((*job.job).clone()),
+            at_ms: None,
         });
         for image in job.state.images().iter().filter(|i| i.state.is_final()) {
-            records.push(Record::Done { job_id: job_id.clone(), status: image.clone() });
+            records.push(Record::Done { job_id: job_id.clone(), status: image.clone(), at_ms: None });
         }
         for segment in job.state.journaled_released() {
             records.push(Record::SegmentReleased { job_id: job_id.clone(), segment: segment.to_owned() });
         }
     }
+    // After the jobs' records: each batch record replaces what they added on replay (jobs finished and dropped
+    // from the snapshot are counted only here).
+    records.extend(inner.batches.records().map(|b| Record::Batch { batch: b.clone() }));
     records
+}
+
+fn retention_ms(retention: Duration) -> i64 {
+    i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn insert_locked(
@@ -466,6 +548,7 @@ fn insert_locked(
     state: JobState,
 ) {
     expire(inner, retention);
+    inner.batches.expire(batch::now_ms(), retention_ms(retention));
     let pending = state.pending_images() as u64;
     inner.counters.jobs_accepted += 1;
     inner.counters.images_pending += pending;
@@ -493,6 +576,8 @@ fn failed_status(index: u32, error: ErrorReply) -> ImageStatus {
         error: Some(error),
         scores: None,
         notes: Vec::new(),
+        thumbnail: None,
+        url: None,
     }
 }
 

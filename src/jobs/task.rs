@@ -65,8 +65,10 @@ pub fn check_metadata_blob(bytes: &[u8]) -> Result<(), protocol::FrameError> {
 /// Settings shared by every image of a job.
 #[derive(Debug)]
 pub struct JobSettings {
-    /// The output root.
+    /// The output root (a directory).
     pub output_root: PathBuf,
+    /// The object-storage root, when `output_dir` is `s3://bucket/prefix` (then `output_root` is unused).
+    pub object_root: Option<crate::s3::ObjectRoot>,
     /// The expanded `save_path` (relative, validated; directories not yet created).
     pub save_path: String,
     /// Directories the expanded file name template asked for (relative, validated), below the affix folder.
@@ -151,6 +153,8 @@ pub struct ImageTask {
 
 /// Where images that fail the quality gate go, below the save path.
 pub const DISCARD_DIR: &str = "_discarded";
+/// Where an image's thumbnail goes, below the image's own folder (`<folder>/_thumbnails/<file name>.webp`).
+pub const THUMBNAIL_DIR: &str = "_thumbnails";
 
 impl ImageTask {
     /// The directory below the output root: `save_path[/_discarded][/<affix>][/<name dirs>]`.
@@ -174,6 +178,7 @@ mod tests {
     fn settings(metadata: Option<MetadataSource>) -> JobSettings {
         JobSettings {
             output_root: PathBuf::from("/out"),
+            object_root: None,
             save_path: String::new(),
             name_dir: String::new(),
             job: Arc::new(SubmitJob::new("/out", Vec::new())),

@@ -22,6 +22,8 @@ pub enum Request {
     Stop(Empty),
     /// Give up on a job's images that are not saved yet (for example ones retrying on a full disk).
     Cancel(StatusQuery),
+    /// Ask for a batch group's summary: every job submitted with this `batch` name.
+    BatchStatus(BatchQuery),
 }
 
 /// A message with no fields (a map holding only `type`).
@@ -275,6 +277,18 @@ pub struct SubmitJob {
     /// same id (because the reply was lost) returns the original job instead of saving the images twice.
     #[serde(default)]
     pub submit_id: Option<String>,
+    /// A client-chosen batch group name shared by many jobs (and node executions): `batch_status` reports them
+    /// together, and a restart keeps the group. 1 to 100 characters from `A-Z a-z 0-9 _ - .`, starting with a
+    /// letter or digit, not a Windows device name. Nil: no batch.
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// Also write a small WebP thumbnail next to each saved image, in a `_thumbnails/` sub-folder of the
+    /// image's folder (feature `thumbnails`); its path is in the image's status.
+    #[serde(default)]
+    pub thumbnails: bool,
+    /// The thumbnails' largest side in pixels, 16..=1024 (aspect kept, never enlarged).
+    #[serde(default = "default_thumbnail_size")]
+    pub thumbnail_size: u32,
 }
 
 impl SubmitJob {
@@ -300,6 +314,9 @@ impl SubmitJob {
             metadata_blob: None,
             slots,
             submit_id: None,
+            batch: None,
+            thumbnails: false,
+            thumbnail_size: default_thumbnail_size(),
         }
     }
 }
@@ -320,6 +337,10 @@ fn default_threshold() -> f64 {
     0.3
 }
 
+fn default_thumbnail_size() -> u32 {
+    256
+}
+
 fn default_true() -> bool {
     true
 }
@@ -329,6 +350,46 @@ fn default_true() -> bool {
 pub struct StatusQuery {
     /// The id from the `accepted` reply.
     pub job_id: String,
+}
+
+/// Which batch group to report on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchQuery {
+    /// The `batch` name the jobs were submitted with.
+    pub batch: String,
+}
+
+/// A batch group's summary: every job submitted with its name, since the daemon first saw it (restarts
+/// included), until it expires like a finished job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStatus {
+    /// The batch name.
+    pub batch: String,
+    /// The jobs in the batch, in acceptance order.
+    pub jobs: Vec<String>,
+    /// Images submitted in the batch, over all its jobs.
+    pub images: u64,
+    /// Images waiting for a worker.
+    pub queued: u64,
+    /// Images being encoded right now.
+    pub encoding: u64,
+    /// Images waiting for a retry after a save error.
+    pub retrying: u64,
+    /// Images written.
+    pub written: u64,
+    /// Images the quality gate sent to `_discarded` (saved there).
+    pub discarded: u64,
+    /// Images failed (including cancelled and lost ones).
+    pub failed: u64,
+    /// Bytes of the files written and discarded.
+    pub bytes: u64,
+    /// When the batch's first job was accepted, in milliseconds since the Unix epoch.
+    pub first_accepted_ms: i64,
+    /// When the batch's last image became final, in milliseconds since the Unix epoch; nil before any did.
+    #[serde(default)]
+    pub last_final_ms: Option<i64>,
+    /// Every image submitted so far is final (a later job may still join the batch).
+    pub finished: bool,
 }
 
 /// A daemon reply. Exactly one reply answers each request.
@@ -347,6 +408,8 @@ pub enum Response {
     Stopping(Empty),
     /// The job was cancelled: its unsaved images are now `failed` with code `cancelled`.
     Cancelled(CancelReply),
+    /// A batch group's summary (only in answer to `batch_status`).
+    BatchStatus(Box<BatchStatus>),
     /// The request failed; nothing was accepted.
     Error(ErrorReply),
 }
@@ -480,6 +543,13 @@ pub struct ImageStatus {
     /// Things the user should know about a saved file (e.g. metadata dropped to fit JPEG's 64 KiB APP1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The final absolute path of the image's thumbnail, when the job asked for thumbnails and it was written.
+    #[serde(default)]
+    pub thumbnail: Option<String>,
+    /// The object's HTTP(S) URL at the S3 endpoint, once written to an `s3://` output root (then `path` is
+    /// `s3://bucket/key`); absent for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A job's status.

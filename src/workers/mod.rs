@@ -10,4 +10,4 @@ mod save;
 
 pub use pool::{Pool, PoolConfig, PoolStats};
 pub use queue::WorkItem;
-pub use save::{SaveError, Saved, save_image};
+pub use save::{SaveError, Saved, save_image, save_object};

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::queue::{FairQueue, WorkItem};
-use super::save::{path_string, save_image};
+use super::save::{path_string, save_image, save_object};
 use crate::jobs::{ClientKey, JobTable, SavedImage};
 use crate::output::OutputDirs;
 use crate::protocol::{ErrorCode, ErrorReply};
+use crate::s3::ObjectStore;
 
 /// Pool sizing. Defaults are the original daemon's SAVE_POOL_MIN_WORKERS / MAX / IDLE_TIMEOUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,7 @@ struct Shared {
     config: PoolConfig,
     table: Arc<JobTable>,
     dirs: Arc<OutputDirs>,
+    objects: Option<Arc<ObjectStore>>,
 }
 
 /// First retry delay; doubled per attempt up to [`MAX_RETRY_DELAY`].
@@ -84,6 +86,16 @@ pub struct Pool {
 impl Pool {
     /// Starts `min_workers` workers reporting to `table` and recording the directories they write into.
     pub fn start(config: PoolConfig, table: Arc<JobTable>, dirs: Arc<OutputDirs>) -> Self {
+        Self::start_with_objects(config, table, dirs, None)
+    }
+
+    /// [`Pool::start`], also saving the images of `s3://` output roots through `objects`.
+    pub fn start_with_objects(
+        config: PoolConfig,
+        table: Arc<JobTable>,
+        dirs: Arc<OutputDirs>,
+        objects: Option<Arc<ObjectStore>>,
+    ) -> Self {
         let config = PoolConfig { max_workers: config.max_workers.max(config.min_workers).max(1), ..config };
         let pool = Self {
             shared: Arc::new(Shared {
@@ -93,6 +105,7 @@ impl Pool {
                 config,
                 table,
                 dirs,
+                objects,
             }),
         };
         let mut state = pool.shared.state.lock();
@@ -115,6 +128,11 @@ impl Pool {
         }
         drop(state);
         self.shared.work.notify_all();
+    }
+
+    /// Whether `s3://` output roots can be saved (S3 is configured).
+    pub fn has_object_store(&self) -> bool {
+        self.shared.objects.is_some()
     }
 
     /// A snapshot of queue length and worker counts.
@@ -153,7 +171,7 @@ fn worker_loop(shared: &Shared) {
     while let Some(item) = next_item(shared) {
         // Crash and race tests hold a worker here to catch a queue in flight (a no-op outside tests).
         crate::fault::hold("worker.before_save");
-        let retry = run_item(&shared.table, &shared.dirs, item);
+        let retry = run_item(shared, item);
         let mut state = shared.state.lock();
         state.busy -= 1;
         if let Some(item) = retry {
@@ -214,11 +232,17 @@ fn next_item(shared: &Shared) -> Option<WorkItem> {
 
 /// Saves one image and reports it; a panic fails the image, never the daemon. Returns the item back if the
 /// save failed with a retryable error (it is then retried with backoff until it succeeds or is cancelled).
-fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<WorkItem> {
+fn run_item(shared: &Shared, mut item: WorkItem) -> Option<WorkItem> {
+    let table = &shared.table;
     if !table.begin(&item.job_id, item.index) {
         return None; // cancelled while queued
     }
-    let outcome = catch_unwind(AssertUnwindSafe(|| save_image(&item.task, dirs)));
+    let objects = shared.objects.as_deref();
+    let is_object = item.task.settings.object_root.is_some();
+    let outcome = catch_unwind(AssertUnwindSafe(|| match is_object {
+        true => save_object(&item.task, objects, &item.job_id, item.index),
+        false => save_image(&item.task, &shared.dirs),
+    }));
     if let Ok(Err(e)) = &outcome
         && e.is_retryable()
     {
@@ -238,6 +262,8 @@ fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<W
                 discarded: saved.discarded,
                 scores: saved.scores,
                 notes: saved.notes,
+                thumbnail: saved.thumbnail.as_deref().map(path_string),
+                url: saved.url,
             })
         }
         Ok(Err(e)) => {
@@ -246,6 +272,13 @@ fn run_item(table: &JobTable, dirs: &OutputDirs, mut item: WorkItem) -> Option<W
         }
         Err(_) => Err(ErrorReply::new(ErrorCode::Internal, "the worker panicked while saving this image")),
     };
+    if outcome.is_err()
+        && is_object
+        && let Some(store) = objects
+    {
+        // A final failure: no attempt will upload the staged bytes.
+        let _ = std::fs::remove_file(store.staging_path(&item.job_id, item.index));
+    }
     table.finish(&item.job_id, item.index, outcome).hand_back(table);
     None
 }

@@ -1,12 +1,15 @@
 //! Saving one image: read its rows from the segment (verifying the checksum on the way), convert to 8 bits,
 //! encode, and write the file atomically under a name nothing else holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::encode::{EncodeError, Format, Image8, Metadata, convert_row, encode, scores};
-use crate::jobs::ImageTask;
+use crate::encode::{
+    EncodeError, Format, Image8, Metadata, convert_row, encode, encode_thumbnail, scores, thumbnail_metadata,
+};
+use crate::jobs::{ImageTask, THUMBNAIL_DIR};
 use crate::output::{self, OutputDirs, OutputError, Written};
 use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
+use crate::s3::{ObjectStore, S3Error, Staged, Upload};
 use crate::shm::{Segment, SegmentState};
 
 /// Why an image could not be saved.
@@ -30,6 +33,9 @@ pub enum SaveError {
     /// The encoder failed.
     #[error("encoding failed: {0}")]
     Encode(#[from] EncodeError),
+    /// Storing the object (an `s3://` output root) failed.
+    #[error(transparent)]
+    Object(#[from] S3Error),
 }
 
 impl SaveError {
@@ -39,7 +45,7 @@ impl SaveError {
         matches!(
             self,
             Self::Output(OutputError::Dir { .. } | OutputError::Write { .. }) | Self::Encode(EncodeError::Io(_))
-        )
+        ) || matches!(self, Self::Object(e) if e.is_retryable())
     }
 
     /// The wire form of the error, for `status`.
@@ -49,7 +55,7 @@ impl SaveError {
             Self::Segment { .. } => ErrorCode::Lost,
             Self::Checksum { .. } => ErrorCode::ChecksumMismatch,
             Self::Output(OutputError::Refused { .. } | OutputError::Escapes { .. }) => ErrorCode::InvalidJob,
-            Self::Output(_) | Self::Encode(_) => ErrorCode::SaveFailed,
+            Self::Output(_) | Self::Encode(_) | Self::Object(_) => ErrorCode::SaveFailed,
         };
         ErrorReply::new(code, self.to_string())
     }
@@ -69,6 +75,10 @@ pub struct Saved {
     pub scores: Option<GateScores>,
     /// Things the user should know (metadata left out, ...).
     pub notes: Vec<String>,
+    /// The thumbnail, when the job asked for one and it was written.
+    pub thumbnail: Option<PathBuf>,
+    /// The object's URL, for an `s3://` output root (`written.path` is then `s3://bucket/key`).
+    pub url: Option<String>,
 }
 
 /// Reads, converts, judges, encodes and writes one image.
@@ -79,6 +89,104 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
     let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
     dirs.record(dir.path());
+    let (format, metadata, mut notes) = encoding_of(task);
+    let ext = task.image_format.extension();
+    let (written, encode_notes) =
+        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+    notes.extend(encode_notes);
+    let thumbnail = if job.thumbnails {
+        let sub_path = task.sub_path(!passed);
+        match write_thumbnail(task, dirs, &image, &sub_path, &written.path, metadata.as_ref()) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                // The image is saved; a missing preview is worth a note, not a failed or repeated save.
+                tracing::warn!("thumbnail of {} not written: {e}", written.path.display());
+                notes.push(format!("thumbnail not written: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Saved { written, discarded: !passed, scores, notes, thumbnail, url: None })
+}
+
+/// Saves one image of a job whose output root is `s3://bucket/prefix`: the encoded bytes are staged durably in
+/// the state directory first (or taken from the staging file an earlier attempt, or a daemon killed before the
+/// upload, left), then uploaded with a conditional create; the staging file goes once the upload succeeded.
+/// `upload_id` is the same for every attempt at this image, across restarts.
+pub fn save_object(
+    task: &ImageTask,
+    store: Option<&ObjectStore>,
+    job_id: &str,
+    index: usize,
+) -> Result<Saved, SaveError> {
+    let root = task.settings.object_root.as_ref().expect("save_object is only called for object roots");
+    let store = store.ok_or_else(|| {
+        S3Error::Config(format!(
+            "the job's output root {} is S3 object storage, but this daemon has no S3 configuration (set \
+             AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the config file's s3_* keys and \
+             restart it; the image is kept)",
+            root.path_of(&root.prefix)
+        ))
+    })?;
+    let staging = store.staging_path(job_id, index);
+    let staged = match Staged::load(&staging)? {
+        Some(staged) => staged,
+        None => {
+            let image = read_pixels(task, &open_segment(task)?)?;
+            let job = &task.settings.job;
+            let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
+            let sub_path = task.sub_path(!passed);
+            output::check_sub_path(&sub_path)?;
+            let (format, metadata, mut notes) = encoding_of(task);
+            if job.thumbnails {
+                notes.push("thumbnail not written: thumbnails are not made for s3:// output roots".to_owned());
+            }
+            let mut bytes = Vec::new();
+            notes.extend(encode(&image, format, metadata.as_ref(), &mut bytes)?);
+            let staged = Staged { sub_path, discarded: !passed, scores, notes, bytes };
+            staged.store(&staging)?;
+            staged
+        }
+    };
+    let ext = task.image_format.extension();
+    let upload_id = format!("{job_id}/{index}");
+    let upload = Upload {
+        sub_path: &staged.sub_path,
+        stem: &task.stem,
+        ext,
+        content_type: content_type(task.image_format),
+        bytes: &staged.bytes,
+        id: &upload_id,
+    };
+    let object = store.put_new(root, &upload)?;
+    if let Err(e) = std::fs::remove_file(&staging) {
+        tracing::warn!("could not remove the staging file {} after its upload: {e}", staging.display());
+    }
+    let written = Written { path: object.path.into(), bytes: staged.bytes.len() as u64 };
+    Ok(Saved {
+        written,
+        discarded: staged.discarded,
+        scores: staged.scores,
+        notes: staged.notes,
+        thumbnail: None,
+        url: Some(object.url),
+    })
+}
+
+fn content_type(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "image/png",
+        ImageFormat::Webp => "image/webp",
+        ImageFormat::Jpeg => "image/jpeg",
+    }
+}
+
+/// The encoder settings and the metadata of a task (and a note if its metadata could not be decoded).
+fn encoding_of(task: &ImageTask) -> (Format, Option<Metadata>, Vec<String>) {
+    let settings = &task.settings;
+    let job = &settings.job;
     let format = match task.image_format {
         ImageFormat::Png => Format::Png { compression: job.png_compression },
         ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
@@ -101,11 +209,31 @@ pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveErro
         save_timestamp: settings.save_timestamp.clone(),
         batch_index: task.batch_index,
     });
-    let ext = task.image_format.extension();
-    let (written, encode_notes) =
-        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
-    notes.extend(encode_notes);
-    Ok(Saved { written, discarded: !passed, scores, notes })
+    (format, metadata, notes)
+}
+
+/// Writes the thumbnail of the image saved at `image_path` (below `sub_path`) into `<sub_path>/_thumbnails/`
+/// as `<image file name>.webp`, with the same atomic, never-overwriting rules as the image.
+fn write_thumbnail(
+    task: &ImageTask,
+    dirs: &OutputDirs,
+    image: &Image8,
+    sub_path: &str,
+    image_path: &Path,
+    metadata: Option<&Metadata>,
+) -> Result<PathBuf, SaveError> {
+    crate::fault::hold("worker.before_thumbnail");
+    let settings = &task.settings;
+    let name = image_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let thumbs = if sub_path.is_empty() { THUMBNAIL_DIR.to_owned() } else { format!("{sub_path}/{THUMBNAIL_DIR}") };
+    let dir = output::resolve_dir(&settings.output_root, &thumbs)?;
+    dirs.record(dir.path());
+    let source = if sub_path.is_empty() { name.clone() } else { format!("{sub_path}/{name}") };
+    let meta = metadata.map(|m| thumbnail_metadata(m, &source));
+    let size = settings.job.thumbnail_size;
+    let (written, _) =
+        output::write_new_file_in(&dir, &name, "webp", |w| encode_thumbnail(image, size, meta.as_ref(), w))??;
+    Ok(written.path)
 }
 
 /// Applies the gate: the scores it computed and whether the image passes.

@@ -133,9 +133,12 @@ fn a_discarded_image_has_its_own_exit_status() {
     );
     assert_eq!(o.status.code(), Some(0));
     let help = stdout(&cli(&daemon, &["submit", "--help"]));
-    for line in
-        ["0  success", "1  `submit --wait` / `watch`: at least one image failed", "2  error", "3  `submit --wait`"]
-    {
+    for line in [
+        "0  success",
+        "1  `submit --wait` / `watch` / `wait`: at least one image failed",
+        "2  error",
+        "3  `submit --wait`",
+    ] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
 }

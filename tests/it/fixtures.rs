@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 19] = [
+const FIXTURES: [&str; 24] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -35,6 +35,11 @@ const FIXTURES: [&str; 19] = [
     "cancel_request",
     "cancelled",
     "status_retrying",
+    "submit_batch",
+    "batch_status_request",
+    "batch_status_reply",
+    "submit_thumbnails",
+    "status_thumbnail",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -516,4 +521,34 @@ fn the_fixtures_cover_every_message_field() {
     }
     let uncovered: Vec<&String> = in_types.difference(&in_files).collect();
     assert!(uncovered.is_empty(), "message fields no fixture sets: {uncovered:?}");
+}
+
+#[test]
+fn a_submit_joining_a_batch_group_and_the_batch_status_exchange() {
+    let Request::Submit(job) = request("submit_batch") else { panic!("not a submit") };
+    assert_eq!(job.batch.as_deref(), Some("night-run_2025.11.27"));
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!(minimal.batch, None, "absent: no batch");
+    let Request::BatchStatus(q) = request("batch_status_request") else { panic!("not a batch_status request") };
+    assert_eq!(q.batch, "night-run_2025.11.27");
+    let Response::BatchStatus(b) = response("batch_status_reply") else { panic!("not a batch_status reply") };
+    assert_eq!(b.batch, "night-run_2025.11.27");
+    assert_eq!(b.jobs, [JOB_ID, "0a1b2c3d4e5f"]);
+    assert_eq!((b.images, b.queued, b.encoding, b.retrying), (5, 1, 0, 0));
+    assert_eq!((b.written, b.discarded, b.failed, b.bytes), (3, 1, 0, 7_340_032));
+    assert_eq!((b.first_accepted_ms, b.last_final_ms), (1_764_201_600_000, Some(1_764_201_641_500)));
+    assert!(!b.finished);
+}
+
+#[test]
+fn a_submit_asking_for_thumbnails_and_a_status_naming_one() {
+    let Request::Submit(job) = request("submit_thumbnails") else { panic!("not a submit") };
+    assert_eq!((job.thumbnails, job.thumbnail_size), (true, 128));
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!((minimal.thumbnails, minimal.thumbnail_size), (false, 256), "the defaults");
+    let Response::Status(s) = response("status_thumbnail") else { panic!("not a status reply") };
+    let thumbnail = format!("{OUTPUT_DIR}/ORIG/_thumbnails/luna_ORIG.png.webp");
+    assert_eq!(s.images[0].thumbnail.as_deref(), Some(thumbnail.as_str()));
+    let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
+    assert!(old.images.iter().all(|i| i.thumbnail.is_none()), "absent: none");
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, each module against real daemon processes in temp dirs.
 
+mod batch;
 mod cli;
 mod constants;
 mod crash;
@@ -11,6 +12,9 @@ mod props;
 mod races;
 mod readers;
 mod roundtrip;
+// Starts s3s-fs, a Linux binary here; the Windows build compiles the S3 code, its tests run on Linux.
+#[cfg(unix)]
+mod s3;
 mod semantics;
 mod support;
 mod vectors;

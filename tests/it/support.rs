@@ -130,6 +130,11 @@ impl TestDaemon {
         self.spawn(&[], &[]);
     }
 
+    /// Starts the daemon again in the same directories, with extra `serve` flags and environment variables.
+    pub fn restart_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        self.spawn(extra, env);
+    }
+
     /// The daemon's resident memory in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();

@@ -1,0 +1,204 @@
+//! Issue 16: batch groups (a name shared by many jobs, reported together, surviving a restart), thumbnails and
+//! ZIP archives, end to end against real daemon processes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use luna_daemon::client::{Client, ImageRef, JobOptions, Pixels};
+use luna_daemon::protocol::{ErrorCode, QualityGate};
+
+use crate::support::{TestDaemon, daemon_exe, files_below};
+
+/// A distinct image per (job, index), noisy enough to pass a variance gate.
+fn noisy(job: usize, index: usize) -> Vec<u8> {
+    (0..32 * 24 * 3).map(|i| ((i * 7919 + job * 31 + index * 13) % 251) as u8).collect()
+}
+
+fn submit_to(client: &mut Client, options: &JobOptions, pixels: &[Vec<u8>]) -> String {
+    let images: Vec<ImageRef<'_>> =
+        pixels.iter().map(|p| ImageRef { width: 32, height: 24, channels: 3, pixels: Pixels::U8(p) }).collect();
+    client.submit(options, &images).unwrap().job_id
+}
+
+fn batch_options(output: &Path, batch: &str, job: usize) -> JobOptions {
+    let mut options = JobOptions::new(output);
+    options.filename = format!("job{job}");
+    options.batch = Some(batch.to_owned());
+    options
+}
+
+fn cli(daemon: &TestDaemon, args: &[&str]) -> Output {
+    Command::new(daemon_exe()).env("LUNA_DAEMON_SOCKET", &daemon.socket).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Pass: two jobs (one with an image the gate discards) in one batch and a job outside it; the summary counts
+/// exactly the batch's images, bytes equal the files' sizes, and the time span is ordered.
+#[test]
+fn a_batch_groups_jobs_and_its_summary_counts_written_discarded_bytes_and_time() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let first = submit_to(&mut client, &batch_options(&daemon.output, "night", 0), &[noisy(0, 0), noisy(0, 1)]);
+    let mut gated = batch_options(&daemon.output, "night", 1);
+    gated.quality_gate = QualityGate::Variance;
+    gated.min_quality_threshold = 0.05;
+    let flat = vec![128u8; 32 * 24 * 3];
+    let second = submit_to(&mut client, &gated, &[noisy(1, 0), flat]);
+    let mut outside = JobOptions::new(&daemon.output);
+    outside.filename = "outside".to_owned();
+    submit_to(&mut client, &outside, &[noisy(2, 0)]);
+
+    let summary = client.wait_batch("night", None, |_| {}).unwrap();
+    assert_eq!(summary.jobs, [first.clone(), second.clone()]);
+    assert_eq!((summary.images, summary.written, summary.discarded, summary.failed), (4, 3, 1, 0));
+    assert_eq!((summary.queued, summary.encoding, summary.retrying), (0, 0, 0));
+    assert!(summary.finished);
+    let mut bytes = 0;
+    for job in [&first, &second] {
+        bytes += client.status(job).unwrap().images.iter().map(|i| i.bytes.unwrap()).sum::<u64>();
+    }
+    assert_eq!(summary.bytes, bytes);
+    assert!(summary.last_final_ms.unwrap() >= summary.first_accepted_ms);
+
+    let e = client.batch_status("day").unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownJob));
+    assert!(e.to_string().contains(r#"no batch named "day""#), "{e}");
+}
+
+/// Pass: hostile batch names are refused at submit with `invalid_job` naming the problem, and nothing is
+/// accepted (the segment stays the client's: the next submit reuses it).
+#[test]
+fn hostile_batch_names_are_refused_with_a_clear_error() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let pixels = [noisy(0, 0)];
+    let images: Vec<ImageRef<'_>> =
+        pixels.iter().map(|p| ImageRef { width: 32, height: 24, channels: 3, pixels: Pixels::U8(p) }).collect();
+    for (name, want) in [
+        ("../../etc", "contains '/'"),
+        ("-rf", "must start with a letter or a digit"),
+        ("a/b", "contains '/'"),
+        ("CON", "reserved device name"),
+        ("", "batch name is empty"),
+    ] {
+        let e = client.submit(&batch_options(&daemon.output, name, 0), &images).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidJob), "{name:?}: {e}");
+        assert!(e.to_string().contains(want), "{name:?}: {e}");
+    }
+    assert!(files_below(&daemon.output).is_empty());
+    let o = cli(&daemon, &["submit", "--synthetic", "1", "--size", "8x8", "--output-dir", "/tmp/x", "--batch", "a b"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("batch name \"a b\" contains ' '"), "{}", text(&o));
+}
+
+/// Pass: a batch whose daemon is SIGKILLed with images in flight reports, after the restart, every image of
+/// both jobs exactly once, and the same summary after a second (clean) restart, which reads the compacted
+/// journal's batch record instead of the jobs' records.
+#[test]
+fn a_batch_survives_a_sigkill_and_two_restarts() {
+    let mut daemon = TestDaemon::start_with(&["--min-workers", "1", "--max-workers", "1"]);
+    daemon.hooks().hold_after("worker.before_save", 2);
+    let mut client = daemon.client();
+    let a = submit_to(&mut client, &batch_options(&daemon.output, "farm", 0), &[noisy(0, 0), noisy(0, 1), noisy(0, 2)]);
+    let b = submit_to(&mut client, &batch_options(&daemon.output, "farm", 1), &[noisy(1, 0), noisy(1, 1)]);
+    daemon.hooks().wait_reached("worker.before_save", 3);
+    let before = client.batch_status("farm").unwrap();
+    assert_eq!((before.images, before.written), (5, 2));
+    daemon.kill();
+    daemon.hooks().release("worker.before_save");
+    daemon.restart();
+    let mut client = daemon.client();
+    let after = client.wait_batch("farm", None, |_| {}).unwrap();
+    assert_eq!(after.jobs, [a, b]);
+    assert_eq!((after.images, after.written, after.failed), (5, 5, 0), "{after:?}");
+    assert_eq!(after.first_accepted_ms, before.first_accepted_ms);
+    client.stop().unwrap();
+    daemon.wait_exit();
+    daemon.restart();
+    let again = daemon.client().batch_status("farm").unwrap();
+    assert_eq!(again, after, "the compacted journal keeps the batch");
+}
+
+/// Pass: `submit --batch` twice, then `wait --batch` exits 0 with the summary; `status --batch` of an unknown
+/// batch exits 2 naming it; `watch --batch` ends with the summary.
+#[test]
+fn the_cli_submits_waits_and_watches_a_batch() {
+    let daemon = TestDaemon::start();
+    let out = daemon.output.to_str().unwrap();
+    for _ in 0..2 {
+        let o = cli(&daemon, &["submit", "--synthetic", "2", "--size", "16x16", "--output-dir", out, "--batch", "b1"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = cli(&daemon, &["wait", "--batch", "b1", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("batch b1 (finished): 4 images in 2 jobs"), "{}", text(&o));
+    assert!(text(&o).contains("4 written, 0 discarded, 0 failed"), "{}", text(&o));
+    let o = cli(&daemon, &["watch", "--batch", "b1", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((json["images"].as_u64(), json["finished"].as_bool()), (Some(4), Some(true)));
+    let o = cli(&daemon, &["status", "--batch", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains(r#"no batch named "nope""#), "{}", text(&o));
+}
+
+fn wide(seed: usize) -> Vec<u8> {
+    (0..300 * 200 * 3).map(|i| ((i * 7919 + seed * 31) % 251) as u8).collect()
+}
+
+/// Pass: with thumbnails on, each written (and discarded) image gets `_thumbnails/<file name>.webp` beside it,
+/// at most `thumbnail_size` on its longest side with the aspect kept, its path in the status, carrying a
+/// reference to the image but not the workflow the image itself carries; off, nothing is written.
+#[test]
+fn thumbnails_are_written_beside_each_image_and_named_in_the_status() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let mut options = JobOptions::new(&daemon.output);
+    options.filename = "shot".to_owned();
+    options.affix = "ORIG".to_owned();
+    options.thumbnails = true;
+    options.thumbnail_size = 64;
+    options.quality_gate = QualityGate::Variance;
+    options.min_quality_threshold = 0.05;
+    options.metadata = Some(luna_daemon::protocol::JobMetadata {
+        prompt: Some("{\"3\": {\"class_type\": \"KSampler\"}}".to_owned()),
+        extra_pnginfo: vec![("workflow".to_owned(), "{\"nodes\": [\"secret-workflow\"]}".to_owned())],
+        ..Default::default()
+    });
+    let flat = vec![9u8; 300 * 200 * 3];
+    let pixels = [wide(1), flat];
+    let images: Vec<ImageRef<'_>> =
+        pixels.iter().map(|p| ImageRef { width: 300, height: 200, channels: 3, pixels: Pixels::U8(p) }).collect();
+    let job = client.submit(&options, &images).unwrap().job_id;
+    let status = client.wait(&job, |_| {}).unwrap();
+    let out = daemon.output.display().to_string();
+    let want = [
+        format!("{out}/ORIG/_thumbnails/shot_ORIG_0.png.webp"),
+        format!("{out}/_discarded/ORIG/_thumbnails/shot_ORIG_1.png.webp"),
+    ];
+    for (image, want) in status.images.iter().zip(&want) {
+        assert_eq!(image.thumbnail.as_deref(), Some(want.as_str()), "{image:?}");
+        let bytes = std::fs::read(want).unwrap();
+        let decoded = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (64, 43));
+        let text = String::from_utf8_lossy(&bytes);
+        let name = image.path.as_deref().unwrap().rsplit('/').next().unwrap().to_owned();
+        assert!(text.contains(&format!("/{name}")) && text.contains("source:"), "a reference to {name}");
+        assert!(!text.contains("secret-workflow") && !text.contains("KSampler"), "no workflow, no prompt");
+        let full = std::fs::read(image.path.as_deref().unwrap()).unwrap();
+        assert!(String::from_utf8_lossy(&full).contains("secret-workflow"), "the image keeps its workflow");
+    }
+    // Off (the default): no thumbnail, no folder.
+    let plain = submit_to(&mut client, &JobOptions::new(daemon.output.join("plain")), &[noisy(0, 0)]);
+    let status = client.wait(&plain, |_| {}).unwrap();
+    assert_eq!(status.images[0].thumbnail, None);
+    assert!(!files_below(&daemon.output.join("plain")).iter().any(|f| f.contains("_thumbnails")));
+    // A size out of range is refused before anything is accepted.
+    options.thumbnail_size = 8;
+    let e = client.submit(&options, &images).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidJob));
+    assert!(e.to_string().contains("thumbnail_size 8 is outside 16..=1024"), "{e}");
+}
