@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import client as daemon
@@ -94,15 +95,61 @@ def final_output(event: dict) -> dict:
     return {"images": [image["file"] for image in event["images"] if image["file"]], UI_KEY: [event]}
 
 
+class RecentEvents:
+    """The newest event of the last :data:`RECENT_JOBS` jobs, for :data:`JOB_ROUTE`: a page that reloads, or
+    gets a cached node output naming a job it has not heard of, asks for the job's state there."""
+
+    def __init__(self, size: int = 256):
+        self._size = size
+        self._lock = threading.Lock()
+        self._events: OrderedDict[str, dict] = OrderedDict()
+
+    def put(self, event: dict) -> None:
+        with self._lock:
+            self._events.pop(event["job_id"], None)
+            self._events[event["job_id"]] = event
+            while len(self._events) > self._size:
+                self._events.popitem(last=False)
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            return self._events.get(job_id)
+
+
+RECENT_JOBS = 256
+RECENT = RecentEvents(RECENT_JOBS)
+# GET: the newest event of a job this ComfyUI followed (404 if none: not submitted here, or ComfyUI restarted).
+JOB_ROUTE = "/luna_multi_saver/jobs/{job_id}"
+
+
+def register_routes(server=None) -> bool:
+    """Adds :data:`JOB_ROUTE` to ComfyUI's server (at pack load, before the server starts); False without it."""
+    server = server or _server()
+    if server is None or not hasattr(server, "routes"):
+        return False
+    from aiohttp import web
+
+    @server.routes.get(JOB_ROUTE)
+    async def job_event(request):
+        event = RECENT.get(request.match_info["job_id"])
+        if event is None:
+            return web.json_response({"error": "this ComfyUI follows no such job"}, status=404)
+        return web.json_response(event)
+
+    return True
+
+
 class ComfySink:
     """Sends the watcher's events to ComfyUI's frontend and history."""
 
-    def __init__(self, server=_server, log=print):
+    def __init__(self, server=_server, log=print, recent: RecentEvents = RECENT):
         self._server = server
         self._log = log
+        self._recent = recent
         self._shown: set[str] = set()
 
     def progress(self, job: WatchedJob, event: dict) -> None:
+        self._recent.put(event)
         if event["state"] in ("unknown", "unfollowed"):
             self._log(f"{LOG_PREFIX} Job {job.job_id}: {event['message']}")
         server = self._server()
@@ -168,5 +215,7 @@ def follow(
         affixes=list(affixes),
         images=images,
     )
+    pending = pending_event(job)
+    RECENT.put(pending)
     watcher().watch(job)
-    return pending_event(job)
+    return pending

@@ -428,3 +428,16 @@ def test_a_job_the_daemon_forgot_across_a_restart_ends_unknown(daemon, comfy_dir
 def test_the_js_extension_listens_for_the_event_the_python_side_sends():
     js = (Path(ui_bridge.__file__).parent / "web" / "luna_multi_saver.js").read_text()
     assert f'"{ui_bridge.EVENT}"' in js and f'"{ui_bridge.UI_KEY}"' in js
+
+
+def test_the_server_keeps_the_newest_event_of_the_last_jobs_for_a_page_that_asks():
+    recent = ui_bridge.RecentEvents(size=2)
+    sink = ui_bridge.ComfySink(lambda: None, log=lambda _: None, recent=recent)
+    a, b, c = job("a"), job("b"), job("c")
+    sink.progress(a, summarize(a, RUNNING))
+    sink.progress(a, summarize(a, WRITTEN))
+    sink.progress(b, summarize(b, RUNNING))
+    assert recent.get("a")["state"] == "written" and recent.get("b")["state"] == "pending"
+    sink.progress(c, summarize(c, RUNNING))
+    assert recent.get("a") is None, "only the last two jobs are kept"
+    assert ui_bridge.register_routes(server=object()) is False, "no ComfyUI server: no route"

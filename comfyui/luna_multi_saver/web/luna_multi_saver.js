@@ -83,6 +83,36 @@ function notify(event) {
   toast?.add(options);
 }
 
+// The node's own "executed" (the temp previews) came after the job had finished: show the saved files again,
+// once every listener has seen the current message.
+function showFiles(event) {
+  if (!event.images?.some((i) => i.file)) return;
+  if (nodeForExecutionId(event.display_node || event.node)?.lunaJobId !== event.job_id) return; // a newer job shows
+  const files = { images: event.images.filter((i) => i.file).map((i) => i.file), [UI_KEY]: [event] };
+  const detail = { node: event.node, display_node: event.display_node, output: files, prompt_id: event.prompt_id };
+  setTimeout(() => api.dispatchCustomEvent("executed", detail), 0);
+}
+
+// The server's newest event of a job (ui_bridge.JOB_ROUTE); a 404 means ComfyUI no longer follows it.
+async function askServer(sent) {
+  let event;
+  try {
+    const reply = await api.fetchApi(`/luna_multi_saver/jobs/${encodeURIComponent(sent.job_id)}`);
+    if (reply.status === 404) {
+      const message = "ComfyUI no longer follows this job (it restarted); its files may be in the output folder";
+      event = { ...sent, state: "unknown", finished: true, message };
+    } else if (reply.ok) {
+      event = await reply.json();
+    } else return;
+  } catch {
+    return;
+  }
+  const before = jobs.get(sent.job_id);
+  onJobEvent(event);
+  const now = jobs.get(sent.job_id);
+  if (now.finished && !before?.finished) showFiles(now);
+}
+
 // -- the badge on the node ----------------------------------------------------------------------------------------
 
 export function badgeText(event) {
@@ -300,17 +330,15 @@ app.registerExtension({
         this.lunaJob = this.lunaJobId = undefined; // a local save: no badge
         return result;
       }
+      const known = jobs.has(sent.job_id);
       const event = remember(sent);
       this.lunaJobId = event.job_id;
       this.lunaJob = event;
       renderPanel();
       notify(event);
-      // The node's own "executed" (the temp previews) arrived after the job had already finished: show the
-      // saved files again, once every listener has seen this message.
-      if (event.finished && !sent.finished && event.images?.some((i) => i.file)) {
-        const files = { images: event.images.filter((i) => i.file).map((i) => i.file), [UI_KEY]: [event] };
-        const detail = { node: event.node, display_node: event.display_node, output: files, prompt_id: event.prompt_id };
-        setTimeout(() => api.dispatchCustomEvent("executed", detail), 0);
+      if (!sent.finished) {
+        if (event.finished) showFiles(event); // the job had finished before the node's own message arrived
+        else if (!known) askServer(sent); // a page reload, or a cached output naming a job this page never saw
       }
       this.setDirtyCanvas?.(true, true);
       return result;

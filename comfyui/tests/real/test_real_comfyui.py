@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
 
 import comfyui_server as cs
@@ -537,6 +538,10 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert failed["row"]["state"] == "failed" and failed["row"]["images"][0]["state"] == "failed"
     assert relative(server.output / "ui_failed") == []
     assert f"Job {failed['job']['job_id']}: ORIG #0 failed:" in server.logs()
+    # A page that reloads asks the server for a job's state (the extension does when it sees an unknown job).
+    assert server.get(f"/luna_multi_saver/jobs/{written['job']['job_id']}") == written["job"]
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        server.get("/luna_multi_saver/jobs/000000000000")
     wait_jobs(server, daemon_up)
 
 
