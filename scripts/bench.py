@@ -111,6 +111,8 @@ def run_all(quick: bool, work: Path) -> dict:
     run([sys.executable, str(ROOT / "scripts/bench_pil.py"), *pil_args])
     node_args = ["--json", str(work / "node.json"), "--runs", "10" if quick else "30"]
     run([sys.executable, str(ROOT / "scripts/bench_node.py"), *node_args])
+    s3_args = ["--daemon-bin", str(ROOT / "target/release/luna-daemon"), "--json", str(work / "s3.json")]
+    run([sys.executable, str(ROOT / "scripts/bench_s3.py"), *s3_args, *(["--rounds", "3"] if quick else [])])
     after = cpu_times()
     delta = [a - b for a, b in zip(after, before, strict=True)]
     total = sum(delta) or 1
@@ -124,6 +126,7 @@ def run_all(quick: bool, work: Path) -> dict:
         "rust": json.loads((work / "rust.json").read_text()),
         "pil": json.loads((work / "pil.json").read_text()),
         "node": json.loads((work / "node.json").read_text()),
+        "s3": json.loads((work / "s3.json").read_text()),
     }
 
 

@@ -1219,6 +1219,12 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
             w("")
         w(template("e2e").safe_substitute())
         w("")
+    s3 = results.get("s3")
+    if s3:
+        w(S3_SECTION_TITLE)
+        w("")
+        w(s3_section(s3))
+        w("")
     if history and len(history) > 1:
         w("## Run-to-run variation")
         w("")
@@ -1392,4 +1398,30 @@ def corpus_section(results: dict) -> str:
         summary=summary,
         full=full,
         per_image=per_image,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# S3-compatible object storage (scripts/bench_s3.py)
+
+S3_SECTION_TITLE = "## Object storage: uploads per second (S3)"
+
+
+def s3_section(s3: dict) -> str:
+    """Uploads per second to a local s3s-fs against files per second to a local directory, same daemon and run."""
+    w, h = s3["size"]
+    return "\n".join(
+        [
+            f"One job of {s3['images']} PNG images of {w}x{h} (level 4, mean object {s3['mean_object_bytes'] / 1024:.1f} "
+            f"KiB) per round, {s3['rounds']} rounds, timed from the submit to `finished`, to a local directory and "
+            "to `s3://` on a local `s3s-fs` (scripts/bench_s3.py; the server shares the machine's cores). Each "
+            "upload is a staged write (fsync) plus a signed conditional `PUT`.",
+            "",
+            table(
+                ["target", "images/s (median)"],
+                [["files (local directory)", f(s3["files_per_s"], 1)], ["objects (s3s-fs)", f(s3["uploads_per_s"], 1)]],
+            ),
+            "",
+            f"Uploads/s over files/s: **{f(s3['ratio'])}x**.",
+        ]
     )

@@ -76,7 +76,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     };
     let pool = Pool::start_with_objects(config.pool, Arc::clone(&table), Arc::clone(&dirs), objects.clone());
     let mut pending_uploads = std::collections::HashSet::new();
-    for job in jobs::recover(&table, &config.spool_dir, unfinished) {
+    let staged = |job_id: &str, index: usize| objects.as_ref().is_some_and(|s| s.staging_path(job_id, index).is_file());
+    for job in jobs::recover(&table, &config.spool_dir, unfinished, &staged) {
         pending_uploads.extend(job.tasks.iter().map(|(index, _)| (job.job_id.clone(), *index)));
         let id: Arc<str> = Arc::from(job.job_id.as_str());
         let items = job.tasks.into_iter().map(|(index, task)| WorkItem {

@@ -241,6 +241,17 @@ class LunaMultiSaver:
                     "INT",
                     {"default": 256, "min": 16, "max": 1024, **_tip("Largest side of the thumbnails, in pixels")},
                 ),
+                "output_root": (
+                    "STRING",
+                    {
+                        "default": "",
+                        **_tip(
+                            "Daemon mode: s3://bucket/prefix saves to S3-compatible object storage (endpoint and "
+                            "credentials are the daemon's). Empty = ComfyUI's output folder, which a local save "
+                            "always uses."
+                        ),
+                    },
+                ),
             }
         )
         return {
@@ -332,11 +343,17 @@ class LunaMultiSaver:
             thumbnails=bool(v["thumbnails"]),
             thumbnail_size=int(v["thumbnail_size"]),
         )
+        root = object_root(v["output_root"])
         if v["daemon_save"]:
             values = JobMetadata.wire_values(*metadata_inputs) if embed else None
-            result = self._via_daemon(options, slots, autostart.enabled(v["autostart_daemon"]), values, text_metadata)
+            job = dataclasses.replace(options, output_dir=root) if root else options
+            result = self._via_daemon(
+                job, slots, autostart.enabled(v["autostart_daemon"]), values, text_metadata, local=options
+            )
             if result is not None:
                 return result
+        if root:
+            print(f"{LOG_PREFIX} {root} needs the daemon (daemon_save on); saving locally to {options.output_dir}")
         options = dataclasses.replace(options, metadata=text_metadata())
         saved = local_save.save_local(options, slots, parallel=v["save_mode"] != "sequential")
         self.last_saved = saved
@@ -357,9 +374,11 @@ class LunaMultiSaver:
         autostart_daemon: bool = False,
         values: dict | None = None,
         text_metadata=None,
+        local: local_save.SaveOptions | None = None,
     ) -> dict | None:
         """Submits the execution as one job; with ``autostart_daemon``, starts a daemon first if none answers.
-        Returns the UI result, or None after printing why the caller must save locally."""
+        Returns the UI result, or None after printing why the caller must save locally (with ``local``, the
+        options of that local save when they differ from the job's, as for an object-storage root)."""
         job = daemon_job_options(options)
         wire_slots = [daemon.SlotImages(s.images, format=s.format, affix=s.affix, subdir=s.subdir) for s in slots]
         meta = values if options.embed_metadata else None
@@ -405,7 +424,7 @@ class LunaMultiSaver:
             if e.name != "invalid_job":
                 print(fallback_message(str(e)))
                 return None
-            return self._refused(e, options, slots)
+            return self._refused(e, local or options, slots)
         except Exception as e:  # noqa: BLE001 - any failure to hand over means a local save, never a loss
             reason = str(e) if isinstance(e, daemon.ClientError) else f"{type(e).__name__}: {e}"
             print(fallback_message(reason))
@@ -433,6 +452,19 @@ class LunaMultiSaver:
         except ValueError as local:
             raise JobRefused(refused_message(e.message)) from local
         print(f"{LOG_PREFIX} {refused_message(e.message)}; saving locally instead (the local save accepts it)")
+
+
+def object_root(value: str | None) -> str | None:
+    """The ``output_root`` input: None for ComfyUI's output folder, else an ``s3://bucket/prefix`` root (the
+    daemon checks the bucket name and prefix). Anything else is refused: a local save has one place to go."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not value.startswith("s3://") or len(value) <= len("s3://"):
+        raise ValueError(
+            f"output_root {value!r} is not an s3://bucket/prefix URL (leave it empty for ComfyUI's output folder)"
+        )
+    return value
 
 
 class JobRefused(ValueError):

@@ -44,6 +44,8 @@ OPTIONAL = (
     + [("autostart_daemon", "BOOLEAN", True)]
     # Issue 16: batch groups.
     + [("batch_name", "STRING", ""), ("thumbnails", "BOOLEAN", False), ("thumbnail_size", "INT", 256)]
+    # Issue 16: S3-compatible object storage as the daemon's output root.
+    + [("output_root", "STRING", "")]
 )
 
 

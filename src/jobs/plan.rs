@@ -85,7 +85,11 @@ pub fn plan_job(job: &SubmitJob, spool_dir: &Path) -> Result<JobPlan, PlanError>
 /// daemon-owned; an image whose segment is gone (a reboot cleared tmpfs) is reported `lost`, never silently
 /// dropped. Returns one result per image, in order.
 /// Also returns every segment the job uses (including one holding only its metadata).
-pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
+///
+/// `staged[index]` says that the image's encoded bytes wait in a staging file for their upload to an `s3://`
+/// root: such an image is recovered whatever became of its segment (a reboot cleared it, or it was handed
+/// back), since its worker uploads the staged bytes and never reads the pixels.
+pub fn recover_job(job: &SubmitJob, spool_dir: &Path, staged: &[bool]) -> Recovered {
     let mut planner = Planner::new(spool_dir, true);
     let count: usize = job.slots.iter().map(|s| s.images.len()).sum();
     let lost = |e: PlanError| {
@@ -97,8 +101,18 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
         };
         ErrorReply::new(code, message)
     };
-    let (settings, base) = match planner.settings(job) {
-        Ok(s) => s,
+    let is_staged = |index: usize| staged.get(index).copied().unwrap_or(false);
+    let (settings, base, settings_error) = match planner.settings(job) {
+        Ok((settings, base)) => (settings, base, None),
+        // The metadata blob's segment is gone: staged images carry their metadata already.
+        Err(e) if (0..count).any(is_staged) => {
+            let reply = lost(e);
+            let bare = SubmitJob { metadata_blob: None, metadata: None, ..job.clone() };
+            match planner.settings(&bare) {
+                Ok((settings, base)) => (settings, base, Some(reply)),
+                Err(_) => return ((0..count).map(|_| Err(reply.clone())).collect(), planner.segment_refs()),
+            }
+        }
         Err(e) => {
             let reply = lost(e);
             return ((0..count).map(|_| Err(reply.clone())).collect(), planner.segment_refs());
@@ -108,9 +122,14 @@ pub fn recover_job(job: &SubmitJob, spool_dir: &Path) -> Recovered {
     for (slot_index, slot) in job.slots.iter().enumerate() {
         for batch_index in 0..slot.images.len() {
             let index = results.len();
-            results.push(
-                planner.image(&settings, &base, slot_index, slot, batch_index, index).map(Arc::new).map_err(lost),
-            );
+            let result = match (&settings_error, is_staged(index)) {
+                (Some(e), false) => Err(e.clone()),
+                (_, staged) => {
+                    planner.staged_image = staged;
+                    planner.image(&settings, &base, slot_index, slot, batch_index, index).map(Arc::new).map_err(lost)
+                }
+            };
+            results.push(result);
         }
     }
     (results, planner.segment_refs())
@@ -123,12 +142,14 @@ pub type Recovered = (Vec<Result<Arc<ImageTask>, ErrorReply>>, Vec<SegmentRef>);
 struct Planner {
     spool_dir: Arc<Path>,
     recovering: bool,
+    /// The image being recovered has staged bytes: its segment is not needed.
+    staged_image: bool,
     segments: HashMap<String, Segment>,
 }
 
 impl Planner {
     fn new(spool_dir: &Path, recovering: bool) -> Self {
-        Self { spool_dir: Arc::from(spool_dir), recovering, segments: HashMap::new() }
+        Self { spool_dir: Arc::from(spool_dir), recovering, staged_image: false, segments: HashMap::new() }
     }
 
     fn segment_refs(&self) -> Vec<SegmentRef> {
@@ -193,9 +214,16 @@ impl Planner {
         self.check_affix(slot_index, slot)?;
         let desc = &slot.images[batch_index];
         let what = format!("image {index}");
-        let segment_len = self.segment(&desc.segment, &what)?.len();
         let layout = layout_of(desc);
-        layout.validate(segment_len).map_err(|e| layout_error(e, &what))?;
+        let staged = self.staged_image;
+        match self.segment(&desc.segment, &what) {
+            Ok(segment) => {
+                let segment_len = segment.len();
+                layout.validate(segment_len).map_err(|e| layout_error(e, &what))?;
+            }
+            Err(_) if staged => {}
+            Err(e) => return Err(e),
+        }
         let mut stem = base.to_owned();
         if !slot.affix.is_empty() {
             stem = format!("{stem}_{}", slot.affix);

@@ -23,7 +23,15 @@ pub struct RecoveredJob {
 }
 
 /// Records every unfinished job in `table`, hands back segments nothing needs any more, and returns the work.
-pub fn recover(table: &JobTable, spool_dir: &Path, unfinished: Vec<Unfinished>) -> Vec<RecoveredJob> {
+///
+/// `staged(job_id, index)` says that an image's encoded bytes wait for their upload in a staging file (an `s3://`
+/// root): such an image is recovered even if its segment is gone or was handed back.
+pub fn recover(
+    table: &JobTable,
+    spool_dir: &Path,
+    unfinished: Vec<Unfinished>,
+    staged: &dyn Fn(&str, usize) -> bool,
+) -> Vec<RecoveredJob> {
     if unfinished.is_empty() {
         return Vec::new();
     }
@@ -31,8 +39,13 @@ pub fn recover(table: &JobTable, spool_dir: &Path, unfinished: Vec<Unfinished>) 
     let mut work = Vec::with_capacity(unfinished.len());
     let jobs = unfinished.len();
     for job in unfinished {
-        let (mut tasks, segments) = recover_job(&job.job, spool_dir);
+        let count: usize = job.job.slots.iter().map(|s| s.images.len()).sum();
+        let staged_images: Vec<bool> = (0..count).map(|i| staged(&job.job_id, i)).collect();
+        let (mut tasks, segments) = recover_job(&job.job, spool_dir, &staged_images);
         for (index, task) in tasks.iter_mut().enumerate() {
+            if staged_images[index] {
+                continue; // its bytes are staged: what became of the segment does not matter
+            }
             // Not journaled as done, yet its segment was handed back (an older daemon's crash window): the
             // pixels may be another job's by now, so the image is lost rather than saved wrong.
             if let Ok(t) = task

@@ -234,11 +234,15 @@ fn next_item(shared: &Shared) -> Option<WorkItem> {
 /// save failed with a retryable error (it is then retried with backoff until it succeeds or is cancelled).
 fn run_item(shared: &Shared, mut item: WorkItem) -> Option<WorkItem> {
     let table = &shared.table;
-    if !table.begin(&item.job_id, item.index) {
-        return None; // cancelled while queued
-    }
     let objects = shared.objects.as_deref();
     let is_object = item.task.settings.object_root.is_some();
+    if !table.begin(&item.job_id, item.index) {
+        // Cancelled while queued or waiting for a retry: no attempt will upload what an earlier one staged.
+        if is_object && let Some(store) = objects {
+            let _ = std::fs::remove_file(store.staging_path(&item.job_id, item.index));
+        }
+        return None;
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| match is_object {
         true => save_object(&item.task, objects, &item.job_id, item.index),
         false => save_image(&item.task, &shared.dirs),

@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 24] = [
+const FIXTURES: [&str; 26] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -40,6 +40,8 @@ const FIXTURES: [&str; 24] = [
     "batch_status_reply",
     "submit_thumbnails",
     "status_thumbnail",
+    "submit_s3",
+    "status_s3",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -551,4 +553,15 @@ fn a_submit_asking_for_thumbnails_and_a_status_naming_one() {
     assert_eq!(s.images[0].thumbnail.as_deref(), Some(thumbnail.as_str()));
     let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
     assert!(old.images.iter().all(|i| i.thumbnail.is_none()), "absent: none");
+}
+
+#[test]
+fn a_submit_to_object_storage_and_a_status_naming_the_object() {
+    let Request::Submit(job) = request("submit_s3") else { panic!("not a submit") };
+    assert_eq!(job.output_dir, "s3://renders/farm1");
+    let Response::Status(s) = response("status_s3") else { panic!("not a status reply") };
+    assert_eq!(s.images[0].path.as_deref(), Some("s3://renders/farm1/luna_00001.png"));
+    assert_eq!(s.images[0].url.as_deref(), Some("http://127.0.0.1:9000/renders/farm1/luna_00001.png"));
+    let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
+    assert!(old.images.iter().all(|i| i.url.is_none()), "absent: none");
 }

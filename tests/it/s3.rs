@@ -152,6 +152,23 @@ fn submit(client: &mut Client, root: &str, job: usize, count: usize, options: im
     client.submit(&o, &images).unwrap().job_id
 }
 
+/// `%XX` sequences decoded (the URL in status is percent-encoded).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 /// Every image written, each object decoding to the pixels it came from; returns the keys, in image order.
 fn check_written(server: &S3Server, status: &JobStatus, job: usize) -> Vec<String> {
     let prefix = format!("s3://{BUCKET}/");
@@ -163,7 +180,7 @@ fn check_written(server: &S3Server, status: &JobStatus, job: usize) -> Vec<Strin
             let path = image.path.as_deref().unwrap();
             let key = path.strip_prefix(&prefix).unwrap_or_else(|| panic!("{path} is not in s3://{BUCKET}/"));
             let url = image.url.as_deref().unwrap();
-            assert_eq!(url, format!("{}/{BUCKET}/{key}", server.endpoint()), "status reports the object URL");
+            assert_eq!(percent_decode(url), format!("{}/{BUCKET}/{key}", server.endpoint()), "the object URL");
             let (_, _, _, data) = decode_png(&server.data().join(BUCKET).join(key));
             assert_eq!(data, pixels(job, image.index as usize), "{key}");
             assert_eq!(image.bytes, Some(std::fs::metadata(server.data().join(BUCKET).join(key)).unwrap().len()));
@@ -172,8 +189,14 @@ fn check_written(server: &S3Server, status: &JobStatus, job: usize) -> Vec<Strin
         .collect()
 }
 
-fn staged(daemon: &TestDaemon) -> Vec<String> {
+/// Everything in the staging directory.
+fn leftovers(daemon: &TestDaemon) -> Vec<String> {
     file_names(&daemon.state.join("uploads"))
+}
+
+/// Complete staging files (not a `.tmp` one still being written).
+fn staged(daemon: &TestDaemon) -> Vec<String> {
+    file_names(&daemon.state.join("uploads")).into_iter().filter(|n| !n.ends_with(".tmp")).collect()
 }
 
 /// Pass: images land as objects under the prefix with the file rules (templates, affix folder, batch index);
@@ -214,7 +237,12 @@ fn uploads_never_overwrite_and_take_the_counter_suffix_like_files() {
     assert_eq!(webp.images[0].path.as_deref(), Some("s3://renders/luna.webp"));
     let bytes = std::fs::read(server.data().join(BUCKET).join("luna.webp")).unwrap();
     assert_eq!(&bytes[8..12], b"WEBP");
-    assert!(staged(&daemon).is_empty(), "nothing staged once uploaded: {:?}", staged(&daemon));
+    // Keys that need percent-encoding in the signed URL: a space, `+`, `%`, `&`, `=` and non-ASCII text.
+    let odd = "shot 1+1=2 %20 & été";
+    let job = submit(&mut client, &format!("s3://{BUCKET}/odd names"), 3, 1, |o| o.filename = odd.to_owned());
+    let status = client.wait(&job, |_| {}).unwrap();
+    assert_eq!(check_written(&server, &status, 3), [format!("odd names/{odd}.png")]);
+    assert!(leftovers(&daemon).is_empty(), "nothing staged once uploaded: {:?}", leftovers(&daemon));
 }
 
 /// Pass: with the server killed mid-batch, the images not yet stored are `retrying` with the endpoint's error
@@ -253,7 +281,7 @@ fn the_server_stopped_and_restarted_mid_batch_loses_and_duplicates_nothing() {
         sorted.sort();
         sorted
     });
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
 
 /// Pass: the daemon is SIGKILLed right after the server stored an object (before the daemon journaled it)
@@ -280,7 +308,7 @@ fn a_daemon_killed_with_uploads_pending_uploads_everything_after_restart_once() 
     assert_eq!(server.keys(BUCKET).len(), 6);
     assert_eq!(server.upload_id(BUCKET, "crash/luna_2.png"), Some(format!("{job}/2")));
     assert!(daemon.log().contains("object already stored by an earlier attempt of this upload"));
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
 
 /// Pass: with the server down, the daemon stages every image, is killed, and after both come back every
@@ -300,7 +328,7 @@ fn uploads_staged_while_the_server_was_down_survive_a_daemon_crash() {
     let status = daemon.client().wait(&job, |_| {}).unwrap();
     assert_eq!(check_written(&server, &status, 4).len(), 4);
     assert_eq!(server.keys(BUCKET), ["down_0.png", "down_1.png", "down_2.png", "down_3.png"]);
-    assert!(staged(&daemon).is_empty(), "{:?}", staged(&daemon));
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
 }
 
 /// Pass: refused credentials and a missing bucket are each a clear error in status (`retrying`, the image
@@ -358,4 +386,51 @@ fn s3_roots_are_refused_at_submit_when_not_configured_or_invalid() {
     assert!(err.contains("is not a valid bucket name"), "{err}");
     let err = refused(&mut client, "s3://renders/../x");
     assert!(err.contains("the key prefix is refused"), "{err}");
+}
+
+/// Pass: uploads staged while the server was down survive a reboot that cleared shared memory (the segments
+/// and the job's metadata blob are gone): after the restart every image is uploaded from its staged bytes,
+/// metadata included, none reported `lost`.
+#[test]
+fn staged_uploads_survive_a_reboot_that_cleared_shared_memory() {
+    let mut server = S3Server::start();
+    let mut daemon = start_daemon(&server, SECRET_KEY, &[]);
+    server.stop();
+    let mut client = daemon.client();
+    // Over the inline limit, so the metadata travels in the segment as a blob.
+    let prompt = format!("{{\"x\": \"{}\"}}", "a".repeat(20_000));
+    let job = submit(&mut client, &format!("s3://{BUCKET}/reboot"), 7, 3, |o| {
+        o.metadata = Some(luna_daemon::protocol::JobMetadata { prompt: Some(prompt.clone()), ..Default::default() });
+    });
+    wait_until("all three are staged", || staged(&daemon).len() == 3);
+    daemon.kill();
+    drop(client);
+    for name in file_names(&daemon.spool) {
+        std::fs::remove_file(daemon.spool.join(name)).unwrap(); // as a reboot clears tmpfs
+    }
+    server.restart();
+    restart_daemon(&mut daemon, &server, SECRET_KEY, &[]);
+    let status = daemon.client().wait(&job, |_| {}).unwrap();
+    assert_eq!(check_written(&server, &status, 7), ["reboot/luna_0.png", "reboot/luna_1.png", "reboot/luna_2.png"]);
+    let bytes = std::fs::read(server.data().join(BUCKET).join("reboot/luna_1.png")).unwrap();
+    let needle = format!("prompt\0{prompt}");
+    assert!(bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "the staged bytes carry the metadata");
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+}
+
+/// Pass: cancelling an upload that keeps failing ends it as `cancelled`, hands its segment back and removes its
+/// staged bytes (when its retry comes due).
+#[test]
+fn a_cancelled_upload_leaves_no_staged_bytes() {
+    let server = S3Server::start();
+    let daemon = start_daemon(&server, "not-the-secret", &[]);
+    let mut client = daemon.client();
+    let job = submit(&mut client, &format!("s3://{BUCKET}"), 8, 1, |_| {});
+    wait_until("the image is retrying", || client.status(&job).unwrap().images[0].state == ImageState::Retrying);
+    assert_eq!(staged(&daemon).len(), 1);
+    assert_eq!(client.cancel(&job).unwrap(), 1);
+    let status = client.wait(&job, |_| {}).unwrap();
+    assert_eq!(status.images[0].error.as_ref().unwrap().code, ErrorCode::Cancelled);
+    wait_until("the staged bytes are gone", || leftovers(&daemon).is_empty());
+    assert!(server.keys(BUCKET).is_empty());
 }
