@@ -161,6 +161,9 @@ pub struct JobOptions {
     pub thumbnails: bool,
     /// The thumbnails' largest side, 16..=1024 pixels.
     pub thumbnail_size: u32,
+    /// Add every written image of the batch to `<batch>.zip` in the output root (needs `batch`; every job of
+    /// the batch must agree).
+    pub zip: bool,
 }
 
 impl JobOptions {
@@ -194,6 +197,7 @@ impl JobOptions {
             batch: None,
             thumbnails: false,
             thumbnail_size: 256,
+            zip: false,
         }
     }
 }
@@ -388,6 +392,7 @@ impl Client {
             batch: options.batch.clone(),
             thumbnails: options.thumbnails,
             thumbnail_size: options.thumbnail_size,
+            zip: options.zip,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));
@@ -436,7 +441,8 @@ impl Client {
         }
     }
 
-    /// Polls a batch group until every image submitted to it so far is final, calling `progress` on each poll;
+    /// Polls a batch group until every image submitted to it so far is final (and, for an archived batch, in
+    /// its archive), calling `progress` on each poll;
     /// gives up after `timeout` (returning the last summary, not finished). A job that joins the batch while
     /// this waits is waited for too.
     pub fn wait_batch(
@@ -450,7 +456,9 @@ impl Client {
         loop {
             let status = self.batch_status(batch)?;
             progress(&status);
-            if status.finished || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if (status.finished && status.archive_pending == 0)
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+            {
                 return Ok(status);
             }
             std::thread::sleep(delay);

@@ -124,6 +124,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     for handle in background {
         let _ = handle.join();
     }
+    crate::workers::archiver::drain(&table, &dirs);
     table.sync_journal();
     if cfg!(unix) {
         let _ = std::fs::remove_file(&config.socket);
@@ -198,7 +199,13 @@ fn spawn_background(
             .name("luna-janitor".into())
             .spawn(move || janitor::run(spool, table, dirs, grace, interval, || ctx.stopping()))
     };
-    [flusher, janitor]
+    let archiver = {
+        let (ctx, table, dirs) = (Arc::clone(ctx), Arc::clone(table), Arc::clone(dirs));
+        std::thread::Builder::new()
+            .name("luna-archiver".into())
+            .spawn(move || crate::workers::archiver::run(&table, &dirs, || ctx.stopping()))
+    };
+    [flusher, janitor, archiver]
         .into_iter()
         .filter_map(|h| h.map_err(|e| tracing::error!("could not start a background thread: {e}")).ok())
         .collect()

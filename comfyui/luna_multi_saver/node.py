@@ -252,6 +252,17 @@ class LunaMultiSaver:
                         ),
                     },
                 ),
+                "zip_archive": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "label_on": "ZIP",
+                        "label_off": "No ZIP",
+                        **_tip(
+                            "Daemon mode, with a batch_name: also add every image to <batch_name>.zip in the output."
+                        ),
+                    },
+                ),
             }
         )
         return {
@@ -319,6 +330,8 @@ class LunaMultiSaver:
             return {"ui": {"images": []}}
 
         embed = bool(v["embed_workflow"]) and not _metadata_disabled()
+        if v["zip_archive"] and not (v["batch_name"] or "").strip():
+            print(f"{LOG_PREFIX} zip_archive needs a batch_name (the archive is <batch_name>.zip): no archive")
         metadata_inputs = (v.get("prompt"), v.get("extra_pnginfo"), v.get("metadata"), v["custom_metadata"])
 
         def text_metadata() -> JobMetadata:
@@ -342,6 +355,7 @@ class LunaMultiSaver:
             batch=(v["batch_name"] or "").strip() or None,
             thumbnails=bool(v["thumbnails"]),
             thumbnail_size=int(v["thumbnail_size"]),
+            zip=bool(v["zip_archive"]) and bool((v["batch_name"] or "").strip()),
         )
         root = object_root(v["output_root"])
         if v["daemon_save"]:

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,24 @@ def test_the_node_asks_for_thumbnails_and_the_status_names_them(daemon, comfy_di
     assert thumb == comfy_dirs.output / "ORIG" / "_thumbnails" / "img_ORIG.png.webp"
     with Image.open(thumb) as t:
         assert (t.format, t.size) == ("WEBP", (33, 50))  # noise(1, 300, 200) is 300 high
+
+
+def test_executions_of_a_zip_batch_land_in_one_archive_once(daemon, comfy_dirs, capsys):
+    runs = [run_node(True, image_1=noise(n, 16, 16, seed=n), batch_name="zipped", zip_archive=True)[0] for n in (1, 2)]
+    with daemon.client("test-waiter") as c:
+        for saver in runs:
+            c.wait(saver.last_job.job_id)
+        summary = c.batch_status("zipped")
+        while summary["archive_pending"]:  # polled, as the client's own wait does
+            time.sleep(0.01)
+            summary = c.batch_status("zipped")
+    archive = comfy_dirs.output / "zipped.zip"
+    assert (summary["archive"], summary["archived"]) == (str(archive), 3)
+    with zipfile.ZipFile(archive) as z:
+        assert z.testzip() is None
+        assert sorted(z.namelist()) == [f for f in files_under(comfy_dirs.output) if f.endswith(".png")]
+    run_node(True, image_1=noise(1, 16, 16), zip_archive=True)
+    assert "zip_archive needs a batch_name" in capsys.readouterr().out
 
 
 def test_a_date_template_with_colons_is_saved_by_the_daemon_with_underscores(daemon, comfy_dirs, capsys):

@@ -46,6 +46,7 @@ OPTIONAL = (
     + [("batch_name", "STRING", ""), ("thumbnails", "BOOLEAN", False), ("thumbnail_size", "INT", 256)]
     # Issue 16: S3-compatible object storage as the daemon's output root.
     + [("output_root", "STRING", "")]
+    + [("zip_archive", "BOOLEAN", False)]
 )
 
 

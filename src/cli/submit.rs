@@ -76,6 +76,10 @@ pub struct SubmitArgs {
     /// Largest side of the thumbnails in pixels (16..1024).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=1024), requires = "thumbnails")]
     thumbnail_size: u32,
+    /// Also add every written image of the batch to `<batch>.zip` in the output directory (every job of the
+    /// batch must pass it).
+    #[arg(long, requires = "batch")]
+    zip: bool,
     /// Print the final status as JSON (with --wait).
     #[arg(long, requires = "wait")]
     json: bool,
@@ -205,6 +209,7 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
     o.batch = args.batch.clone();
     o.thumbnails = args.thumbnails;
     o.thumbnail_size = args.thumbnail_size;
+    o.zip = args.zip;
     let mut metadata = JobMetadata::default();
     if let Some(path) = &args.prompt_json {
         metadata.prompt = Some(read_json(path)?);

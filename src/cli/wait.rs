@@ -72,7 +72,8 @@ pub fn watch_batch(client: &mut Client, batch: &str) -> anyhow::Result<BatchStat
     let status = client.wait_batch(batch, None, |s| {
         bar.set_length(s.images);
         bar.set_position(s.written + s.discarded + s.failed);
-        bar.set_message(format!("{} failed, {} retrying, {}", s.failed, s.retrying, human_bytes(s.bytes)));
+        let zip = if s.zip { format!(", {} archived", s.archived) } else { String::new() };
+        bar.set_message(format!("{} failed, {} retrying, {}{zip}", s.failed, s.retrying, human_bytes(s.bytes)));
     })?;
     bar.finish_and_clear();
     Ok(status)
@@ -81,7 +82,7 @@ pub fn watch_batch(client: &mut Client, batch: &str) -> anyhow::Result<BatchStat
 /// The exit status for a batch ([`super::EXIT_STATUS_HELP`]): 4 if it is not finished, 1 if any image failed,
 /// 3 if any was discarded, else 0.
 pub fn batch_exit_code(status: &BatchStatus) -> ExitCode {
-    if !status.finished {
+    if !status.finished || status.archive_pending > 0 {
         ExitCode::from(super::EXIT_UNFINISHED)
     } else if status.failed > 0 {
         ExitCode::from(super::EXIT_IMAGE_FAILED)
@@ -105,6 +106,13 @@ pub fn print_batch(status: &BatchStatus, json: bool) -> anyhow::Result<()> {
         status.written, status.discarded, status.failed, status.queued, status.encoding, status.retrying
     );
     println!("  {} ({} bytes)", human_bytes(status.bytes), status.bytes);
+    if status.zip {
+        let archive = status.archive.as_deref().unwrap_or("(not created yet)");
+        println!("  archive {archive}: {} images in it, {} to add", status.archived, status.archive_pending);
+        if let Some(e) = &status.archive_error {
+            println!("  archive update failing: {e}");
+        }
+    }
     let first = format_ms(status.first_accepted_ms);
     match status.last_final_ms {
         Some(last) => {

@@ -17,7 +17,7 @@ use crate::workers::{Pool, WorkItem};
 pub const S3_FEATURE: &str = "s3_output";
 
 /// What this build of protocol version 1 implements, announced in `welcome` (see docs/PROTOCOL.md).
-pub const FEATURES: [&str; 12] = [
+pub const FEATURES: [&str; 13] = [
     "png",
     "webp",
     "jpeg",
@@ -30,6 +30,7 @@ pub const FEATURES: [&str; 12] = [
     "submit_id",
     "batches",
     "thumbnails",
+    "zip",
 ];
 
 /// Admission limits.

@@ -71,11 +71,37 @@ pub struct BatchRecord {
     /// When the last image became final (ms since the Unix epoch).
     #[serde(default)]
     pub last_final_ms: Option<i64>,
+    /// Every written image of the batch also goes into a ZIP archive (set by the batch's first job).
+    #[serde(default)]
+    pub zip: bool,
+    /// The archive's directory: the output root of the batch's first job.
+    #[serde(default)]
+    pub zip_dir: String,
+    /// The archive's file name in `zip_dir`, once it exists.
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// Written images (final paths) not yet confirmed in the archive.
+    #[serde(default)]
+    pub archive_pending: Vec<String>,
+    /// Images confirmed in the archive.
+    #[serde(default)]
+    pub archived: u64,
 }
 
 impl BatchRecord {
-    fn new(name: &str, now_ms: i64) -> Self {
-        Self { name: name.to_owned(), first_accepted_ms: now_ms, ..Self::default() }
+    fn new(name: &str, now_ms: i64, zip_dir: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            first_accepted_ms: now_ms,
+            zip: zip_dir.is_some(),
+            zip_dir: zip_dir.unwrap_or_default().to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The archive comment that marks the batch's own archive: its name and first job id.
+    pub fn archive_token(&self) -> String {
+        format!("luna-daemon batch {} {}", self.name, self.jobs.first().map_or("", String::as_str))
     }
 
     /// Images not final yet.
@@ -98,6 +124,12 @@ impl BatchRecord {
             _ => return,
         }
         self.bytes += status.bytes.unwrap_or(0);
+        if self.zip
+            && status.state == ImageState::Written
+            && let Some(path) = &status.path
+        {
+            self.archive_pending.push(path.clone());
+        }
         self.last_final_ms = Some(self.last_final_ms.map_or(now_ms, |t| t.max(now_ms)));
     }
 }
@@ -132,20 +164,55 @@ impl Batches {
         self.batches.insert(record.name.clone(), record);
     }
 
-    /// Whether `batch` can take one more job.
-    pub fn check_room(&self, batch: &str) -> Result<(), String> {
-        match self.batches.get(batch) {
-            Some(b) if b.jobs.len() >= MAX_BATCH_JOBS => {
-                Err(format!("batch {batch:?} already has {MAX_BATCH_JOBS} jobs; start a new batch name"))
-            }
+    /// Whether `batch` can take one more job, archived into `zip_dir` (`None`: not archived). A batch is
+    /// archived or not as its first job said, into that job's output root; a job that disagrees is refused.
+    pub fn check_join(&self, batch: &str, zip_dir: Option<&str>) -> Result<(), String> {
+        let Some(b) = self.batches.get(batch) else { return Ok(()) };
+        if b.jobs.len() >= MAX_BATCH_JOBS {
+            return Err(format!("batch {batch:?} already has {MAX_BATCH_JOBS} jobs; start a new batch name"));
+        }
+        match (b.zip, zip_dir) {
+            (true, None) => Err(format!(
+                "batch {batch:?} is archived (its first job asked for zip); send zip with every job of it, or use \
+                 another batch name"
+            )),
+            (false, Some(_)) => Err(format!(
+                "batch {batch:?} was started without zip; a later job cannot turn the archive on (use a new batch \
+                 name)"
+            )),
+            (true, Some(dir)) if dir != b.zip_dir => Err(format!(
+                "batch {batch:?} is archived into {:?}; this job's output_dir {dir:?} differs (one archive per \
+                 batch)",
+                b.zip_dir
+            )),
             _ => Ok(()),
         }
     }
 
-    /// A job of `images` images joined `batch` (idempotent per job id).
-    pub fn add_job(&mut self, batch: &str, job_id: &str, images: u64, now_ms: i64) {
+    /// A job of `images` images joined `batch` (idempotent per job id); `zip_dir` is its output root if it asked
+    /// for an archive (it decides for a new batch).
+    pub fn add_job(&mut self, batch: &str, job_id: &str, images: u64, now_ms: i64, zip_dir: Option<&str>) {
         self.job_batch.insert(job_id.to_owned(), batch.to_owned());
-        self.batches.entry(batch.to_owned()).or_insert_with(|| BatchRecord::new(batch, now_ms)).add_job(job_id, images);
+        self.batches
+            .entry(batch.to_owned())
+            .or_insert_with(|| BatchRecord::new(batch, now_ms, zip_dir))
+            .add_job(job_id, images);
+    }
+
+    /// `paths` (taken from `archive_pending`) are in the archive `archive` now.
+    pub fn archived(&mut self, batch: &str, archive: &str, paths: &[String]) {
+        if let Some(b) = self.batches.get_mut(batch) {
+            let done: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+            let before = b.archive_pending.len();
+            b.archive_pending.retain(|p| !done.contains(p.as_str()));
+            b.archived += (before - b.archive_pending.len()) as u64;
+            b.archive = Some(archive.to_owned());
+        }
+    }
+
+    /// A batch with images waiting for the archive, other than those in `skip`.
+    pub fn archive_work(&self, skip: &std::collections::HashSet<String>) -> Option<&BatchRecord> {
+        self.batches.values().find(|b| !b.archive_pending.is_empty() && !skip.contains(&b.name))
     }
 
     /// An image of `job_id` became final (nothing happens for a job in no batch).
@@ -170,11 +237,15 @@ impl Batches {
     /// Forgets finished batches whose last image became final more than `retention_ms` ago, and the oldest
     /// finished ones beyond [`MAX_BATCHES`]. A batch with pending images is never forgotten.
     pub fn expire(&mut self, now_ms: i64, retention_ms: i64) {
-        let old = |b: &BatchRecord| b.pending() == 0 && b.last_final_ms.is_some_and(|t| now_ms - t > retention_ms);
+        let old = |b: &BatchRecord| {
+            b.pending() == 0
+                && b.archive_pending.is_empty()
+                && b.last_final_ms.is_some_and(|t| now_ms - t > retention_ms)
+        };
         let mut gone: Vec<String> = self.batches.values().filter(|b| old(b)).map(|b| b.name.clone()).collect();
         if self.batches.len() - gone.len() > MAX_BATCHES {
             let mut finished: Vec<&BatchRecord> =
-                self.batches.values().filter(|b| b.pending() == 0 && !old(b)).collect();
+                self.batches.values().filter(|b| b.pending() == 0 && b.archive_pending.is_empty() && !old(b)).collect();
             finished.sort_by_key(|b| b.last_final_ms);
             let excess = self.batches.len() - gone.len() - MAX_BATCHES;
             gone.extend(finished.into_iter().take(excess).map(|b| b.name.clone()));
@@ -242,9 +313,9 @@ mod tests {
     #[test]
     fn counts_add_up_and_a_snapshot_record_replaces_them() {
         let mut b = Batches::default();
-        b.add_job("night", "j1", 3, 1000);
-        b.add_job("night", "j1", 3, 1001); // the same job again (replay) changes nothing
-        b.add_job("night", "j2", 1, 1002);
+        b.add_job("night", "j1", 3, 1000, None);
+        b.add_job("night", "j1", 3, 1001, None); // the same job again (replay) changes nothing
+        b.add_job("night", "j2", 1, 1002, None);
         b.add_final("j1", &status(ImageState::Written, 10), 2000);
         b.add_final("j1", &status(ImageState::Discarded, 5), 2100);
         b.add_final("j2", &status(ImageState::Failed, 0), 1500);
@@ -262,9 +333,9 @@ mod tests {
     #[test]
     fn only_finished_batches_expire() {
         let mut b = Batches::default();
-        b.add_job("done", "j1", 1, 0);
+        b.add_job("done", "j1", 1, 0, None);
         b.add_final("j1", &status(ImageState::Written, 1), 10);
-        b.add_job("open", "j2", 1, 0);
+        b.add_job("open", "j2", 1, 0, None);
         b.expire(10 + 500, 1000);
         assert!(b.get("done").is_some());
         b.expire(10 + 1001, 1000);

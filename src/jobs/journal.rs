@@ -79,6 +79,15 @@ pub enum Record {
         /// The segment's name.
         segment: String,
     },
+    /// Written images of a batch are in its archive now (appended after the archive's rename).
+    Archived {
+        /// The batch.
+        batch: String,
+        /// The archive's file name in the batch's `zip_dir`.
+        archive: String,
+        /// The images' final paths.
+        paths: Vec<String>,
+    },
     /// A batch group's counts as of this point (compaction writes one per live batch, after the records of the
     /// unfinished jobs it already counts): replay replaces what earlier records added.
     Batch {
@@ -431,7 +440,7 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
             Record::Released { job_id } => {
                 jobs.remove(&job_id);
             }
-            Record::Batch { .. } => {}
+            Record::Batch { .. } | Record::Archived { .. } => {}
         }
     }
     order.into_iter().filter_map(|id| jobs.remove(&id)).filter(|job| !job.is_complete()).collect()
@@ -447,13 +456,15 @@ fn replay_batches(records: &[Record]) -> Vec<super::batch::BatchRecord> {
                 if let Some(batch) = &job.batch {
                     let n: usize = job.slots.iter().map(|s| s.images.len()).sum();
                     let at = at_ms.or(job.timestamp_ms).unwrap_or(0);
-                    batches.add_job(batch, job_id, n as u64, at);
+                    let zip_dir = job.zip.then_some(job.output_dir.as_str());
+                    batches.add_job(batch, job_id, n as u64, at, zip_dir);
                 }
             }
             Record::Done { job_id, status, at_ms } => {
                 batches.add_final(job_id, status, at_ms.unwrap_or_else(super::batch::now_ms))
             }
             Record::Batch { batch } => batches.replace(batch.clone()),
+            Record::Archived { batch, archive, paths } => batches.archived(batch, archive, paths),
             Record::SegmentReleased { .. } | Record::Released { .. } => {}
         }
     }

@@ -17,7 +17,7 @@ pub use journal::Journal;
 pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job};
 pub use recover::{RecoveredJob, recover};
 pub use release::Release;
-pub use table::{ClientKey, Counters, InsertError, JobTable, SavedImage};
+pub use table::{ArchiveWork, ClientKey, Counters, InsertError, JobTable, SavedImage};
 pub use task::{DISCARD_DIR, ImageTask, JobSettings, MetadataSource, SegmentRef, THUMBNAIL_DIR};
 
 /// A fresh job id: 12 lowercase hex digits, random, so ids from different daemon runs do not collide.

@@ -316,6 +316,11 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     }
     if let Some(batch) = &job.batch {
         super::validate_batch_name(batch).map_err(invalid_job)?;
+    } else if job.zip {
+        return Err(invalid_job("zip needs a batch name: the archive is <batch>.zip"));
+    }
+    if job.zip && job.output_dir.starts_with(crate::s3::S3_SCHEME) {
+        return Err(invalid_job("zip archives are files: they need a directory output root, not an s3:// object root"));
     }
     match ObjectRoot::parse(&job.output_dir) {
         Some(root) => drop(root.map_err(invalid_job)?),

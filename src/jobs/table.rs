@@ -118,6 +118,23 @@ struct Inner {
     skipped_records: u64,
     /// Batch groups (journaled with their jobs' records).
     batches: Batches,
+    /// Why a batch's last archive update failed, while it fails (not journaled).
+    archive_errors: HashMap<String, String>,
+}
+
+/// A batch's images to add to its archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveWork {
+    /// The batch.
+    pub batch: String,
+    /// The archive's directory (the batch's output root).
+    pub dir: String,
+    /// The archive comment marking the batch's own archive.
+    pub token: String,
+    /// The archive's file name, if it exists.
+    pub archive: Option<String>,
+    /// Final paths of the written images to add.
+    pub paths: Vec<String>,
 }
 
 /// The table of jobs, shared by connection handlers and workers.
@@ -125,6 +142,7 @@ struct Inner {
 pub struct JobTable {
     inner: Mutex<Inner>,
     room: Condvar,
+    archive_ready: Condvar,
     retention: Duration,
     journal: Option<Mutex<Journal>>,
     /// One compaction at a time.
@@ -142,6 +160,7 @@ impl JobTable {
         Self {
             inner: Mutex::new(Inner { batches, ..Inner::default() }),
             room: Condvar::new(),
+            archive_ready: Condvar::new(),
             retention,
             journal: journal.map(Mutex::new),
             compacting: Mutex::new(()),
@@ -198,15 +217,16 @@ impl JobTable {
         if let Some(e) = &inner.journal_error {
             return Err(InsertError::JournalUnavailable(e.clone()));
         }
+        let zip_dir = job.zip.then_some(job.output_dir.as_str());
         if let Some(name) = &job.batch {
-            inner.batches.check_room(name).map_err(InsertError::BatchFull)?;
+            inner.batches.check_join(name, zip_dir).map_err(InsertError::BatchFull)?;
         }
         if !self.journal_locked(&mut inner, &record) {
             let e = inner.journal_error.clone().unwrap_or_default();
             return Err(InsertError::JournalUnavailable(e));
         }
         if let Some(name) = &job.batch {
-            inner.batches.add_job(name, job_id, plan.tasks.len() as u64, now);
+            inner.batches.add_job(name, job_id, plan.tasks.len() as u64, now, zip_dir);
         }
         let job = plan.tasks.first().map_or_else(|| Arc::new(job.clone()), |t| Arc::clone(&t.settings.job));
         insert_locked(&mut inner, self.retention, job_id, client, job, state);
@@ -248,7 +268,8 @@ impl JobTable {
         if let Some(name) = &job.batch {
             // The replay counted the job and its images final before the crash; the lost ones are new finals.
             let now = batch::now_ms();
-            inner.batches.add_job(name, job_id, state.images().len() as u64, now);
+            let zip_dir = job.zip.then_some(job.output_dir.as_str());
+            inner.batches.add_job(name, job_id, state.images().len() as u64, now, zip_dir);
             for status in &lost {
                 inner.batches.add_final(job_id, status, now);
             }
@@ -312,6 +333,9 @@ impl JobTable {
             // segment the client may already be reusing.
             let now = batch::now_ms();
             inner.batches.add_final(job_id, &status, now);
+            if status.state == ImageState::Written {
+                self.archive_ready.notify_all();
+            }
             self.journal_locked(&mut inner, &Record::Done { job_id: job_id.to_owned(), status, at_ms: Some(now) });
             self.collect_due(&mut inner, job_id)
         };
@@ -401,7 +425,48 @@ impl JobTable {
             first_accepted_ms: record.first_accepted_ms,
             last_final_ms: record.last_final_ms,
             finished: record.pending() == 0,
+            zip: record.zip,
+            archive: record
+                .archive
+                .as_ref()
+                .map(|a| std::path::Path::new(&record.zip_dir).join(a).to_string_lossy().into_owned()),
+            archived: record.archived,
+            archive_pending: record.archive_pending.len() as u64,
+            archive_error: inner.archive_errors.get(name).cloned(),
         })
+    }
+
+    /// A batch with written images waiting for its archive (not one in `skip`): what to archive.
+    pub fn archive_work(&self, skip: &HashSet<String>) -> Option<ArchiveWork> {
+        let inner = self.inner.lock();
+        let b = inner.batches.archive_work(skip)?;
+        Some(ArchiveWork {
+            batch: b.name.clone(),
+            dir: b.zip_dir.clone(),
+            token: b.archive_token(),
+            archive: b.archive.clone(),
+            paths: b.archive_pending.clone(),
+        })
+    }
+
+    /// Waits up to `timeout` for an image to be written for an archived batch.
+    pub fn wait_archive_work(&self, timeout: Duration) {
+        let mut inner = self.inner.lock();
+        let _ = self.archive_ready.wait_for(&mut inner, timeout);
+    }
+
+    /// Journals that `paths` of `batch` are in its archive `archive` (renamed into place) and records it.
+    pub fn archived(&self, batch: &str, archive: &str, paths: Vec<String>) {
+        let mut inner = self.inner.lock();
+        inner.archive_errors.remove(batch);
+        inner.batches.archived(batch, archive, &paths);
+        let record = Record::Archived { batch: batch.to_owned(), archive: archive.to_owned(), paths };
+        self.journal_locked(&mut inner, &record);
+    }
+
+    /// Records why the last archive update of `batch` failed (shown in `batch_status` until one succeeds).
+    pub fn archive_failed(&self, batch: &str, error: String) {
+        self.inner.lock().archive_errors.insert(batch.to_owned(), error);
     }
 
     /// Daemon-wide counters.

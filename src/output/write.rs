@@ -144,6 +144,45 @@ where
     Err(OutputError::NamesExhausted(first))
 }
 
+/// A temp file in an output directory (named, locked and cleaned up like every temp file of ours) that the
+/// caller fills and then puts under a name of its choice: [`PendingFile::persist_new`] never replaces a file,
+/// [`PendingFile::persist_replace`] replaces one the caller owns (an archive it rewrites). Dropped unpersisted,
+/// it is removed.
+pub struct PendingFile<'a> {
+    temp: sys::Temp<'a>,
+    dir: &'a OutputDir,
+}
+
+impl<'a> PendingFile<'a> {
+    /// Creates the temp file in `dir`.
+    pub fn create(dir: &'a OutputDir) -> io::Result<Self> {
+        Ok(Self { temp: sys::Temp::create(dir)?, dir })
+    }
+
+    /// The open file, to write (and seek) through.
+    pub fn file(&self) -> &std::fs::File {
+        self.temp.file()
+    }
+
+    /// Renames the file to `name` unless that name exists, then syncs the directory. `Ok(Err(self))`: the name
+    /// is taken, the file is handed back; `Err`: another failure (the temp file is removed).
+    pub fn persist_new(self, name: &str) -> io::Result<Result<(), Self>> {
+        let dir = self.dir;
+        match self.temp.persist_noclobber(name) {
+            Ok(()) => sys::sync_dir(dir).map(Ok),
+            Err((temp, e)) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Err(Self { temp, dir })),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// Renames the file to `name`, atomically replacing what is there, then syncs the directory.
+    pub fn persist_replace(self, name: &str) -> io::Result<()> {
+        let dir = self.dir;
+        self.temp.persist_replace(name)?;
+        sys::sync_dir(dir)
+    }
+}
+
 fn is_name_too_long(e: &io::Error) -> bool {
     #[cfg(unix)]
     {
@@ -201,6 +240,12 @@ mod sys {
 
         pub(super) fn file(&self) -> &File {
             &self.file
+        }
+
+        pub(super) fn persist_replace(mut self, name: &str) -> io::Result<()> {
+            nix::fcntl::renameat(self.dir.fd(), self.name.as_str(), self.dir.fd(), name)?;
+            self.armed = false;
+            Ok(())
         }
 
         pub(super) fn persist_noclobber(mut self, name: &str) -> Result<(), (Self, io::Error)> {
@@ -263,6 +308,10 @@ mod sys {
 
         pub(super) fn file(&self) -> &File {
             self.1.as_file()
+        }
+
+        pub(super) fn persist_replace(self, name: &str) -> io::Result<()> {
+            self.1.persist(self.0.path().join(name)).map(|_| ()).map_err(|e| e.error)
         }
 
         pub(super) fn persist_noclobber(self, name: &str) -> Result<(), (Self, io::Error)> {

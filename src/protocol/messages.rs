@@ -289,6 +289,10 @@ pub struct SubmitJob {
     /// The thumbnails' largest side in pixels, 16..=1024 (aspect kept, never enlarged).
     #[serde(default = "default_thumbnail_size")]
     pub thumbnail_size: u32,
+    /// Also add every image written for the job's batch to `<batch>.zip` in the output root (feature `zip`):
+    /// needs `batch`, and every job of a batch must agree (its first job decides).
+    #[serde(default)]
+    pub zip: bool,
 }
 
 impl SubmitJob {
@@ -317,6 +321,7 @@ impl SubmitJob {
             batch: None,
             thumbnails: false,
             thumbnail_size: default_thumbnail_size(),
+            zip: false,
         }
     }
 }
@@ -390,6 +395,21 @@ pub struct BatchStatus {
     pub last_final_ms: Option<i64>,
     /// Every image submitted so far is final (a later job may still join the batch).
     pub finished: bool,
+    /// The batch is archived (its jobs asked for `zip`).
+    #[serde(default)]
+    pub zip: bool,
+    /// The archive's absolute path, once it exists.
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// Images in the archive.
+    #[serde(default)]
+    pub archived: u64,
+    /// Written images not in the archive yet.
+    #[serde(default)]
+    pub archive_pending: u64,
+    /// Why the last archive update failed (it is retried), while it does.
+    #[serde(default)]
+    pub archive_error: Option<String>,
 }
 
 /// A daemon reply. Exactly one reply answers each request.

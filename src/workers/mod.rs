@@ -3,6 +3,7 @@
 //! `min_workers` and `max_workers` threads: up when the backlog exceeds the idle workers, down after
 //! `idle_timeout` without work.
 
+pub mod archiver;
 mod pool;
 mod priority;
 mod queue;

@@ -202,3 +202,156 @@ fn thumbnails_are_written_beside_each_image_and_named_in_the_status() {
     assert_eq!(e.code(), Some(ErrorCode::InvalidJob));
     assert!(e.to_string().contains("thumbnail_size 8 is outside 16..=1024"), "{e}");
 }
+
+// -- ZIP archives --------------------------------------------------------------------------------------------------
+
+fn zip_options(output: &Path, batch: &str, job: usize) -> JobOptions {
+    let mut options = batch_options(output, batch, job);
+    options.zip = true;
+    options
+}
+
+/// The archive's entry names, sorted; panics if it is not a valid ZIP.
+fn zip_entries(path: &Path) -> Vec<String> {
+    let archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not a valid ZIP: {e}", path.display()));
+    let mut names: Vec<String> = archive.file_names().map(|n| n.unwrap().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Paths of the written images of `jobs`, relative to `output`, sorted.
+fn written(client: &mut Client, output: &Path, jobs: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    for job in jobs {
+        for image in client.status(job).unwrap().images {
+            if image.state == luna_daemon::protocol::ImageState::Written {
+                let path = image.path.unwrap();
+                names.push(Path::new(&path).strip_prefix(output).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// The images below `dir` (relative paths, sorted): what a batch wrote, after a restart forgot its jobs.
+fn pngs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = files_below(dir).into_iter().filter(|f| f.ends_with(".png")).collect();
+    names.sort();
+    names
+}
+
+/// Polls until the batch has `n` images written (the workers are not held; only the archiver is).
+fn wait_written(client: &mut Client, batch: &str, n: u64) {
+    crate::support::wait_until("images written", || client.batch_status(batch).unwrap().written == n);
+}
+
+fn temps_in(dir: &Path) -> Vec<String> {
+    crate::support::file_names(dir).into_iter().filter(|n| n.starts_with(".luna-")).collect()
+}
+
+/// Pass: every written image of a zip batch (not the discarded one) is in the archive exactly once, with its
+/// bytes; an existing `<batch>.zip` that is not the batch's is never overwritten; jobs that disagree with the
+/// batch about zip, or zip without a batch, are refused with the reason.
+#[test]
+fn a_zip_batch_archives_every_written_image_once_and_never_overwrites() {
+    let daemon = TestDaemon::start();
+    std::fs::create_dir_all(&daemon.output).unwrap();
+    std::fs::write(daemon.output.join("arch.zip"), b"a user's own file").unwrap();
+    let mut client = daemon.client();
+    let a = submit_to(&mut client, &zip_options(&daemon.output, "arch", 0), &[noisy(0, 0), noisy(0, 1)]);
+    let mut gated = zip_options(&daemon.output, "arch", 1);
+    gated.affix = "UP".to_owned();
+    gated.quality_gate = QualityGate::Variance;
+    gated.min_quality_threshold = 0.05;
+    let b = submit_to(&mut client, &gated, &[noisy(1, 0), vec![7u8; 32 * 24 * 3], noisy(1, 2)]);
+    let summary = client.wait_batch("arch", None, |_| {}).unwrap();
+    let archive = daemon.output.join("arch_00001.zip");
+    assert_eq!(summary.archive.as_deref(), Some(archive.to_str().unwrap()));
+    assert_eq!((summary.written, summary.discarded, summary.archived, summary.archive_pending), (4, 1, 4, 0));
+    let want = written(&mut client, &daemon.output, &[&a, &b]);
+    assert_eq!(zip_entries(&archive), want);
+    assert!(want.contains(&"UP/job1_UP_2.png".to_owned()), "{want:?}");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+    let mut inside = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("job0_1.png").unwrap(), &mut inside).unwrap();
+    assert_eq!(inside, std::fs::read(daemon.output.join("job0_1.png")).unwrap());
+    assert_eq!(std::fs::read(daemon.output.join("arch.zip")).unwrap(), b"a user's own file");
+
+    let pixels = [noisy(3, 0)];
+    let images: Vec<ImageRef<'_>> =
+        pixels.iter().map(|p| ImageRef { width: 32, height: 24, channels: 3, pixels: Pixels::U8(p) }).collect();
+    let e = client.submit(&batch_options(&daemon.output, "arch", 3), &images).unwrap_err();
+    assert!(e.to_string().contains("batch \"arch\" is archived"), "{e}");
+    let e = client.submit(&zip_options(&daemon.output.join("elsewhere"), "arch", 3), &images).unwrap_err();
+    assert!(e.to_string().contains("one archive per batch"), "{e}");
+    let e = client.submit(&zip_options(&daemon.output, "plain", 3), &images).map(|_| ());
+    assert!(e.is_ok());
+    let mut no_batch = JobOptions::new(&daemon.output);
+    no_batch.zip = true;
+    let e = client.submit(&no_batch, &images).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidJob));
+    assert!(e.to_string().contains("zip needs a batch name"), "{e}");
+}
+
+/// Pass: the daemon is SIGKILLed while it writes the second version of the archive (the new archive half
+/// written in a temp file): the archive on disk is still the complete first version, a valid ZIP; after the
+/// restart every written image of the batch is in it exactly once and no temp file is left.
+#[test]
+fn a_kill_mid_append_leaves_a_valid_archive_and_the_restart_completes_it_exactly_once() {
+    let mut daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let a = submit_to(&mut client, &zip_options(&daemon.output, "crash", 0), &[noisy(0, 0), noisy(0, 1)]);
+    assert_eq!(client.wait_batch("crash", None, |_| {}).unwrap().archived, 2);
+    let archive = daemon.output.join("crash.zip");
+    let first = zip_entries(&archive);
+    assert_eq!(first, written(&mut client, &daemon.output, &[&a]));
+
+    daemon.hooks().hold("archive.writing");
+    let b = submit_to(&mut client, &zip_options(&daemon.output, "crash", 1), &[noisy(1, 0), noisy(1, 1), noisy(1, 2)]);
+    daemon.hooks().wait_reached("archive.writing", 1);
+    wait_written(&mut client, "crash", 5);
+    assert_eq!(temps_in(&daemon.output).len(), 1, "the new archive is being written beside the old");
+    daemon.kill();
+    assert_eq!(zip_entries(&archive), first, "the archive on disk is the old, complete one");
+    daemon.hooks().release("archive.writing");
+
+    daemon.restart();
+    let mut client = daemon.client();
+    let summary = client.wait_batch("crash", None, |_| {}).unwrap();
+    assert_eq!((summary.written, summary.archived, summary.archive_pending), (5, 5, 0), "{summary:?}");
+    let entries = zip_entries(&archive);
+    assert_eq!(entries, pngs(&daemon.output), "each written image exactly once");
+    assert_eq!(entries.len(), 5);
+    let _ = b;
+    assert!(temps_in(&daemon.output).is_empty(), "{:?}", temps_in(&daemon.output));
+}
+
+/// Pass: killed after the first archive was renamed into place but before the journal says so, the restarted
+/// daemon adopts that archive (its comment names the batch) instead of starting `crash_00001.zip`, and adds
+/// nothing twice.
+#[test]
+fn a_kill_after_the_rename_before_the_journal_adopts_the_archive_and_adds_nothing_twice() {
+    let mut daemon = TestDaemon::start();
+    daemon.hooks().hold("archive.after_rename");
+    let mut client = daemon.client();
+    let a = submit_to(&mut client, &zip_options(&daemon.output, "late", 0), &[noisy(0, 0), noisy(0, 1)]);
+    daemon.hooks().wait_reached("archive.after_rename", 1);
+    wait_written(&mut client, "late", 2);
+    let want = written(&mut client, &daemon.output, &[&a]);
+    let archive = daemon.output.join("late.zip");
+    let before = zip_entries(&archive);
+    daemon.kill();
+    daemon.hooks().release("archive.after_rename");
+    daemon.restart();
+    let mut client = daemon.client();
+    let summary = client.wait_batch("late", None, |_| {}).unwrap();
+    assert_eq!((summary.archived, summary.archive_pending), (2, 0));
+    assert_eq!(summary.archive.as_deref(), Some(archive.to_str().unwrap()));
+    assert!(!before.is_empty() && before.len() <= want.len());
+    assert_eq!(zip_entries(&archive), want);
+    let zips: Vec<String> =
+        crate::support::file_names(&daemon.output).into_iter().filter(|n| n.ends_with(".zip")).collect();
+    assert_eq!(zips, ["late.zip"], "no second archive");
+}

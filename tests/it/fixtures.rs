@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 26] = [
+const FIXTURES: [&str; 28] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -42,6 +42,8 @@ const FIXTURES: [&str; 26] = [
     "status_thumbnail",
     "submit_s3",
     "status_s3",
+    "submit_zip",
+    "batch_status_zip",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -553,6 +555,21 @@ fn a_submit_asking_for_thumbnails_and_a_status_naming_one() {
     assert_eq!(s.images[0].thumbnail.as_deref(), Some(thumbnail.as_str()));
     let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
     assert!(old.images.iter().all(|i| i.thumbnail.is_none()), "absent: none");
+}
+
+#[test]
+fn a_submit_archiving_its_batch_and_an_archived_batchs_status() {
+    let Request::Submit(job) = request("submit_zip") else { panic!("not a submit") };
+    assert!(job.zip);
+    assert_eq!(job.batch.as_deref(), Some("night-run_2025.11.27"));
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert!(!minimal.zip, "the default");
+    let Response::BatchStatus(b) = response("batch_status_zip") else { panic!("not a batch_status reply") };
+    assert!(b.zip && b.finished);
+    assert_eq!(b.archive.as_deref(), Some(format!("{OUTPUT_DIR}/night-run_2025.11.27.zip").as_str()));
+    assert_eq!((b.archived, b.archive_pending, b.archive_error), (3, 1, None));
+    let Response::BatchStatus(old) = response("batch_status_reply") else { panic!("not a batch_status reply") };
+    assert_eq!((old.zip, old.archive, old.archived, old.archive_pending), (false, None, 0, 0), "absent: defaults");
 }
 
 #[test]
