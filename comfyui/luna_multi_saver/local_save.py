@@ -9,6 +9,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from collections.abc import Sequence
@@ -185,9 +186,13 @@ class LocalSaver:
                 kwargs: dict = {"lossless": o.lossless_webp, "exact": o.lossless_webp}
                 if not o.lossless_webp:
                     kwargs["quality"] = o.lossy_quality
-                if o.embed_metadata:
-                    kwargs["exif"] = metadata.build_exif(o.metadata, facts)
-                image.save(out, "WEBP", **kwargs)
+                if not o.embed_metadata:
+                    image.save(out, "WEBP", **kwargs)
+                    return
+                # EXIF before the image data, as the daemon writes it (metadata.webp_exif_first says why).
+                riff = io.BytesIO()
+                image.save(riff, "WEBP", exif=metadata.build_exif(o.metadata, facts), **kwargs)
+                out.write(metadata.webp_exif_first(riff.getvalue()))
             else:
                 rgb = image.convert("RGB") if image.mode == "RGBA" else image
                 kwargs = {"quality": o.lossy_quality}

@@ -29,7 +29,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from . import autostart, local_save, shm, templates
+from . import autostart, local_save, shm, templates, ui_bridge
 from . import client as daemon
 from .metadata import JobMetadata
 from .pixels import images_of, to_uint8
@@ -467,7 +467,16 @@ class LunaMultiSaver:
             return None
         self.last_job = accepted
         print(submitted_message(accepted.images, accepted.job_id))
-        return {"ui": {"images": _write_previews(slots, accepted.job_id)}}
+        ui = {"images": _write_previews(slots, accepted.job_id)}
+        # The UI follows the job: its badge, then the real saved files in place of the previews (ui_bridge).
+        try:
+            pending = ui_bridge.follow(accepted.job_id, accepted.images, [s.affix for s in slots], options.output_dir)
+        except Exception as e:  # noqa: BLE001 - the images are with the daemon; not following them is no error
+            print(f"{LOG_PREFIX} Cannot follow job {accepted.job_id} in the UI: {type(e).__name__}: {e}")
+            pending = None
+        if pending is not None:
+            ui[ui_bridge.UI_KEY] = [pending]
+        return {"ui": ui}
 
     @staticmethod
     def _refused(e: daemon.DaemonError, options: local_save.SaveOptions, slots: list[local_save.Slot]) -> None:

@@ -106,7 +106,7 @@ def test_the_function_takes_every_input_by_name_and_spells_out_none():
     assert code.co_argcount == 1 and code.co_flags & inspect.CO_VARKEYWORDS, "defaults live in INPUT_TYPES only"
 
 
-def test_pack_exports_only_the_mappings_when_loaded_like_comfyui(monkeypatch):
+def test_pack_exports_only_the_mappings_and_its_web_directory_when_loaded_like_comfyui(monkeypatch):
     monkeypatch.setenv("LUNA_DAEMON_PREWARM", "0")  # loading the pack warms a daemon connection: not here
     # ComfyUI loads custom_nodes/<dir>/__init__.py as a package under the directory's name.
     spec = importlib.util.spec_from_file_location(
@@ -121,7 +121,9 @@ def test_pack_exports_only_the_mappings_when_loaded_like_comfyui(monkeypatch):
     assert module.NODE_DISPLAY_NAME_MAPPINGS == {"LunaMultiSaver": "Luna Multi Saver"}
     assert list(module.NODE_CLASS_MAPPINGS) == ["LunaMultiSaver"]
     assert module.NODE_CLASS_MAPPINGS["LunaMultiSaver"].__name__ == "LunaMultiSaver"
-    assert sorted(module.__all__) == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    assert sorted(module.__all__) == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+    # ComfyUI serves WEB_DIRECTORY's .js files as frontend extensions (nodes.py load_custom_node).
+    assert (PACK / module.WEB_DIRECTORY / "luna_multi_saver.js").is_file()
 
 
 def test_importing_the_pack_imports_neither_torch_nor_comfyui_nor_shared_memory():
