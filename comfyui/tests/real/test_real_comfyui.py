@@ -145,6 +145,18 @@ def comparable(meta: dict) -> dict:
     return out
 
 
+def history_images(server: cs.ComfyServer, prompt_id: str) -> list[dict]:
+    """The node's images in the prompt's history entry, once the watcher has put the saved files there."""
+    deadline = time.monotonic() + cs.PROMPT_DEADLINE_S
+    while True:
+        images = server.get(f"/history/{prompt_id}").get(prompt_id, {}).get("outputs", {}).get("9", {})
+        images = images.get("images", [])
+        if images and all(i["type"] == "output" for i in images):
+            return images
+        assert time.monotonic() < deadline, f"history of {prompt_id} still shows {images}"
+        time.sleep(0.05)
+
+
 # -- tests, in the order they run ---------------------------------------------------------------------------------
 
 
@@ -154,9 +166,13 @@ def test_the_first_on_execution_auto_starts_the_daemon(server, env):
     run = server.run({**cs.source_graph(), **cs.saver_node(save_path="auto", daemon_save=True, autostart_daemon=True)})
     assert run.ok, run.error()
     assert "Started luna-daemon (pid" in server.logs()
-    assert [i["type"] for i in run.images()] == ["temp"]
+    # The node returns a temp preview; once the daemon wrote the file, the history entry names the file instead.
+    assert [i["type"] for i in run.images()] in (["temp"], ["output"])
     assert [s["images"][0]["state"] for s in wait_jobs(server, socket_path)] == ["written"]
     assert relative(server.output / "auto") == ["ORIG/img_ORIG.webp"]
+    assert history_images(server, run.prompt_id) == [
+        {"filename": "img_ORIG.webp", "subfolder": "auto/ORIG", "type": "output"}
+    ]
 
 
 @pytest.mark.parametrize(("batch", "lossless"), [(4, False), (1, True)])
@@ -166,11 +182,14 @@ def test_on_and_off_write_the_same_names_pixels_and_metadata_for_every_format(se
     on = server.run({**graph, **five_slots(f"on_{tag}", True, lossless_webp=lossless)}, WORKFLOW)
     off = server.run({**graph, **five_slots(f"off_{tag}", False, lossless_webp=lossless)}, WORKFLOW)
     assert on.ok and off.ok, (on.error(), off.error())
-    assert [i["type"] for i in on.images()] == ["temp"] * 5 * batch, server.logs()[-3000:]
+    assert f"Submitted {5 * batch} images to daemon" in server.logs(), server.logs()[-3000:]
     assert [i["type"] for i in off.images()] == ["output"] * 5 * batch
     assert all(s["finished"] for s in wait_jobs(server, daemon_up))
     on_root, off_root = server.output / f"on_{tag}", server.output / f"off_{tag}"
     names = relative(on_root)
+    # ON's history entry ends up naming the saved files, as OFF's does (the watcher replaces the previews).
+    shown = history_images(server, on.prompt_id)
+    assert sorted(f"{i['subfolder']}/{i['filename']}" for i in shown) == [f"on_{tag}/{n}" for n in names]
     assert names == relative(off_root) and len(names) == 5 * batch
     assert {Path(n).suffix for n in names} == {".png", ".webp", ".jpg"}
     for name in names:
@@ -459,18 +478,6 @@ UI_WORKFLOW = {
     "extra": {},
     "version": 0.4,
 }
-
-
-def history_images(server: cs.ComfyServer, prompt_id: str) -> list[dict]:
-    """The node's images in the prompt's history entry, once the watcher has put the saved files there."""
-    deadline = time.monotonic() + cs.PROMPT_DEADLINE_S
-    while True:
-        images = server.get(f"/history/{prompt_id}").get(prompt_id, {}).get("outputs", {}).get("9", {})
-        images = images.get("images", [])
-        if images and all(i["type"] == "output" for i in images):
-            return images
-        assert time.monotonic() < deadline, f"history of {prompt_id} still shows {images}"
-        time.sleep(0.05)
 
 
 @needs_chromium
