@@ -60,6 +60,7 @@ fn our_json_and_exif_match_what_comfyui_wrote() {
             }
             ImageFormat::Webp => assert_eq!(exif_ascii_entries(&webp_exif(&bytes).unwrap()), theirs),
             ImageFormat::Jpeg => assert_eq!(exif_ascii_entries(&jpeg_exif(&bytes).unwrap()), theirs),
+            other => unreachable!("{other:?} is not in this loop"),
         }
     }
 }
