@@ -77,5 +77,8 @@ lint-windows:
 wheel-windows:
 	scripts/windows/wheel.sh
 
-## What CI runs for Windows.
-ci-windows: test-windows lint-windows wheel-windows
+## What CI runs for Windows (gating in .ci/run): the tests under Wine, clippy, and the wheel built from the debug
+## profile (it reuses the tests' build, where the release wheel would be a second cold build of std and every
+## dependency) with its luna-daemon.exe smoke-tested under Wine. `make wheel-windows` builds the release wheel.
+ci-windows: test-windows lint-windows
+	LUNA_WINDOWS_WHEEL_PROFILE=dev scripts/windows/wheel.sh

@@ -1392,7 +1392,10 @@ def corpus_section(results: dict) -> str:
         image_rows,
     )
     pixels = sum(m["width"] * m["height"] for m in images)
+    # A corpus re-measured on its own (not by a full `make bench`) says so: by which command, at which commit.
+    note = results["rust"].get("corpus_note", "")
     return template("corpus").substitute(
+        note=f"\n{note}\n" if note else "",
         count=len(images),
         mpixel=f"{pixels / 1e6:.1f}",
         summary=summary,

@@ -18,9 +18,9 @@ use std::time::Duration;
 use interprocess::local_socket::{Stream, prelude::*};
 
 use crate::protocol::{
-    self, Accepted, BatchQuery, BatchStatus, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, FrameError, Hello,
-    ImageDescriptor, ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION, QualityGate, Request,
-    Response, SampleType, Slot, StatusQuery, SubmitJob, Welcome,
+    self, Accepted, BatchQuery, BatchStatus, BlobRef, DaemonStats, Empty, ErrorCode, ErrorReply, ExrColorSpace,
+    FrameError, Hello, ImageDescriptor, ImageFormat, JobMetadata, JobStatus, PROTOCOL_NAME, PROTOCOL_VERSION,
+    QualityGate, Request, Response, SampleType, Slot, StatusQuery, SubmitJob, Welcome,
 };
 use crate::shm::{SegmentCreateError, SegmentPool};
 use crate::transport::connect_name;
@@ -164,6 +164,12 @@ pub struct JobOptions {
     /// Add every written image of the batch to `<batch>.zip` in the output root (needs `batch`; every job of
     /// the batch must agree).
     pub zip: bool,
+    /// PNG bits per sample: 8 or 16.
+    pub png_bit_depth: u8,
+    /// EXR bits per sample: 32 (float) or 16 (half).
+    pub exr_bit_depth: u8,
+    /// The colour space of the submitted samples, for EXR.
+    pub exr_input_color_space: ExrColorSpace,
 }
 
 impl JobOptions {
@@ -198,6 +204,9 @@ impl JobOptions {
             thumbnails: false,
             thumbnail_size: 256,
             zip: false,
+            png_bit_depth: 8,
+            exr_bit_depth: 32,
+            exr_input_color_space: ExrColorSpace::Srgb,
         }
     }
 }
@@ -393,6 +402,9 @@ impl Client {
             thumbnails: options.thumbnails,
             thumbnail_size: options.thumbnail_size,
             zip: options.zip,
+            png_bit_depth: options.png_bit_depth,
+            exr_bit_depth: options.exr_bit_depth,
+            exr_input_color_space: options.exr_input_color_space,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));

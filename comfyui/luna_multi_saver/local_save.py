@@ -1,6 +1,7 @@
 """The in-process save (daemon_save OFF, and the fallback when the daemon cannot take a job), with SPEC section 4
-semantics: templates, confinement, never-overwriting atomic files, per-image quality gates, PNG/WebP/JPEG with
-the metadata ComfyUI writes.
+semantics: templates, confinement, never-overwriting atomic files, per-image quality gates, PNG (8 or 16 bits),
+WebP, JPEG and EXR with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it the image is
+saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image.
 
 Every path and name of the job is expanded and checked before the first byte is written, so a refused template
 leaves nothing behind.
@@ -8,7 +9,9 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import io
 import os
+import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, make_dataclass
@@ -16,11 +19,12 @@ from dataclasses import dataclass, field, make_dataclass
 import numpy as np
 from PIL import Image
 
-from . import constants, gates, metadata, paths, templates
+from . import constants, deep_formats, gates, metadata, paths, templates
 from .pixels import images_of, to_uint8
 
-FORMATS = ("png", "webp", "jpeg")
-EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+FORMATS = ("png", "webp", "jpeg", "exr")
+EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr"}
+EXR_MISSING_NOTE = "EXR needs the OpenEXR package (pip install openexr) for local saves; saved as a 16-bit PNG instead"
 DISCARDED_DIR = "_discarded"
 MAX_PARALLEL = 4
 
@@ -106,6 +110,12 @@ class LocalSaver:
             raise ValueError(f"quality_gate {o.quality_gate!r} is not one of {', '.join(gates.GATES)}")
         if not 0 <= o.png_compression <= 9:
             raise ValueError(f"png_compression {o.png_compression} is outside 0..9")
+        if o.png_bit_depth not in (8, 16):
+            raise ValueError(f"png_bit_depth {o.png_bit_depth} is not 8 or 16")
+        if o.exr_bit_depth not in (16, 32):
+            raise ValueError(f"exr_bit_depth {o.exr_bit_depth} is not 16 (half) or 32 (float)")
+        if o.exr_input_color_space not in ("srgb", "linear"):
+            raise ValueError(f"exr_input_color_space {o.exr_input_color_space!r} is not srgb or linear")
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
         paths.check_stem(self.filename)
@@ -134,11 +144,17 @@ class LocalSaver:
 
     def _save_one(self, task: _Task) -> SavedImage:
         o = self.options
+        fmt, ext = task.fmt, EXTENSIONS[task.fmt]
+        notes: list[str] = []
+        if fmt == "exr" and not deep_formats.exr_available():
+            fmt, ext = "png16", "png"
+            notes.append(EXR_MISSING_NOTE)
+        elif fmt == "png" and o.png_bit_depth == 16:
+            fmt = "png16"
         pixels = to_uint8(task.pixels)
         verdict = gates.judge(pixels, o.quality_gate, o.min_quality_threshold)
         sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir, self.name_dir)
         directory = paths.resolve_dir(o.output_dir, sub_path)
-        notes: list[str] = []
         facts = metadata.ImageFacts(
             image_type=task.affix,
             model_name=self.model.name,
@@ -147,19 +163,36 @@ class LocalSaver:
             batch_index=task.batch_index,
         )
         image = _pil_image(pixels)
+        text = metadata.png_text_chunks(o.metadata, facts) if o.embed_metadata else []
 
         def encode(out) -> None:
-            if task.fmt == "png":
+            if fmt == "png16":
+                deep_formats.write_png16(out, task.pixels, o.png_compression, text)
+            elif fmt == "exr":
+                # OpenEXR writes to a path: a private file beside the target, copied into the atomic temp file.
+                scratch = os.path.join(directory, f".luna-{secrets.token_hex(8)}.exr.tmp")
+                try:
+                    deep_formats.write_exr(scratch, task.pixels, o.exr_bit_depth == 16, o.exr_input_color_space, text)
+                    with open(scratch, "rb") as f:
+                        out.write(f.read())
+                finally:
+                    if os.path.exists(scratch):
+                        os.unlink(scratch)
+            elif fmt == "png":
                 info = metadata.png_info(o.metadata, facts) if o.embed_metadata else None
                 image.save(out, "PNG", pnginfo=info, compress_level=o.png_compression)
-            elif task.fmt == "webp":
+            elif fmt == "webp":
                 # exact: keep the colour of fully transparent pixels, so lossless decodes to the same samples.
                 kwargs: dict = {"lossless": o.lossless_webp, "exact": o.lossless_webp}
                 if not o.lossless_webp:
                     kwargs["quality"] = o.lossy_quality
-                if o.embed_metadata:
-                    kwargs["exif"] = metadata.build_exif(o.metadata, facts)
-                image.save(out, "WEBP", **kwargs)
+                if not o.embed_metadata:
+                    image.save(out, "WEBP", **kwargs)
+                    return
+                # EXIF before the image data, as the daemon writes it (metadata.webp_exif_first says why).
+                riff = io.BytesIO()
+                image.save(riff, "WEBP", exif=metadata.build_exif(o.metadata, facts), **kwargs)
+                out.write(metadata.webp_exif_first(riff.getvalue()))
             else:
                 rgb = image.convert("RGB") if image.mode == "RGBA" else image
                 kwargs = {"quality": o.lossy_quality}
@@ -170,7 +203,7 @@ class LocalSaver:
                         kwargs["exif"] = exif
                 rgb.save(out, "JPEG", **kwargs)
 
-        written = paths.write_new_file(directory, task.stem, EXTENSIONS[task.fmt], encode)
+        written = paths.write_new_file(directory, task.stem, ext, encode)
         real_root = os.path.realpath(o.output_dir)
         subfolder = os.path.relpath(os.path.dirname(written.path), real_root)
         return SavedImage(

@@ -182,3 +182,28 @@ def fit_jpeg_exif(meta: JobMetadata, facts: ImageFacts) -> tuple[bytes | None, l
             notes = [_left_out(d) for d in dropped]
             return None, [*notes, "no metadata embedded: even the summary does not fit the 64 KiB EXIF segment"]
         dropped.append(order[len(dropped)])
+
+
+def webp_exif_first(riff: bytes) -> bytes:
+    """The same WebP with its EXIF chunk moved right after VP8X, before the image data, as the daemon writes it.
+
+    Pillow (libwebp's mux) puts EXIF last. The container spec allows either ("Metadata and unknown chunks MAY
+    appear out of order", RFC 9649 section 2.7), and before the image is where ComfyUI's frontend up to at least
+    1.27 finds it: it walks chunks without skipping RIFF's padding byte, so after an odd-sized image chunk it
+    never reached a trailing EXIF chunk. A file without VP8X or EXIF is returned as is."""
+    if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WEBP":
+        return riff
+    chunks = []
+    at = 12
+    while at + 8 <= len(riff):
+        size = int.from_bytes(riff[at + 4 : at + 8], "little")
+        end = at + 8 + size + (size & 1)
+        chunks.append(riff[at:end])
+        at = end
+    kinds = [c[:4] for c in chunks]
+    if not kinds or kinds[0] != b"VP8X" or b"EXIF" not in kinds or at != len(riff):
+        return riff
+    exif = chunks.pop(kinds.index(b"EXIF"))
+    chunks.insert(1, exif)
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body

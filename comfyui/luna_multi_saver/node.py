@@ -29,7 +29,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from . import autostart, local_save, shm, templates
+from . import autostart, local_save, shm, templates, ui_bridge
 from . import client as daemon
 from .metadata import JobMetadata
 from .pixels import images_of, to_uint8
@@ -38,7 +38,11 @@ LOG_PREFIX = "[LunaMultiSaver]"
 FALLBACK_MESSAGE = "[LunaMultiSaver] Daemon save selected but daemon not available..."
 DEFAULT_FILENAME = "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%"
 AFFIX_DEFAULTS = ("ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5")
-FORMATS = ["png", "webp", "jpeg", "no save"]
+# New formats are appended, so workflows saved with earlier versions keep their choices.
+FORMATS = ["png", "webp", "jpeg", "no save", "exr"]
+PNG_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
+EXR_BIT_DEPTHS = {"32-bit float": 32, "16-bit half": 16}
+EXR_COLOR_SPACES = {"sRGB": "srgb", "linear": "linear"}
 SLOTS = 5
 CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
 PREVIEW_MAX_SIDE = 256
@@ -263,6 +267,21 @@ class LunaMultiSaver:
                         ),
                     },
                 ),
+                "png_bit_depth": (
+                    list(PNG_BIT_DEPTHS),
+                    {"default": "8-bit", **_tip("PNG bits per sample; 16-bit is made from the float pixels")},
+                ),
+                "exr_bit_depth": (
+                    list(EXR_BIT_DEPTHS),
+                    {"default": "32-bit float", **_tip("EXR samples: 32-bit float or 16-bit half")},
+                ),
+                "exr_color_space": (
+                    list(EXR_COLOR_SPACES),
+                    {
+                        "default": "sRGB",
+                        **_tip("Colour space of the input: sRGB is linearised for EXR; linear is written as is"),
+                    },
+                ),
             }
         )
         return {
@@ -348,6 +367,9 @@ class LunaMultiSaver:
             png_compression=int(v["png_compression"]),
             lossy_quality=int(v["lossy_quality"]),
             lossless_webp=bool(v["lossless_webp"]),
+            png_bit_depth=PNG_BIT_DEPTHS[v["png_bit_depth"]],
+            exr_bit_depth=EXR_BIT_DEPTHS[v["exr_bit_depth"]],
+            exr_input_color_space=EXR_COLOR_SPACES[v["exr_color_space"]],
             quality_gate=v["quality_gate"],
             min_quality_threshold=float(v["min_quality_threshold"]),
             embed_metadata=embed,
@@ -445,7 +467,16 @@ class LunaMultiSaver:
             return None
         self.last_job = accepted
         print(submitted_message(accepted.images, accepted.job_id))
-        return {"ui": {"images": _write_previews(slots, accepted.job_id)}}
+        ui = {"images": _write_previews(slots, accepted.job_id)}
+        # The UI follows the job: its badge, then the real saved files in place of the previews (ui_bridge).
+        try:
+            pending = ui_bridge.follow(accepted.job_id, accepted.images, [s.affix for s in slots], options.output_dir)
+        except Exception as e:  # noqa: BLE001 - the images are with the daemon; not following them is no error
+            print(f"{LOG_PREFIX} Cannot follow job {accepted.job_id} in the UI: {type(e).__name__}: {e}")
+            pending = None
+        if pending is not None:
+            ui[ui_bridge.UI_KEY] = [pending]
+        return {"ui": ui}
 
     @staticmethod
     def _refused(e: daemon.DaemonError, options: local_save.SaveOptions, slots: list[local_save.Slot]) -> None:

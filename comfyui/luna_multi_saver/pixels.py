@@ -58,3 +58,35 @@ def images_of(images: object) -> list[np.ndarray]:
         return [as_batch(image)[0] for image in images]
     batch = as_batch(images)
     return [batch[i] for i in range(batch.shape[0])]
+
+
+def to_uint16(image: np.ndarray) -> np.ndarray:
+    """16-bit samples from the samples as given (PROTOCOL.md 10.7, as the daemon and ComfyUI core's 16-bit save):
+    float ``clip(65535 * x, 0, 65535)`` in float32, truncated (NaN gives 0); uint8 ``257 * v``; uint16 as is."""
+    if image.dtype == np.uint16:
+        return image
+    if image.dtype == np.uint8:
+        return image.astype(np.uint16) * np.uint16(257)
+    with np.errstate(invalid="ignore"):
+        y = np.float32(65535.0) * image.astype(np.float32, copy=False)
+        y = np.where(np.isnan(y), np.float32(0), y)
+        return np.clip(y, 0, 65535).astype(np.uint16)
+
+
+def to_float32(image: np.ndarray) -> np.ndarray:
+    """Float samples (what EXR stores before the colour transform): float as is (unclamped), uint8 ``v / 255``,
+    uint16 ``v / 65535`` in float32."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535.0)
+    return image.astype(np.float32, copy=False)
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """The inverse sRGB transfer function in float32: ``x <= 0.04045`` gives ``x / 12.92``, above it
+    ``((x + 0.055) / 1.055) ** 2.4``; NaN stays NaN (the daemon's formula; results agree within 1e-6 relative)."""
+    x = x.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore"):
+        high = np.power((x + np.float32(0.055)) / np.float32(1.055), np.float32(2.4))
+        return np.where(x <= np.float32(0.04045), x / np.float32(12.92), high).astype(np.float32)

@@ -20,7 +20,17 @@ from PIL import Image
 
 import helpers
 from conftest import PACK, DaemonProcess, folder_paths
-from helpers import comfy_frontend_exif, decoded, files_under, jpeg_exif, noise, png_text, user_comment, webp_exif
+from helpers import (
+    comfy_frontend_exif,
+    decoded,
+    files_under,
+    jpeg_exif,
+    noise,
+    png_text,
+    user_comment,
+    webp_chunks,
+    webp_exif,
+)
 from luna_multi_saver import client, node, shm, templates
 from luna_multi_saver.node import LunaMultiSaver
 from luna_multi_saver.pixels import to_uint8
@@ -328,6 +338,9 @@ def test_parity_webp_lossless_and_lossy(daemon, comfy_dirs, monkeypatch):
             assert comfy_frontend_exif(webp_exif(local / rel)) == comfy_frontend_exif(webp_exif(remote / rel))
             assert comfy_frontend_exif(webp_exif(remote / rel))["workflow"] == json.dumps(EXTRA["workflow"])
             assert user_comment(local / rel) == user_comment(remote / rel)
+            # Both put EXIF right after VP8X, before the image data (what ComfyUI's frontend 1.27 can find).
+            kinds = [[kind for kind, _ in webp_chunks(root / rel)][:2] for root in (local, remote)]
+            assert kinds == [[b"VP8X", b"EXIF"]] * 2, rel
             if lossless:
                 same_pixels(local / rel, remote / rel)
 

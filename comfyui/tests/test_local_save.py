@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from helpers import decoded, files_under, flat, noise, smooth
-from luna_multi_saver import gates, paths
+from helpers import decoded, files_under, flat, noise, smooth, webp_chunks
+from luna_multi_saver import gates, metadata, paths
 from luna_multi_saver.local_save import SaveOptions, Slot, save_local
 from luna_multi_saver.pixels import to_uint8
 from luna_multi_saver.templates import Timestamp
@@ -364,3 +365,37 @@ def test_sequential_and_parallel_give_the_same_files(tmp_path):
 def test_no_temp_files_are_left_behind(tmp_path):
     save_local(opts(tmp_path), [Slot(noise(3), "A", "png", False), Slot(noise(), "B", "jpeg", False)])
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def frontend_1_27_finds_exif(data: bytes) -> bool:
+    """ComfyUI frontend 1.27's getWebpMetadata walk: ``8 + size`` per chunk, no RIFF padding byte skipped."""
+    at = 12
+    while at + 8 <= len(data):
+        if data[at : at + 4] == b"EXIF":
+            return True
+        at += 8 + int.from_bytes(data[at + 4 : at + 8], "little")
+    return False
+
+
+def test_webp_exif_comes_before_the_image_data_so_frontend_1_27_finds_it_after_an_odd_chunk(tmp_path):
+    # Regression (issue 13): a lossless WebP whose image chunk has an odd size restored nothing in the frontend.
+    meta = metadata.JobMetadata(prompt='{"1": {}}', extra_pnginfo=[("workflow", '{"nodes": []}')])
+    odd = 0
+    for seed in range(8):
+        root = tmp_path / str(seed)
+        options = opts(root, lossless_webp=True, embed_metadata=True, metadata=meta)
+        (saved,) = save_local(options, [Slot(noise(1, 13, 17 + seed, seed=seed), "ORIG", "webp", False)])
+        data = Path(saved.path).read_bytes()
+        kinds = [kind for kind, _ in webp_chunks(saved.path)]
+        assert kinds == [b"VP8X", b"EXIF", b"VP8L"], kinds
+        odd += len(dict(webp_chunks(saved.path))[b"VP8L"]) % 2
+        assert frontend_1_27_finds_exif(data)
+        with Image.open(saved.path) as image:
+            assert image.getexif()[0x010F].startswith("workflow:"), "Pillow reads the moved EXIF"
+            assert (np.asarray(image) == to_uint8(noise(1, 13, 17 + seed, seed=seed))[0]).all()
+    assert odd, "no odd-sized image chunk among the sizes tried: the test proves nothing"
+
+
+def test_webp_exif_first_leaves_files_without_vp8x_or_exif_alone():
+    assert metadata.webp_exif_first(b"RIFF\x04\x00\x00\x00WEBP") == b"RIFF\x04\x00\x00\x00WEBP"
+    assert metadata.webp_exif_first(b"not a webp") == b"not a webp"

@@ -106,7 +106,7 @@ def test_webp_exif_reads_back_as_comfyui_frontend_does(tmp_path):
         "Batch: 1, Custom: note"
     )
     kinds = [kind for kind, _ in webp_chunks(saved[0].path)]
-    assert kinds[0] == b"VP8X" and kinds[-1] == b"EXIF"
+    assert kinds[:2] == [b"VP8X", b"EXIF"], "EXIF before the image data (metadata.webp_exif_first)"
 
 
 def test_webp_exif_tags_count_down_from_0x010f(tmp_path):

@@ -29,7 +29,8 @@ OPTIONAL = (
         (f"affix_{i}", "STRING", affix)
         for i, affix in enumerate(["ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5"], start=1)
     ]
-    + [(f"format_{i}", ["png", "webp", "jpeg", "no save"], "webp") for i in range(1, 6)]
+    # Issue 15's formats are appended to the original choices, so saved workflows keep theirs.
+    + [(f"format_{i}", ["png", "webp", "jpeg", "no save", "exr"], "webp") for i in range(1, 6)]
     + [(f"subdir_{i}", "BOOLEAN", True) for i in range(1, 6)]
     + [
         ("png_compression", "INT", 4),
@@ -47,6 +48,12 @@ OPTIONAL = (
     # Issue 16: S3-compatible object storage as the daemon's output root.
     + [("output_root", "STRING", "")]
     + [("zip_archive", "BOOLEAN", False)]
+    # Issue 15: bit depths and EXR's input colour space.
+    + [
+        ("png_bit_depth", ["8-bit", "16-bit"], "8-bit"),
+        ("exr_bit_depth", ["32-bit float", "16-bit half"], "32-bit float"),
+        ("exr_color_space", ["sRGB", "linear"], "sRGB"),
+    ]
 )
 
 
@@ -99,7 +106,7 @@ def test_the_function_takes_every_input_by_name_and_spells_out_none():
     assert code.co_argcount == 1 and code.co_flags & inspect.CO_VARKEYWORDS, "defaults live in INPUT_TYPES only"
 
 
-def test_pack_exports_only_the_mappings_when_loaded_like_comfyui(monkeypatch):
+def test_pack_exports_only_the_mappings_and_its_web_directory_when_loaded_like_comfyui(monkeypatch):
     monkeypatch.setenv("LUNA_DAEMON_PREWARM", "0")  # loading the pack warms a daemon connection: not here
     # ComfyUI loads custom_nodes/<dir>/__init__.py as a package under the directory's name.
     spec = importlib.util.spec_from_file_location(
@@ -114,7 +121,9 @@ def test_pack_exports_only_the_mappings_when_loaded_like_comfyui(monkeypatch):
     assert module.NODE_DISPLAY_NAME_MAPPINGS == {"LunaMultiSaver": "Luna Multi Saver"}
     assert list(module.NODE_CLASS_MAPPINGS) == ["LunaMultiSaver"]
     assert module.NODE_CLASS_MAPPINGS["LunaMultiSaver"].__name__ == "LunaMultiSaver"
-    assert sorted(module.__all__) == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    assert sorted(module.__all__) == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+    # ComfyUI serves WEB_DIRECTORY's .js files as frontend extensions (nodes.py load_custom_node).
+    assert (PACK / module.WEB_DIRECTORY / "luna_multi_saver.js").is_file()
 
 
 def test_importing_the_pack_imports_neither_torch_nor_comfyui_nor_shared_memory():

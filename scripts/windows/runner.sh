@@ -10,6 +10,8 @@ exe="$1"
 shift
 timeout_s="${LUNA_WINDOWS_TEST_TIMEOUT:-120}"
 results="${LUNA_WINDOWS_RESULTS:-/dev/null}"
+# Tells the tests they run under Wine (platform::wine_version must then detect it; see its test).
+export LUNA_WINDOWS_RUNNER=wine
 
 is_libtest_run() {
   # cargo test passes nothing or libtest options/filters; --list is cargo asking for names itself.

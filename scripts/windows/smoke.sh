@@ -9,6 +9,9 @@ luna_windows_env
 exe="$1"
 t="${LUNA_WINDOWS_TEST_TIMEOUT:-120}"
 work="$(mktemp -d)"
+mkdir -p "$work/out"
+# The Windows program gets Windows paths (Z:\tmp\... is the same folder through Wine's Z: drive).
+win() { winepath -w "$1" 2>/dev/null | tr -d '\r'; }
 pipe="\\\\.\\pipe\\luna-daemon-smoke-$$"
 run() { timeout "$t" wine "$exe" --socket "$pipe" "$@"; }
 fail() { echo "[windows-smoke] FAILED: $*" >&2; exit 1; }
@@ -17,7 +20,7 @@ version="$(timeout "$t" wine "$exe" --version | tr -d '\r')"
 echo "[windows-smoke] $version"
 [[ "$version" == luna-daemon* ]] || fail "--version printed '$version'"
 
-timeout "$t" wine "$exe" --socket "$pipe" serve --spool-dir "$work/spool" --state-dir "$work/state" \
+timeout "$t" wine "$exe" --socket "$pipe" serve --spool-dir "$(win "$work")\\spool" --state-dir "$(win "$work")\\state" \
   >"$work/serve.log" 2>&1 &
 server=$!
 up=0
@@ -27,7 +30,7 @@ for _ in $(seq 1 100); do
   sleep 0.2 # polling for start-up in a shell script; the Rust tests use explicit readiness instead
 done
 [ "$up" = 1 ] || { cat "$work/serve.log" >&2; fail "serve did not come up"; }
-run submit --synthetic 2 --size 64x48 --output-dir "$work/out" --filename smoke --wait ||
+run submit --synthetic 2 --size 64x48 --output-dir "$(win "$work/out")" --filename smoke --wait ||
   { cat "$work/serve.log" >&2; fail "submit"; }
 pngs=$(find "$work/out" -name 'smoke*.png' | wc -l)
 [ "$pngs" -eq 2 ] || fail "expected 2 PNGs, found $pngs"

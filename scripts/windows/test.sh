@@ -9,9 +9,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 luna_windows_env
 cd "$here/../.."
 
-results="$CARGO_TARGET_DIR/wine-test-results.txt"
+# One results file per run: another checkout may be testing with the same cache (and target dir) right now.
 mkdir -p "$CARGO_TARGET_DIR"
-: >"$results"
+results="$(mktemp "$CARGO_TARGET_DIR/wine-test-results.XXXXXX")"
+trap 'rm -f "$results"' EXIT
 export LUNA_WINDOWS_RESULTS="$results"
 
 start=$(date +%s)
@@ -19,7 +20,9 @@ start=$(date +%s)
 echo "[windows-test] build: $(($(date +%s) - start)) s"
 rc=0
 "$CARGO" test --locked --no-fail-fast "$@" || rc=$?
-wineserver -k 2>/dev/null || true
+# Every test's Wine process has ended (runner.sh); let the prefix's wineserver go when idle, killing it (and any
+# stray process of this prefix, e.g. of a concurrent run) only if it does not within a minute.
+timeout 60 wineserver -w 2>/dev/null || wineserver -k 2>/dev/null || true
 
 count() { grep -c "^$1 " "$results" || true; }
 p=$(count passed) f=$(count failed) t=$(count timeout) i=$(count ignored)

@@ -16,9 +16,12 @@ python3 -m maturin --version >/dev/null 2>&1 ||
 out="$CARGO_TARGET_DIR/wheels"
 rm -f "$out"/luna_daemon-*-win_amd64.whl
 start=$(date +%s)
-python3 -m maturin build --release --locked --target "$LUNA_WINDOWS_TARGET" --out "$out" >&2
+# LUNA_WINDOWS_WHEEL_PROFILE=dev packages the debug build instead (it reuses `make test-windows`'s artifacts,
+# where a cold release build of std and every dependency takes as long again); the default is the release wheel.
+profile="${LUNA_WINDOWS_WHEEL_PROFILE:-release}"
+python3 -m maturin build --profile "$profile" --locked --target "$LUNA_WINDOWS_TARGET" --out "$out" >&2
 wheel="$(ls "$out"/luna_daemon-*-win_amd64.whl)"
-echo "[windows-wheel] built $(basename "$wheel") in $(($(date +%s) - start)) s"
+echo "[windows-wheel] built $(basename "$wheel") ($profile profile) in $(($(date +%s) - start)) s"
 
 check="$(mktemp -d)"
 trap 'wineserver -k 2>/dev/null || true; rm -rf "$check"' EXIT

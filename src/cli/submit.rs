@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use luna_daemon::client::{ImageRef, JobOptions, Pixels};
 use luna_daemon::encode::pyjson;
-use luna_daemon::protocol::{ImageFormat, JobMetadata, QualityGate};
+use luna_daemon::protocol::{ExrColorSpace, ImageFormat, JobMetadata, QualityGate};
 use luna_daemon::synthetic;
 
 #[derive(Debug, Args)]
@@ -34,6 +34,14 @@ pub struct SubmitArgs {
     /// Lossless WebP.
     #[arg(long)]
     lossless: bool,
+    /// Bits per sample where the format has a choice: PNG 8 or 16, EXR 16 (half) or 32 (float, the default).
+    /// 16-bit PNG and EXR are made from the samples as submitted (float or 16-bit), never from 8 bits.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(8..=32))]
+    bit_depth: Option<u8>,
+    /// Colour space of the submitted samples, for EXR: srgb (linearised before writing; ComfyUI's images) or
+    /// linear (written unchanged).
+    #[arg(long, value_enum, default_value_t = ColorSpaceArg::Srgb)]
+    exr_color_space: ColorSpaceArg,
     /// Affix appended to file names (and the sub-folder name unless --no-subdir).
     #[arg(long, default_value = "")]
     affix: String,
@@ -102,6 +110,13 @@ enum FormatArg {
     Png,
     Webp,
     Jpeg,
+    Exr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorSpaceArg {
+    Srgb,
+    Linear,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -187,6 +202,21 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
         FormatArg::Png => ImageFormat::Png,
         FormatArg::Webp => ImageFormat::Webp,
         FormatArg::Jpeg => ImageFormat::Jpeg,
+        FormatArg::Exr => ImageFormat::Exr,
+    };
+    match (args.format, args.bit_depth) {
+        (_, None) => {}
+        (FormatArg::Png, Some(bits @ (8 | 16))) => o.png_bit_depth = bits,
+        (FormatArg::Exr, Some(bits @ (16 | 32))) => o.exr_bit_depth = bits,
+        (FormatArg::Webp | FormatArg::Jpeg, Some(8)) => {}
+        (format, Some(bits)) => bail!(
+            "--bit-depth {bits} is not available for {}: PNG takes 8 or 16, EXR 16 or 32, WebP and JPEG only 8",
+            format.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+        ),
+    }
+    o.exr_input_color_space = match args.exr_color_space {
+        ColorSpaceArg::Srgb => ExrColorSpace::Srgb,
+        ColorSpaceArg::Linear => ExrColorSpace::Linear,
     };
     o.png_compression = args.png_compression;
     o.lossy_quality = args.quality;

@@ -1,6 +1,7 @@
 //! Pure encoding: sample conversion to 8 bits, quality-gate scores, metadata layout, and pixels + options to
 //! image bytes through any `Write`. No sockets, no shared memory, no file names.
 
+mod exr_encoder;
 mod gate;
 mod jpeg_encoder;
 mod metadata;
@@ -15,11 +16,12 @@ mod webp_encoder;
 
 use std::io::Write;
 
+pub use exr_encoder::{ExrInput, encode_exr, srgb_to_linear};
 pub use gate::{EDGE_SCALE, Scores, VARIANCE_SCALE, scores};
 pub use jpeg_encoder::encode_jpeg;
 pub use metadata::{MAX_APP1_PAYLOAD, Metadata, jpeg_app1};
-pub use pixels::{Image8, SampleFormat, convert_row};
-pub use png_encoder::{PngOptions, encode_png};
+pub use pixels::{Image8, Pixels, RawImage, SampleFormat, Samples, append_samples, convert_row, u16_of_f32};
+pub use png_encoder::{PngOptions, encode_png, encode_png16};
 pub use thumbnail::{
     THUMBNAIL_QUALITY, THUMBNAIL_SIZES, encode_thumbnail, scale_down, thumbnail_dims, thumbnail_metadata,
 };
@@ -51,11 +53,57 @@ pub enum Format {
     Webp { lossless: bool, quality: u8 },
     /// JPEG at a quality.
     Jpeg { quality: u8 },
+    /// 16-bit PNG at a ComfyUI compression level 0..9, from the samples as submitted.
+    Png16 { compression: u8 },
+    /// OpenEXR, 16-bit half or 32-bit float samples, from the samples as submitted.
+    Exr { half: bool, input: ExrInput },
+}
+
+impl Format {
+    /// Whether the format keeps more than 8 bits, so the worker must hand it the samples as submitted.
+    pub fn wants_raw(self) -> bool {
+        matches!(self, Self::Png16 { .. } | Self::Exr { .. })
+    }
 }
 
 /// Encodes `image` in `format` with `metadata` (if any) into `out`. Returns notes for the user (for example
-/// metadata left out of a JPEG to fit its 64 KiB EXIF segment).
+/// metadata left out of a JPEG to fit its 64 KiB EXIF segment). A high-precision format gets the 8-bit samples
+/// widened; use [`encode_pixels`] to give it the samples as submitted.
 pub fn encode<W: Write>(
+    image: &Image8,
+    format: Format,
+    metadata: Option<&Metadata>,
+    out: W,
+) -> Result<Vec<String>, EncodeError> {
+    if format.wants_raw() {
+        return encode_pixels(&Pixels::Eight(image.clone()), format, metadata, out);
+    }
+    encode_eight(image, format, metadata, out)
+}
+
+/// Encodes `pixels` in `format`: high-precision formats use the samples as submitted, 8-bit ones the 8-bit image.
+pub fn encode_pixels<W: Write>(
+    pixels: &Pixels,
+    format: Format,
+    metadata: Option<&Metadata>,
+    out: W,
+) -> Result<Vec<String>, EncodeError> {
+    match format {
+        Format::Png16 { compression } => {
+            let text = metadata.map(Metadata::png_text).unwrap_or_default();
+            encode_png16(&pixels.raw(), &PngOptions { compression, text }, out)?;
+            Ok(Vec::new())
+        }
+        Format::Exr { half, input } => {
+            let text = metadata.map(Metadata::png_text).unwrap_or_default();
+            encode_exr(&pixels.raw(), half, input, &text, out)?;
+            Ok(Vec::new())
+        }
+        _ => encode_eight(&pixels.image8(), format, metadata, out),
+    }
+}
+
+fn encode_eight<W: Write>(
     image: &Image8,
     format: Format,
     metadata: Option<&Metadata>,
@@ -77,5 +125,6 @@ pub fn encode<W: Write>(
             encode_jpeg(image, quality, app1.as_deref(), out)?;
             Ok(notes)
         }
+        Format::Png16 { .. } | Format::Exr { .. } => unreachable!("high-precision formats go through encode_pixels"),
     }
 }

@@ -14,9 +14,30 @@ use miniz_oxide::deflate::core::{
 
 use super::{EncodeError, Image8};
 
+/// Packed rows of whole pixels: what the filters and deflate see. `bpp` is bytes per pixel (PNG's filter unit):
+/// the channel count for 8-bit samples, twice it for 16-bit ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    /// `width * height * bpp` bytes, samples as PNG stores them (16-bit ones big-endian).
+    pub data: &'a [u8],
+    /// Pixels per row.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Bytes per pixel.
+    pub bpp: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of an 8-bit image.
+    pub(crate) fn of(image: &'a Image8) -> Self {
+        Self { data: &image.data, width: image.width, height: image.height, bpp: usize::from(image.channels) }
+    }
+}
+
 /// Every row with filter type 0 (None), for level 0.
-fn unfiltered_rows(image: &Image8) -> Vec<u8> {
-    let row_len = image.width as usize * usize::from(image.channels);
+fn unfiltered_rows(image: Rows<'_>) -> Vec<u8> {
+    let row_len = image.width as usize * image.bpp;
     let mut out = Vec::with_capacity((row_len + 1) * image.height as usize);
     for row in image.data.chunks_exact(row_len.max(1)) {
         out.push(0);
@@ -28,8 +49,8 @@ fn unfiltered_rows(image: &Image8) -> Vec<u8> {
 /// Filters every row (a leading filter-type byte per row, as PNG's IDAT expects), choosing per row the filter
 /// with the smallest sum of absolute residuals (libpng's and Pillow's heuristic). The loops are written over
 /// zipped slices without branches so that the compiler vectorises them; there is no separate SIMD path.
-pub(crate) fn filter_rows(image: &Image8) -> Vec<u8> {
-    let bpp = usize::from(image.channels);
+pub(crate) fn filter_rows(image: Rows<'_>) -> Vec<u8> {
+    let bpp = image.bpp;
     let row_len = image.width as usize * bpp;
     let mut out = Vec::with_capacity((row_len + 1) * image.height as usize);
     let zero = vec![0u8; row_len];
@@ -44,9 +65,10 @@ pub(crate) fn filter_rows(image: &Image8) -> Vec<u8> {
     out
 }
 
-/// Sum of the residuals read as signed bytes, in absolute value.
+/// Sum of the residuals read as signed bytes, in absolute value (`min(d, -d)` on bytes: a form the compiler
+/// turns into vector minimum and horizontal-add instructions).
 fn cost(residuals: &[u8]) -> u32 {
-    residuals.iter().map(|&d| u32::from((d as i8).unsigned_abs())).sum()
+    residuals.iter().map(|&d| u32::from(d.min(d.wrapping_neg()))).sum()
 }
 
 /// The five filters of one row into `out` (None, Sub, Up, Average, Paeth).
@@ -116,13 +138,14 @@ fn candidates(level: u8) -> &'static [(CompressionStrategy, u8)] {
     }
 }
 
-/// The IDAT payload (zlib stream of the filtered rows) for `level` 0..=9.
-pub(crate) fn idat(image: &Image8, level: u8) -> Result<Vec<u8>, EncodeError> {
+/// The IDAT payload (zlib stream of the filtered rows) for `level` 0..=9, for rows of any sample size (16-bit
+/// PNG passes big-endian sample bytes).
+pub(crate) fn idat_rows(image: Rows<'_>, level: u8) -> Result<Vec<u8>, EncodeError> {
     if level == 0 {
         return Ok(super::png_fast::zlib_stored(&unfiltered_rows(image)));
     }
     let filtered = filter_rows(image);
-    let stride = image.width as usize * usize::from(image.channels) + 1;
+    let stride = image.width as usize * image.bpp + 1;
     let fast = super::png_fast::zlib(&filtered, stride);
     if level <= 4 {
         return Ok(fast);
@@ -200,7 +223,7 @@ mod tests {
     fn explore_strategies() {
         let data = crate::synthetic::rgb_u8(1024, 1024, 7);
         let image = Image8 { width: 1024, height: 1024, channels: 3, data };
-        let filtered = filter_rows(&image);
+        let filtered = filter_rows(Rows::of(&image));
         for (name, strategy) in [
             ("rle", CompressionStrategy::RLE),
             ("filtered", CompressionStrategy::Filtered),

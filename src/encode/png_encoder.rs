@@ -9,7 +9,8 @@
 
 use std::io::Write;
 
-use super::{EncodeError, Image8};
+use super::png_deflate::Rows;
+use super::{EncodeError, Image8, RawImage};
 
 /// PNG options. `#[non_exhaustive]`: construct with [`PngOptions::default`] and set fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +42,43 @@ pub fn encode_png<W: Write>(image: &Image8, options: &PngOptions, out: W) -> Res
     if options.compression > 9 {
         return Err(EncodeError::InvalidOption(format!("png_compression {} is outside 0..=9", options.compression)));
     }
-    let color = match image.channels {
-        1 => png::ColorType::Grayscale,
-        3 => png::ColorType::Rgb,
-        4 => png::ColorType::Rgba,
-        n => return Err(EncodeError::InvalidImage(format!("{n} channels"))),
-    };
+    let color = color_type(image.channels)?;
     let expected = image.width as usize * image.height as usize * usize::from(image.channels);
     if image.data.len() != expected {
         return Err(EncodeError::InvalidImage(format!("{} bytes, expected {expected}", image.data.len())));
     }
-    encode_filtered_deflate(image, color, options, out)
+    encode_filtered_deflate(Rows::of(image), 8, color, options, out)
+}
+
+/// Encodes `image` as a 16-bit PNG into `out`, from its samples as submitted (f32 through [`super::u16_of_f32`],
+/// u16 as is, u8 widened by 257), with the same compression levels and text chunks as 8-bit PNG.
+pub fn encode_png16<W: Write>(image: &RawImage, options: &PngOptions, out: W) -> Result<(), EncodeError> {
+    if options.compression > 9 {
+        return Err(EncodeError::InvalidOption(format!("png_compression {} is outside 0..=9", options.compression)));
+    }
+    let color = color_type(image.channels)?;
+    let expected = image.width as usize * image.height as usize * usize::from(image.channels);
+    if image.samples.len() != expected {
+        return Err(EncodeError::InvalidImage(format!("{} samples, expected {expected}", image.samples.len())));
+    }
+    let be: Vec<u8> = image.to_u16().iter().flat_map(|v| v.to_be_bytes()).collect();
+    let rows = Rows { data: &be, width: image.width, height: image.height, bpp: 2 * usize::from(image.channels) };
+    encode_filtered_deflate(rows, 16, color, options, out)
+}
+
+fn color_type(channels: u8) -> Result<png::ColorType, EncodeError> {
+    match channels {
+        1 => Ok(png::ColorType::Grayscale),
+        3 => Ok(png::ColorType::Rgb),
+        4 => Ok(png::ColorType::Rgba),
+        n => Err(EncodeError::InvalidImage(format!("{n} channels"))),
+    }
 }
 
 /// The container written here, the image data from [`super::png_deflate`].
 fn encode_filtered_deflate<W: Write>(
-    image: &Image8,
+    image: Rows<'_>,
+    bit_depth: u8,
     color: png::ColorType,
     options: &PngOptions,
     mut out: W,
@@ -64,15 +86,15 @@ fn encode_filtered_deflate<W: Write>(
     let mut ihdr = Vec::with_capacity(13);
     ihdr.extend(image.width.to_be_bytes());
     ihdr.extend(image.height.to_be_bytes());
-    // bit depth 8, colour type, deflate, adaptive filtering, no interlace
-    ihdr.extend([8, color as u8, 0, 0, 0]);
+    // bit depth, colour type, deflate, adaptive filtering, no interlace
+    ihdr.extend([bit_depth, color as u8, 0, 0, 0]);
     out.write_all(b"\x89PNG\r\n\x1a\n")?;
     write_chunk(&mut out, png::chunk::IHDR, &ihdr)?;
     for (key, value) in &options.text {
         let (kind, data) = text_chunk(key, value)?;
         write_chunk(&mut out, kind, &data)?;
     }
-    let idat = super::png_deflate::idat(image, options.compression)?;
+    let idat = super::png_deflate::idat_rows(image, options.compression)?;
     // IDAT in pieces of at most 1 MiB, as encoders conventionally do.
     for piece in idat.chunks(1 << 20) {
         write_chunk(&mut out, png::chunk::IDAT, piece)?;
@@ -217,6 +239,31 @@ mod tests {
         encode_png(&gradient(3), &PngOptions { compression: 4, text }, &mut bytes).unwrap();
         let kinds: Vec<&[u8]> = bytes.windows(4).filter(|w| *w == b"tEXt" || *w == b"iTXt").collect();
         assert_eq!(kinds, [b"tEXt".as_slice(), b"iTXt", b"tEXt"]);
+    }
+
+    /// 16-bit PNG from float samples: every level decodes to exactly the u16 values of PROTOCOL.md 10.7.
+    #[test]
+    fn sixteen_bit_png_decodes_to_the_specified_u16_values() {
+        use super::super::{Samples, u16_of_f32};
+        let (w, h) = (53u32, 19u32);
+        for channels in [1u8, 3, 4] {
+            let n = (w * h) as usize * usize::from(channels);
+            let f: Vec<f32> = (0..n).map(|i| if i % 97 == 0 { 1.5 } else { (i % 1009) as f32 / 1008.0 }).collect();
+            let raw = RawImage { width: w, height: h, channels, samples: Samples::F32(f.clone()) };
+            for level in [0u8, 1, 4, 6, 9] {
+                let mut bytes = Vec::new();
+                encode_png16(&raw, &PngOptions { compression: level, ..PngOptions::default() }, &mut bytes).unwrap();
+                let decoded = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap();
+                let got: Vec<u16> = match channels {
+                    1 => decoded.to_luma16().into_raw(),
+                    3 => decoded.to_rgb16().into_raw(),
+                    _ => decoded.to_rgba16().into_raw(),
+                };
+                let want: Vec<u16> = f.iter().map(|&x| u16_of_f32(x)).collect();
+                assert!(got == want, "{channels} channels, level {level}: other samples");
+                assert_eq!(bytes[24], 16, "IHDR bit depth");
+            }
+        }
     }
 
     #[test]

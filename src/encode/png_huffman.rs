@@ -14,44 +14,77 @@ const END_OF_BLOCK: usize = 256;
 /// Order in which the code-length code lengths are sent.
 const CL_ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 
-/// LSB-first bit writer into a byte vector.
+/// LSB-first bit writer into a byte vector, branch-free in the common case (fpnge's trick): every `put` stores
+/// the whole 64-bit buffer at the write position, then advances by the complete bytes it holds. The vector is
+/// kept at least 8 bytes longer than what was written (zeros, cut off by [`BitWriter::finish`]).
 pub(crate) struct BitWriter {
-    pub(crate) out: Vec<u8>,
+    out: Vec<u8>,
+    /// Bytes written; `out[pos..]` is slack.
+    pos: usize,
+    /// Pending bits (fewer than 8 between calls).
     buf: u64,
     nbits: u32,
 }
 
 impl BitWriter {
-    pub(crate) fn new(out: Vec<u8>) -> Self {
-        Self { out, buf: 0, nbits: 0 }
+    /// A writer appending to `out` (whose bytes are kept).
+    pub(crate) fn new(mut out: Vec<u8>) -> Self {
+        let pos = out.len();
+        let len = out.capacity().max(pos + 64);
+        out.resize(len, 0);
+        Self { out, pos, buf: 0, nbits: 0 }
     }
 
-    /// Appends the low `n` bits of `bits` (n <= 32, higher bits of `bits` zero).
+    /// Makes room for at least `bytes` more bytes, so that the next puts do not reallocate.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        let want = self.pos + bytes + 16;
+        if self.out.len() < want {
+            self.out.resize(want.max(self.out.len() * 3 / 2), 0);
+        }
+    }
+
+    /// Appends the low `n` bits of `bits` (n <= 56, higher bits of `bits` zero).
     #[inline(always)]
     pub(crate) fn put(&mut self, bits: u64, n: u32) {
-        debug_assert!(n <= 32 && (n == 32 || bits >> n == 0));
+        debug_assert!(n <= 56 && (bits >> n) == 0);
+        if self.out.len() < self.pos + 8 {
+            self.reserve(4096);
+        }
         self.buf |= bits << self.nbits;
         self.nbits += n;
-        if self.nbits >= 32 {
-            self.out.extend_from_slice(&(self.buf as u32).to_le_bytes());
-            self.buf >>= 32;
-            self.nbits -= 32;
-        }
+        self.out[self.pos..self.pos + 8].copy_from_slice(&self.buf.to_le_bytes());
+        let bytes = self.nbits >> 3;
+        self.pos += bytes as usize;
+        // bytes <= 7: nbits was < 8 and n <= 56.
+        self.buf >>= bytes * 8;
+        self.nbits &= 7;
     }
 
     /// Pads to a byte boundary with zero bits.
     pub(crate) fn align(&mut self) {
-        while self.nbits > 0 {
-            self.out.push(self.buf as u8);
-            self.buf >>= 8;
-            self.nbits = self.nbits.saturating_sub(8);
+        if self.nbits > 0 {
+            self.put(0, 8 - self.nbits);
         }
         self.buf = 0;
+    }
+
+    /// Appends whole bytes (after [`BitWriter::align`]).
+    pub(crate) fn bytes(&mut self, data: &[u8]) {
+        debug_assert_eq!(self.nbits, 0);
+        self.reserve(data.len());
+        self.out[self.pos..self.pos + data.len()].copy_from_slice(data);
+        self.pos += data.len();
+    }
+
+    /// Bits written so far.
+    pub(crate) fn bit_len(&self) -> u64 {
+        self.pos as u64 * 8 + u64::from(self.nbits)
     }
 
     /// Flushes the pending bits (byte-aligned) and returns the bytes.
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.align();
+        self.out.truncate(self.pos);
         self.out
     }
 }
@@ -60,7 +93,8 @@ impl BitWriter {
 #[derive(Clone)]
 pub(crate) struct Code {
     pub(crate) lengths: Vec<u8>,
-    pub(crate) codes: Vec<u16>,
+    /// Per symbol `code | length << 16`: one load per symbol when writing.
+    pub(crate) packed: Vec<u32>,
 }
 
 impl Code {
@@ -68,8 +102,9 @@ impl Code {
     /// sum 1) as strict decoders expect: with fewer than two used symbols, the lowest unused ones fill in.
     pub(crate) fn fitted(freq: &[u32], max_len: u8) -> Self {
         let lengths = code_lengths(freq, max_len);
-        let codes = canonical_codes(&lengths);
-        Self { lengths, codes }
+        let packed =
+            canonical_codes(&lengths).iter().zip(&lengths).map(|(&c, &l)| u32::from(c) | u32::from(l) << 16).collect();
+        Self { lengths, packed }
     }
 
     /// Bits needed to send symbols with these counts (without extra bits).
@@ -79,7 +114,8 @@ impl Code {
 
     #[inline(always)]
     pub(crate) fn put(&self, w: &mut BitWriter, symbol: usize) {
-        w.put(u64::from(self.codes[symbol]), u32::from(self.lengths[symbol]));
+        let p = self.packed[symbol];
+        w.put(u64::from(p & 0xffff), p >> 16);
     }
 }
 
@@ -247,7 +283,7 @@ fn run_length_code_lengths(lengths: &[u8]) -> Vec<(u8, u8)> {
 pub(crate) fn dynamic_header_bits(litlen: &Code, dist: &Code) -> u64 {
     let mut w = BitWriter::new(Vec::new());
     write_dynamic_header(&mut w, false, litlen, dist);
-    w.out.len() as u64 * 8 + u64::from(w.nbits)
+    w.bit_len()
 }
 
 /// Writes a stored (uncompressed) block of `data` (at most 65535 bytes).
@@ -257,9 +293,9 @@ pub(crate) fn write_stored(w: &mut BitWriter, last: bool, data: &[u8]) {
     w.put(0, 2);
     w.align();
     let len = data.len() as u16;
-    w.out.extend_from_slice(&len.to_le_bytes());
-    w.out.extend_from_slice(&(!len).to_le_bytes());
-    w.out.extend_from_slice(data);
+    w.bytes(&len.to_le_bytes());
+    w.bytes(&(!len).to_le_bytes());
+    w.bytes(data);
 }
 
 /// The end-of-block symbol.

@@ -1,5 +1,11 @@
 //! WebP through libwebp (the encoder PIL uses, so sizes match what users get from ComfyUI), lossy at a quality
-//! or lossless, with an optional EXIF chunk placed after the image data as PIL does (VP8X, VP8/VP8L, EXIF).
+//! or lossless, with an optional EXIF chunk placed right after the VP8X header, before the image data (VP8X,
+//! EXIF, ALPH/VP8/VP8L).
+//!
+//! PIL puts EXIF after the image data; the container spec allows either ("Metadata and unknown chunks MAY appear
+//! out of order", RFC 9649 section 2.7). Before the image is the place every reader finds it: ComfyUI's frontend
+//! up to at least 1.27 walks chunks without skipping the RIFF padding byte, so after an odd-sized image chunk
+//! (lossless WebP, half of the time; an ALPH chunk too) it never reached the EXIF chunk and restored nothing.
 
 use std::io::Write;
 
@@ -45,7 +51,8 @@ pub fn encode_webp<W: Write>(
     Ok(())
 }
 
-/// Rebuilds libwebp's RIFF container with a VP8X header whose EXIF flag is set and an EXIF chunk at the end.
+/// Rebuilds libwebp's RIFF container with a VP8X header whose EXIF flag is set, then the EXIF chunk, then the
+/// image chunks (see the module docs for why EXIF comes first).
 fn with_exif(riff: &[u8], image: &Image8, exif: &[u8]) -> Result<Vec<u8>, EncodeError> {
     const EXIF_FLAG: u8 = 0x08;
     const ALPHA_FLAG: u8 = 0x10;
@@ -81,8 +88,8 @@ fn with_exif(riff: &[u8], image: &Image8, exif: &[u8]) -> Result<Vec<u8>, Encode
     header[0] |= EXIF_FLAG;
     let mut body = b"WEBP".to_vec();
     push_chunk(&mut body, b"VP8X", &header);
-    body.extend_from_slice(&chunks);
     push_chunk(&mut body, b"EXIF", exif);
+    body.extend_from_slice(&chunks);
     let mut out = b"RIFF".to_vec();
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(body);
@@ -95,5 +102,76 @@ fn push_chunk(out: &mut Vec<u8>, id: &[u8; 4], data: &[u8]) {
     out.extend_from_slice(data);
     if data.len() % 2 == 1 {
         out.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(fourcc, size)` of every chunk, with the RIFF padding byte after odd-sized chunks skipped.
+    fn chunks(riff: &[u8]) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let mut at = 12;
+        while at + 8 <= riff.len() {
+            let len = u32::from_le_bytes(riff[at + 4..at + 8].try_into().unwrap()) as usize;
+            out.push((String::from_utf8_lossy(&riff[at..at + 4]).into_owned(), len));
+            at += 8 + len + (len & 1);
+        }
+        assert_eq!(at, riff.len(), "chunks fill the file exactly");
+        out
+    }
+
+    /// Whether ComfyUI frontend 1.27's `getWebpMetadata` reaches the EXIF chunk: it walks `8 + size` per chunk,
+    /// never skipping a padding byte.
+    fn frontend_1_27_finds_exif(riff: &[u8]) -> bool {
+        let mut at = 12;
+        while at + 8 <= riff.len() {
+            if &riff[at..at + 4] == b"EXIF" {
+                return true;
+            }
+            at += 8 + u32::from_le_bytes(riff[at + 4..at + 8].try_into().unwrap()) as usize;
+        }
+        false
+    }
+
+    fn noise(width: u32, height: u32, channels: u8, seed: u32) -> Image8 {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        let data = (0..width * height * u32::from(channels))
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 24) as u8
+            })
+            .collect();
+        Image8 { width, height, channels, data }
+    }
+
+    #[test]
+    fn exif_comes_right_after_vp8x_so_frontend_1_27_finds_it_after_an_odd_sized_image_chunk() {
+        // Regression (issue 13): after an odd-sized VP8L chunk the frontend restored nothing from our files.
+        let exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\0\0"; // odd length too
+        let mut odd_image_chunks = 0;
+        for (seed, (lossless, channels)) in
+            [(true, 3), (true, 4), (false, 4), (false, 3)].into_iter().cycle().take(16).enumerate()
+        {
+            let image = noise(17 + seed as u32, 13, channels, seed as u32);
+            let mut out = Vec::new();
+            encode_webp(&image, lossless, 90, Some(exif), &mut out).unwrap();
+            let list = chunks(&out);
+            let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names[..2], ["VP8X", "EXIF"], "{list:?}");
+            assert!(names[2..].iter().all(|n| ["ALPH", "VP8 ", "VP8L"].contains(n)), "{list:?}");
+            odd_image_chunks += list[2..].iter().filter(|(_, len)| len % 2 == 1).count();
+            assert!(frontend_1_27_finds_exif(&out), "{list:?}");
+            // libwebp reads the file (its decoder skips metadata before the image data) to the same pixels.
+            let decoded = webp::Decoder::new(&out).decode().expect("libwebp decodes it");
+            assert_eq!((decoded.width(), decoded.height()), (image.width, image.height));
+            if lossless {
+                assert_eq!(&*decoded, &image.data[..], "lossless pixels");
+            }
+        }
+        assert!(odd_image_chunks > 0, "the sizes tried gave no odd-sized image chunk: the test proves nothing");
     }
 }

@@ -62,11 +62,14 @@ impl Read for Timed<'_> {
             }
             None => None,
         };
-        match self.stream.set_recv_timeout(timeout) {
-            // Windows named pipes have no I/O timeouts (interprocess answers `Unsupported`): there the frame
-            // timeout does not apply, rather than every read failing.
-            Err(e) if e.kind() != io::ErrorKind::Unsupported => return Err(e),
-            _ => {}
+        #[cfg(not(windows))]
+        self.stream.set_recv_timeout(timeout)?;
+        // Named pipes have no read timeouts (interprocess answers `Unsupported`): the slots' watchdog closes
+        // the connection once the deadline has passed, which ends this read.
+        #[cfg(windows)]
+        {
+            let _ = timeout;
+            self.slot.set_deadline(self.deadline);
         }
         let n = self.stream.read(buf)?;
         if self.deadline.is_none() && n > 0 {
@@ -74,6 +77,14 @@ impl Read for Timed<'_> {
             self.deadline = Some(Instant::now() + frame_timeout());
         }
         Ok(n)
+    }
+}
+
+/// Windows: once the frame is read (or reading it failed), no deadline applies while the request is handled.
+#[cfg(windows)]
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.slot.set_deadline(None);
     }
 }
 

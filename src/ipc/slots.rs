@@ -2,6 +2,9 @@
 //! connection that has sat idle longest after its handshake (waiting for its next request) is closed to make
 //! room, so idle clients can never lock real ones out; only when no connection is idle (all are mid-handshake
 //! or mid-request, both bounded by the frame timeout) is a newcomer refused with `busy`.
+//!
+//! On Windows, where named pipes have no read timeouts, the frame timeout is enforced here too: a connection
+//! reading a frame records its deadline in its slot, and a watchdog thread closes the connections past theirs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +32,9 @@ struct Entry {
     idle_since: Option<u64>,
     /// Closes the connection from outside (a duplicate of its descriptor); taken when it is evicted.
     closer: Option<Closer>,
+    /// Windows: when the frame being read must have arrived (the watchdog closes the connection after it).
+    #[cfg(windows)]
+    deadline: Option<std::time::Instant>,
 }
 
 /// What a new connection got.
@@ -44,7 +50,10 @@ pub(crate) enum Admission {
 
 impl Slots {
     pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self { max, inner: Mutex::new(Inner::default()) })
+        let slots = Arc::new(Self { max, inner: Mutex::new(Inner::default()) });
+        #[cfg(windows)]
+        windows::start_watchdog(&slots);
+        slots
     }
 
     /// Registers a new connection (also a refused one, until it has been answered).
@@ -59,11 +68,17 @@ impl Slots {
         };
         let id = inner.next_id;
         inner.next_id += 1;
-        inner.open.insert(id, Entry { idle_since: None, closer });
+        let entry = Entry {
+            idle_since: None,
+            closer,
+            #[cfg(windows)]
+            deadline: None,
+        };
+        inner.open.insert(id, entry);
         (Slot { slots: Arc::clone(self), id }, admission)
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, unix))] // its one test pairs Unix sockets
     fn open(&self) -> usize {
         self.inner.lock().open.len()
     }
@@ -106,6 +121,16 @@ impl Slot {
     }
 }
 
+#[cfg(windows)]
+impl Slot {
+    /// Records when the frame being read must have arrived (`None`: no frame is being read).
+    pub(crate) fn set_deadline(&self, deadline: Option<std::time::Instant>) {
+        if let Some(entry) = self.slots.inner.lock().open.get_mut(&self.id) {
+            entry.deadline = deadline;
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.inner.lock().open.remove(&self.id);
@@ -117,6 +142,9 @@ impl Drop for Slot {
 pub(crate) struct Closer {
     #[cfg(unix)]
     fd: std::os::fd::OwnedFd,
+    /// A duplicate of the pipe instance's handle.
+    #[cfg(windows)]
+    pipe: std::os::windows::io::OwnedHandle,
 }
 
 impl Closer {
@@ -129,7 +157,14 @@ impl Closer {
             let interprocess::local_socket::Stream::UdSocket(s) = stream else { return None };
             s.as_fd().try_clone_to_owned().ok().map(|fd| Self { fd })
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            use std::os::windows::io::AsHandle;
+            #[allow(irrefutable_let_patterns)] // one variant on Windows; the enum is cross-platform
+            let interprocess::local_socket::Stream::NamedPipe(s) = stream else { return None };
+            s.as_handle().try_clone_to_owned().ok().map(|pipe| Self { pipe })
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = stream;
             None
@@ -141,6 +176,50 @@ impl Closer {
         {
             use std::os::fd::AsRawFd;
             let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        #[cfg(windows)]
+        crate::platform::disconnect_pipe(&self.pipe);
+    }
+}
+
+/// Windows: the frame timeout's enforcement (named pipes have no read timeouts).
+#[cfg(windows)]
+mod windows {
+    use std::sync::{Arc, Weak};
+    use std::time::{Duration, Instant};
+
+    use super::Slots;
+
+    /// How often the watchdog looks for connections past their frame deadline.
+    const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+    /// Starts the watchdog of `slots`; it ends once the slots are gone (the listener stopped and every
+    /// connection ended).
+    pub(super) fn start_watchdog(slots: &Arc<Slots>) {
+        let slots = Arc::downgrade(slots);
+        let spawned = std::thread::Builder::new()
+            .name("luna-conn-watchdog".to_owned())
+            .stack_size(64 * 1024)
+            .spawn(move || watch(&slots));
+        if let Err(e) = spawned {
+            tracing::error!("could not start the connection watchdog, so frame timeouts do not apply: {e}");
+        }
+    }
+
+    fn watch(slots: &Weak<Slots>) {
+        loop {
+            std::thread::sleep(CHECK_EVERY);
+            let Some(slots) = slots.upgrade() else { return };
+            let now = Instant::now();
+            for entry in slots.inner.lock().open.values_mut() {
+                if entry.deadline.is_some_and(|deadline| deadline <= now) {
+                    entry.deadline = None;
+                    if let Some(closer) = entry.closer.take() {
+                        tracing::debug!("closing a connection whose frame did not arrive in time");
+                        closer.close();
+                    }
+                }
+            }
         }
     }
 }

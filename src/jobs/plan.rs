@@ -304,6 +304,12 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     if job.png_compression > 9 {
         return Err(invalid_job(format!("png_compression {} is outside 0..=9", job.png_compression)));
     }
+    if !matches!(job.png_bit_depth, 8 | 16) {
+        return Err(invalid_job(format!("png_bit_depth {} is not 8 or 16", job.png_bit_depth)));
+    }
+    if !matches!(job.exr_bit_depth, 16 | 32) {
+        return Err(invalid_job(format!("exr_bit_depth {} is not 16 (half) or 32 (float)", job.exr_bit_depth)));
+    }
     if !(1..=100).contains(&job.lossy_quality) {
         return Err(invalid_job(format!("lossy_quality {} is outside 1..=100", job.lossy_quality)));
     }

@@ -54,7 +54,8 @@ impl OutputDir {
 pub(super) enum Walk {
     /// `openat2(RESOLVE_BENEATH)` where available, else [`Walk::NoFollow`].
     Best,
-    /// Per-component `O_NOFOLLOW`.
+    /// Per-component `O_NOFOLLOW` (Unix; Windows walks by path, `output::dir::portable`).
+    #[cfg(unix)]
     #[cfg_attr(not(test), allow(dead_code))]
     NoFollow,
 }

@@ -9,6 +9,11 @@ pub fn user_id() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Wine runs Windows programs only; a Unix build is never under it.
+pub fn wine_version() -> Option<String> {
+    None
+}
+
 /// `kill(pid, 0)`: success means the process runs and we may signal it (ours, or we are root); `EPERM` means
 /// it belongs to another user, so it is not our creator; `ESRCH` means it is gone.
 pub(super) fn user_process_running(pid: u32) -> bool {

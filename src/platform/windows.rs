@@ -2,7 +2,7 @@
 //! SIDs are compared in their string form (`S-1-5-21-...`), which is canonical for a SID.
 #![allow(unsafe_code)]
 
-use std::ffi::OsStr;
+use std::ffi::{CStr, OsStr, c_char};
 use std::io;
 use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
@@ -19,6 +19,9 @@ use windows_sys::Win32::Security::{
     PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
 use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
+use windows_sys::Win32::System::IO::CancelIoEx;
+use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+use windows_sys::Win32::System::Pipes::DisconnectNamedPipe;
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
     WaitForSingleObject,
@@ -27,6 +30,31 @@ use windows_sys::Win32::System::Threading::{
 /// Windows has no numeric user id; identity is the SID ([`current_user_sid`]).
 pub fn user_id() -> u32 {
     0
+}
+
+/// The Wine version if this process runs under Wine, else `None` (real Windows). Wine's ntdll exports
+/// `wine_get_version`; Windows' never does. Only tests ask, to skip the few checks of behaviour Wine does not
+/// emulate (each names what and why), so that on real Windows they all run.
+pub fn wine_version() -> Option<String> {
+    let ntdll = wide(OsStr::new("ntdll.dll"));
+    // SAFETY: a NUL-terminated name; ntdll is loaded in every Windows process and its handle needs no freeing.
+    let module = unsafe { GetModuleHandleW(ntdll.as_ptr()) };
+    if module.is_null() {
+        return None;
+    }
+    // SAFETY: a valid module handle and a NUL-terminated ASCII export name.
+    let export = unsafe { GetProcAddress(module, c"wine_get_version".as_ptr().cast()) }?;
+    // SAFETY: Wine declares it `const char *wine_get_version(void)` (x86-64 has one C calling convention).
+    let get_version = unsafe {
+        std::mem::transmute::<unsafe extern "system" fn() -> isize, unsafe extern "C" fn() -> *const c_char>(export)
+    };
+    // SAFETY: takes nothing and returns a pointer to a static NUL-terminated string (or null).
+    let text = unsafe { get_version() };
+    if text.is_null() {
+        return Some(String::new());
+    }
+    // SAFETY: non-null, NUL-terminated and static, as above.
+    Some(unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned())
 }
 
 /// Opens the process and asks whether it has exited (a handle to an exited process stays valid while anyone
@@ -210,6 +238,19 @@ pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Ends a named-pipe connection from another thread (the daemon's side of a connection it evicts, or whose
+/// frame did not arrive in time; named pipes have no read timeouts): disconnects the client, so every later
+/// read or write on the pipe fails (interprocess reports end-of-stream), then cancels the read or write the
+/// connection's thread may be blocked in right now. `pipe` is a duplicate of the connection's handle.
+pub fn disconnect_pipe(pipe: &OwnedHandle) {
+    // SAFETY: a valid handle of a server pipe instance, owned by the caller for the duration of both calls;
+    // neither keeps it. Failures (already disconnected, nothing pending) leave nothing to do.
+    unsafe {
+        DisconnectNamedPipe(pipe.as_raw_handle());
+        CancelIoEx(pipe.as_raw_handle(), std::ptr::null());
+    }
+}
+
 /// Bytes free for the current user on the volume holding `path`.
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let path_w = wide(path.as_os_str());
@@ -293,6 +334,15 @@ mod tests {
         assert!(me.starts_with("S-1-"), "{me}");
         assert_eq!(process_user_sid(std::process::id()).unwrap(), me);
         assert!(check_same_user(&me, &me).is_ok());
+    }
+
+    #[test]
+    fn wine_is_detected_where_the_test_runner_says_it_runs_us() {
+        // scripts/windows/runner.sh sets LUNA_WINDOWS_RUNNER=wine; on real Windows nothing sets it.
+        if std::env::var("LUNA_WINDOWS_RUNNER").as_deref() == Ok("wine") {
+            let version = wine_version().expect("ntdll exports wine_get_version under Wine");
+            assert!(version.starts_with(|c: char| c.is_ascii_digit()), "{version}");
+        }
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub enum ImageFormat {
     Webp,
     /// JPEG at `lossy_quality` (alpha dropped), metadata as EXIF in APP1 (64 KiB limit).
     Jpeg,
+    /// OpenEXR, 32-bit float or 16-bit half (`exr_bit_depth`), metadata as string header attributes.
+    Exr,
 }
 
 impl ImageFormat {
@@ -111,8 +113,20 @@ impl ImageFormat {
             Self::Png => "png",
             Self::Webp => "webp",
             Self::Jpeg => "jpg",
+            Self::Exr => "exr",
         }
     }
+}
+
+/// The colour space of the submitted samples, for EXR (which stores linear light).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExrColorSpace {
+    /// sRGB-encoded, as ComfyUI's IMAGE: colour channels are linearised (inverse sRGB transfer function).
+    #[default]
+    Srgb,
+    /// Already linear: written unchanged.
+    Linear,
 }
 
 /// The quality gate applied to every image on its own.
@@ -293,6 +307,15 @@ pub struct SubmitJob {
     /// needs `batch`, and every job of a batch must agree (its first job decides).
     #[serde(default)]
     pub zip: bool,
+    /// Bits per sample of PNG files: 8, or 16 (from the samples as submitted, never from 8 bits).
+    #[serde(default = "default_png_bit_depth")]
+    pub png_bit_depth: u8,
+    /// Bits per sample of EXR files: 32 (float) or 16 (half).
+    #[serde(default = "default_exr_bit_depth")]
+    pub exr_bit_depth: u8,
+    /// The colour space the submitted samples are in, for EXR.
+    #[serde(default)]
+    pub exr_input_color_space: ExrColorSpace,
 }
 
 impl SubmitJob {
@@ -322,8 +345,19 @@ impl SubmitJob {
             thumbnails: false,
             thumbnail_size: default_thumbnail_size(),
             zip: false,
+            png_bit_depth: default_png_bit_depth(),
+            exr_bit_depth: default_exr_bit_depth(),
+            exr_input_color_space: ExrColorSpace::default(),
         }
     }
+}
+
+fn default_png_bit_depth() -> u8 {
+    8
+}
+
+fn default_exr_bit_depth() -> u8 {
+    32
 }
 
 fn default_filename() -> String {

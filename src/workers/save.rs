@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::encode::{
-    EncodeError, Format, Image8, Metadata, convert_row, encode, encode_thumbnail, scores, thumbnail_metadata,
+    EncodeError, ExrInput, Format, Image8, Metadata, Pixels, RawImage, append_samples, convert_row, encode_pixels,
+    encode_thumbnail, scores, thumbnail_metadata,
 };
 use crate::jobs::{ImageTask, THUMBNAIL_DIR};
 use crate::output::{self, OutputDirs, OutputError, Written};
-use crate::protocol::{ErrorCode, ErrorReply, GateScores, ImageFormat, QualityGate};
+use crate::protocol::{ErrorCode, ErrorReply, ExrColorSpace, GateScores, ImageFormat, QualityGate, SubmitJob};
 use crate::s3::{ObjectStore, S3Error, Staged, Upload};
 use crate::shm::{Segment, SegmentState};
 
@@ -83,20 +84,20 @@ pub struct Saved {
 
 /// Reads, converts, judges, encodes and writes one image.
 pub fn save_image(task: &ImageTask, dirs: &OutputDirs) -> Result<Saved, SaveError> {
-    let image = read_pixels(task, &open_segment(task)?)?;
     let settings = &task.settings;
     let job = &settings.job;
-    let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
+    let (format, metadata, mut notes) = encoding_of(task);
+    let pixels = read_pixels(task, &open_segment(task)?, format.wants_raw())?;
+    let (scores, passed) = judge_pixels(&pixels, job.quality_gate, job.min_quality_threshold);
     let dir = output::resolve_dir(&settings.output_root, &task.sub_path(!passed))?;
     dirs.record(dir.path());
-    let (format, metadata, mut notes) = encoding_of(task);
     let ext = task.image_format.extension();
     let (written, encode_notes) =
-        output::write_new_file_in(&dir, &task.stem, ext, |w| encode(&image, format, metadata.as_ref(), w))??;
+        output::write_new_file_in(&dir, &task.stem, ext, |w| encode_pixels(&pixels, format, metadata.as_ref(), w))??;
     notes.extend(encode_notes);
     let thumbnail = if job.thumbnails {
         let sub_path = task.sub_path(!passed);
-        match write_thumbnail(task, dirs, &image, &sub_path, &written.path, metadata.as_ref()) {
+        match write_thumbnail(task, dirs, &pixels.image8(), &sub_path, &written.path, metadata.as_ref()) {
             Ok(path) => Some(path),
             Err(e) => {
                 // The image is saved; a missing preview is worth a note, not a failed or repeated save.
@@ -134,17 +135,17 @@ pub fn save_object(
     let staged = match Staged::load(&staging)? {
         Some(staged) => staged,
         None => {
-            let image = read_pixels(task, &open_segment(task)?)?;
+            let (format, metadata, mut notes) = encoding_of(task);
+            let pixels = read_pixels(task, &open_segment(task)?, format.wants_raw())?;
             let job = &task.settings.job;
-            let (scores, passed) = judge(&image, job.quality_gate, job.min_quality_threshold);
+            let (scores, passed) = judge_pixels(&pixels, job.quality_gate, job.min_quality_threshold);
             let sub_path = task.sub_path(!passed);
             output::check_sub_path(&sub_path)?;
-            let (format, metadata, mut notes) = encoding_of(task);
             if job.thumbnails {
                 notes.push("thumbnail not written: thumbnails are not made for s3:// output roots".to_owned());
             }
             let mut bytes = Vec::new();
-            notes.extend(encode(&image, format, metadata.as_ref(), &mut bytes)?);
+            notes.extend(encode_pixels(&pixels, format, metadata.as_ref(), &mut bytes)?);
             let staged = Staged { sub_path, discarded: !passed, scores, notes, bytes };
             staged.store(&staging)?;
             staged
@@ -180,18 +181,14 @@ fn content_type(format: ImageFormat) -> &'static str {
         ImageFormat::Png => "image/png",
         ImageFormat::Webp => "image/webp",
         ImageFormat::Jpeg => "image/jpeg",
+        ImageFormat::Exr => "image/x-exr",
     }
 }
 
 /// The encoder settings and the metadata of a task (and a note if its metadata could not be decoded).
 fn encoding_of(task: &ImageTask) -> (Format, Option<Metadata>, Vec<String>) {
     let settings = &task.settings;
-    let job = &settings.job;
-    let format = match task.image_format {
-        ImageFormat::Png => Format::Png { compression: job.png_compression },
-        ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
-        ImageFormat::Jpeg => Format::Jpeg { quality: job.lossy_quality },
-    };
+    let format = encoder_format(task.image_format, &settings.job);
     let mut notes = Vec::new();
     let text = settings.metadata_text().unwrap_or_else(|note| {
         notes.push(note.to_owned());
@@ -210,6 +207,15 @@ fn encoding_of(task: &ImageTask) -> (Format, Option<Metadata>, Vec<String>) {
         batch_index: task.batch_index,
     });
     (format, metadata, notes)
+}
+
+/// The gate on the 8-bit image (PROTOCOL.md 12.7), whatever precision the output keeps.
+fn judge_pixels(pixels: &Pixels, gate: QualityGate, threshold: f64) -> (Option<GateScores>, bool) {
+    match pixels {
+        Pixels::Eight(image) => judge(image, gate, threshold),
+        Pixels::Raw(_) if gate == QualityGate::Disabled => (None, true),
+        Pixels::Raw(raw) => judge(&raw.to_image8(), gate, threshold),
+    }
 }
 
 /// Writes the thumbnail of the image saved at `image_path` (below `sub_path`) into `<sub_path>/_thumbnails/`
@@ -234,6 +240,23 @@ fn write_thumbnail(
     let (written, _) =
         output::write_new_file_in(&dir, &name, "webp", |w| encode_thumbnail(image, size, meta.as_ref(), w))??;
     Ok(written.path)
+}
+
+/// The encoder and its settings for a slot's format under the job's options.
+fn encoder_format(format: ImageFormat, job: &SubmitJob) -> Format {
+    match format {
+        ImageFormat::Png if job.png_bit_depth == 16 => Format::Png16 { compression: job.png_compression },
+        ImageFormat::Png => Format::Png { compression: job.png_compression },
+        ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
+        ImageFormat::Jpeg => Format::Jpeg { quality: job.lossy_quality },
+        ImageFormat::Exr => Format::Exr {
+            half: job.exr_bit_depth == 16,
+            input: match job.exr_input_color_space {
+                ExrColorSpace::Srgb => ExrInput::Srgb,
+                ExrColorSpace::Linear => ExrInput::Linear,
+            },
+        },
+    }
 }
 
 /// Applies the gate: the scores it computed and whether the image passes.
@@ -264,12 +287,14 @@ fn open_segment(task: &ImageTask) -> Result<Segment, SaveError> {
     }
 }
 
-/// Reads the image's rows with positioned reads, verifying the CRC-32 over exactly the descriptor's byte range.
-fn read_pixels(task: &ImageTask, segment: &Segment) -> Result<Image8, SaveError> {
+/// Reads the image's rows with positioned reads, verifying the CRC-32 over exactly the descriptor's byte range:
+/// converted to 8 bits on the way, or (`raw`) kept as submitted for the formats with more precision.
+fn read_pixels(task: &ImageTask, segment: &Segment, raw: bool) -> Result<Pixels, SaveError> {
     let l = &task.layout;
     let row_bytes = l.row_bytes() as usize;
     let out_row = l.width as usize * usize::from(l.channels);
-    let mut data = vec![0u8; out_row * l.height as usize];
+    let mut data = vec![0u8; if raw { 0 } else { out_row * l.height as usize }];
+    let mut samples = task.format.buffer(if raw { out_row * l.height as usize } else { 0 });
     let rows_per_chunk = (READ_CHUNK / l.row_stride).clamp(1, u64::from(l.height));
     let end = l.offset + l.length;
     let mut hasher = task.crc32.map(|_| crc32fast::Hasher::new());
@@ -290,8 +315,12 @@ fn read_pixels(task: &ImageTask, segment: &Segment) -> Result<Image8, SaveError>
         }
         for r in row..last {
             let src = ((r - row) * l.row_stride) as usize;
-            let dst = r as usize * out_row;
-            convert_row(task.format, &buf[src..src + row_bytes], &mut data[dst..dst + out_row]);
+            if raw {
+                append_samples(task.format, &buf[src..src + row_bytes], &mut samples);
+            } else {
+                let dst = r as usize * out_row;
+                convert_row(task.format, &buf[src..src + row_bytes], &mut data[dst..dst + out_row]);
+            }
         }
         row = last;
     }
@@ -301,7 +330,11 @@ fn read_pixels(task: &ImageTask, segment: &Segment) -> Result<Image8, SaveError>
             return Err(SaveError::Checksum { segment: task.segment.name().to_owned(), expected, actual });
         }
     }
-    Ok(Image8 { width: l.width, height: l.height, channels: l.channels, data })
+    Ok(if raw {
+        Pixels::Raw(RawImage { width: l.width, height: l.height, channels: l.channels, samples })
+    } else {
+        Pixels::Eight(Image8 { width: l.width, height: l.height, channels: l.channels, data })
+    })
 }
 
 /// The final path as a string for the wire.

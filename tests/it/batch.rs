@@ -174,18 +174,21 @@ fn thumbnails_are_written_beside_each_image_and_named_in_the_status() {
         pixels.iter().map(|p| ImageRef { width: 300, height: 200, channels: 3, pixels: Pixels::U8(p) }).collect();
     let job = client.submit(&options, &images).unwrap().job_id;
     let status = client.wait(&job, |_| {}).unwrap();
-    let out = daemon.output.display().to_string();
-    let want = [
-        format!("{out}/ORIG/_thumbnails/shot_ORIG_0.png.webp"),
-        format!("{out}/_discarded/ORIG/_thumbnails/shot_ORIG_1.png.webp"),
-    ];
+    // Native paths (`\` on Windows), as the daemon reports them.
+    let thumbnail = |dir: &[&str], name: &str| {
+        let path = dir.iter().fold(daemon.output.clone(), |p, d| p.join(d)).join("_thumbnails").join(name);
+        path.display().to_string()
+    };
+    let want =
+        [thumbnail(&["ORIG"], "shot_ORIG_0.png.webp"), thumbnail(&["_discarded", "ORIG"], "shot_ORIG_1.png.webp")];
     for (image, want) in status.images.iter().zip(&want) {
         assert_eq!(image.thumbnail.as_deref(), Some(want.as_str()), "{image:?}");
         let bytes = std::fs::read(want).unwrap();
         let decoded = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (64, 43));
         let text = String::from_utf8_lossy(&bytes);
-        let name = image.path.as_deref().unwrap().rsplit('/').next().unwrap().to_owned();
+        let path = std::path::Path::new(image.path.as_deref().unwrap());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert!(text.contains(&format!("/{name}")) && text.contains("source:"), "a reference to {name}");
         assert!(!text.contains("secret-workflow") && !text.contains("KSampler"), "no workflow, no prompt");
         let full = std::fs::read(image.path.as_deref().unwrap()).unwrap();

@@ -142,3 +142,22 @@ fn a_discarded_image_has_its_own_exit_status() {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
 }
+
+#[test]
+fn submit_writes_16_bit_png_and_exr_and_refuses_a_bit_depth_the_format_lacks() {
+    let daemon = TestDaemon::start();
+    let out = daemon.dir.path().join("deep");
+    let dir = out.to_str().unwrap();
+    let base = ["submit", "--synthetic", "1", "--size", "24x16", "--wait", "--output-dir", dir];
+    let o = cli(&daemon, &[&base[..], &["--filename", "p16", "--bit-depth", "16"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = std::fs::read(out.join("p16.png")).unwrap();
+    assert_eq!(png[24], 16, "IHDR bit depth");
+    let o = cli(&daemon, &[&base[..], &["--filename", "h", "--format", "exr", "--bit-depth", "16"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(&std::fs::read(out.join("h.exr")).unwrap()[..4], [0x76, 0x2f, 0x31, 0x01]);
+    let o = cli(&daemon, &[&base[..], &["--format", "jpeg", "--bit-depth", "16"]].concat());
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--bit-depth 16 is not available for jpeg"), "{stderr}");
+}

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use luna_daemon::client::{Client, ImageRef, JobOptions, Pixels};
 use luna_daemon::protocol::{ErrorCode, ImageState, JobStatus};
 
-use crate::support::{RawConn, TestDaemon, daemon_exe, decode_png, file_names, files_below, wait_until};
+use crate::support::{TestDaemon, daemon_exe, decode_png, file_names, files_below, wait_until};
 
 /// A distinct, recognisable image per (job, index).
 fn image_pixels(job: usize, index: usize) -> Vec<u8> {
@@ -123,8 +123,7 @@ fn a_job_whose_segment_is_gone_after_a_restart_is_reported_lost() {
     }
 }
 
-/// Pass: SIGTERM with a queue finishes it and exits 0; the next start recovers nothing and serves normally.
-#[cfg(unix)]
+/// Pass: SIGTERM (Windows: `stop`) with a queue finishes it and exits 0; the next start recovers nothing and serves normally.
 #[test]
 fn sigterm_with_a_queue_then_restart() {
     let mut daemon = TestDaemon::start_with(&["--min-workers", "1", "--max-workers", "1"]);
@@ -132,7 +131,7 @@ fn sigterm_with_a_queue_then_restart() {
     let mut client = daemon.client();
     let job = submit_images(&mut client, &daemon.output, 1, 15);
     daemon.hooks().wait_reached("worker.before_save", 1);
-    daemon.sigterm();
+    daemon.request_stop();
     wait_until("the stop is requested", || daemon.log().contains("stop requested"));
     assert!(files_below(&daemon.output).is_empty(), "all 15 images are in flight at the SIGTERM");
     daemon.hooks().release("worker.before_save");
@@ -270,7 +269,8 @@ fn a_segment_truncated_after_submit_fails_its_image_not_the_daemon() {
 #[test]
 fn a_thousand_idle_connections_do_not_starve_real_clients() {
     let daemon = TestDaemon::start();
-    let idle: Vec<RawConn> = (0..1000).map(|_| RawConn::connect(&daemon.socket)).collect();
+    let idle: Vec<crate::support::RawConn> =
+        (0..1000).map(|_| crate::support::RawConn::connect(&daemon.socket)).collect();
     let mut client = daemon.client();
     let job = submit_images(&mut client, &daemon.output, 0, 2);
     let status = client.wait(&job, |_| {}).unwrap();
@@ -494,6 +494,7 @@ fn a_full_state_dir_refuses_new_work_until_space_is_freed() {
     umount(&state);
 }
 
+#[cfg(unix)] // for the tmpfs tests
 fn wait_accepted(client: &mut Client, options: &JobOptions, image: ImageRef<'_>) -> String {
     let mut job = None;
     wait_until("work is accepted again", || {

@@ -1,13 +1,12 @@
 //! Issue 11's edge failures against a real daemon: temp files of a killed daemon (4), names too long (6), a
 //! squatted socket (7), connection slots and half-sent frames (8), a spool and socket removed at logout (9),
-//! dead clients' segments (11).
-#![cfg(unix)] // Unix sockets, file modes, pids and flock; Windows has its own transport and checks
+//! dead clients' segments (11). The temp files, long names, dead clients' segments, connection slots and
+//! half-sent frames run on every platform (on Windows the frame timeout is the slots' watchdog: named pipes
+//! have no read timeouts); the rest are Unix-only (`mod unix`).
 
-use interprocess::local_socket::{ListenerOptions, Stream, prelude::*};
-use luna_daemon::client::{Client, ClientError, ImageRef, JobOptions, Pixels};
-use luna_daemon::ipc::connect_name;
-use luna_daemon::protocol::{self, Empty, ErrorCode, ImageState, Request, Response, Welcome};
-use luna_daemon::shm::{HEADER_LEN, SegmentWriter};
+use luna_daemon::client::{ImageRef, JobOptions, Pixels};
+use luna_daemon::protocol::{Empty, ErrorCode, Request, Response};
+use luna_daemon::shm::SegmentWriter;
 
 use crate::support::{RawConn, TestDaemon, file_names, wait_until};
 
@@ -19,9 +18,14 @@ fn image(pixels: &[u8]) -> ImageRef<'_> {
     ImageRef { width: 4, height: 4, channels: 3, pixels: Pixels::U8(pixels) }
 }
 
-/// A pid that is certainly dead: a child that has exited and been reaped.
+/// A pid that is certainly dead: a child that has exited and been reaped (this test binary listing its tests,
+/// which runs on every platform).
 fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--list", "--format", "terse"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     child.wait().unwrap();
     pid
@@ -77,13 +81,18 @@ fn names_too_long_for_the_file_system_are_refused_at_submit() {
 #[test]
 fn a_killed_clients_segment_is_reclaimed_without_waiting_for_the_grace_period() {
     let daemon = TestDaemon::start_with(&["--janitor-interval", "1"]);
-    let segment = SegmentWriter::create(&daemon.spool, "killed", 4096).unwrap();
-    let path = daemon.spool.join(segment.name());
-    // What the client left: no detach (SIGKILL runs no destructor), and its pid in the header is dead.
-    std::mem::forget(segment);
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    const PID_OFFSET: u64 = 16; // docs/PROTOCOL.md §10.4
-    std::os::unix::fs::FileExt::write_all_at(&file, &dead_pid().to_le_bytes(), PID_OFFSET).unwrap();
+    // What a killed client leaves: its segment as it was (client-owned, never detached: SIGKILL runs no
+    // destructor), with its dead pid in the header, and no handle or mapping open on it (the system closed
+    // them). Made as a copy of a real segment, so no handle of this test process stays open on it either
+    // (Wine keeps a deleted file's name while one is).
+    let path = daemon.spool.join("killed");
+    let mut bytes = {
+        let segment = SegmentWriter::create(&daemon.spool, "template", 4096).unwrap();
+        std::fs::read(segment.path()).unwrap()
+    };
+    const PID_OFFSET: usize = 16; // docs/PROTOCOL.md §10.4
+    bytes[PID_OFFSET..PID_OFFSET + 4].copy_from_slice(&dead_pid().to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
     // A live client's idle segment next to it stays.
     let live = SegmentWriter::create(&daemon.spool, "alive", 4096).unwrap();
     wait_until("the killed client's segment is reclaimed", || !path.exists());
@@ -119,98 +128,115 @@ fn half_sent_frames_time_out() {
     assert!(matches!(idle.request(&Request::Stats(Empty {})), Response::Stats(_)));
 }
 
-/// Failure 9: logout clean-up (systemd `RemoveIPC`) removes the spool directory and the socket while the
-/// daemon runs; it notices, creates both again, and new clients are served by the same daemon.
-#[test]
-fn a_removed_socket_and_spool_directory_are_created_again() {
-    let daemon = TestDaemon::start();
-    let before = daemon.client().welcome().instance_id.clone();
-    std::fs::remove_dir_all(&daemon.spool).unwrap();
-    std::fs::remove_dir_all(daemon.socket.parent().unwrap()).unwrap();
-    wait_until("the socket is back", || Client::connect(&daemon.socket, "after-logout").is_ok());
-    let mut client = daemon.client();
-    assert_eq!(client.welcome().instance_id, before, "the same daemon, not a replacement");
-    let px = pixels();
-    let job = client.submit(&JobOptions::new(&daemon.output), &[image(&px)]).unwrap();
-    let status = client.wait(&job.job_id, |_| {}).unwrap();
-    assert_eq!(status.images[0].state, ImageState::Written);
-}
+/// Unix-only, each for its reason:
+/// - a removed socket: a named pipe has no file to remove (and logout clean-up is systemd's `RemoveIPC`);
+/// - socket directory modes and a squatter's non-private spool: Unix file modes; on Windows the pipe's DACL and
+///   the client-SID check stand in their place;
+/// - a symlink swapped in: creating symlinks on Windows needs a privilege ordinary users lack.
+#[cfg(unix)]
+mod unix {
+    use interprocess::local_socket::{ListenerOptions, Stream, prelude::*};
+    use luna_daemon::client::{Client, ClientError, JobOptions};
+    use luna_daemon::ipc::connect_name;
+    use luna_daemon::protocol::{self, ImageState, Response, Welcome};
+    use luna_daemon::shm::HEADER_LEN;
 
-/// Failure 7: a socket directory other users can write to is not trusted.
-#[test]
-fn a_socket_directory_open_to_other_users_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    let daemon = TestDaemon::start();
-    let dir = daemon.socket.parent().unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let err = Client::connect(&daemon.socket, "wary").unwrap_err();
-    assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
-    assert!(err.to_string().contains("the socket directory") && err.to_string().contains("mode 0777"), "{err}");
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    Client::connect(&daemon.socket, "wary").expect("trusted again once private");
-}
+    use super::{image, pixels};
+    use crate::support::{TestDaemon, file_names, wait_until};
 
-/// Failure 7: a squatter that answers the handshake but announces a spool directory that is not ours and
-/// private is refused before a single pixel is written.
-#[test]
-fn a_server_announcing_a_spool_that_is_not_private_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    // The squatter owns a private directory (as `<tmp>/luna-daemon-<uid>` created first would look to it).
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let socket = tmp.path().join("squat.sock");
-    let listener = ListenerOptions::new().name(connect_name(&socket).unwrap()).create_sync().unwrap();
-    let server = std::thread::spawn(move || {
-        let mut stream: Stream = listener.accept().unwrap();
-        let _hello = protocol::read_frame(&mut stream).unwrap();
-        let welcome = Response::Welcome(Welcome {
-            version: protocol::PROTOCOL_VERSION,
-            daemon_version: "squatter".to_owned(),
-            spool_dir: "/tmp".to_owned(),
-            max_frame_len: protocol::MAX_FRAME_LEN,
-            segment_header_len: HEADER_LEN,
-            instance_id: String::new(),
-            features: Vec::new(),
-        });
-        protocol::write_frame(&mut stream, &protocol::encode_message(&welcome).unwrap()).unwrap();
-    });
-    let err = Client::connect(&socket, "wary").unwrap_err();
-    assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
-    assert!(err.to_string().contains("the announced spool directory /tmp"), "{err}");
-    server.join().unwrap();
-}
-
-/// Failure 5: the output directory is swapped for a symlink to another place while the daemon is held between
-/// checking the directory and creating the temp file, and again between creating it and the rename. Nothing
-/// lands outside; both files are in the directories that were checked.
-#[test]
-fn a_directory_swapped_for_a_symlink_during_a_save_cannot_redirect_it() {
-    let daemon = TestDaemon::start();
-    let hooks = daemon.hooks();
-    let outside = tempfile::tempdir().unwrap();
-    let sub = daemon.output.join("sub");
-    let swap = |moved: &str| {
-        std::fs::rename(&sub, daemon.output.join(moved)).unwrap();
-        std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
-    };
-    let mut client = daemon.client();
-    let px = pixels();
-    let mut options = JobOptions::new(&daemon.output);
-    options.save_path = "sub".to_owned();
-    for (point, moved) in
-        [("output.before_create", "moved-before-create"), ("output.before_rename", "moved-before-rename")]
-    {
-        if sub.is_symlink() {
-            std::fs::remove_file(&sub).unwrap();
-        }
-        hooks.hold(point);
-        let job = client.submit(&options, &[image(&px)]).unwrap();
-        hooks.wait_reached(point, 1);
-        swap(moved);
-        hooks.release(point);
+    /// Failure 9: logout clean-up (systemd `RemoveIPC`) removes the spool directory and the socket while the
+    /// daemon runs; it notices, creates both again, and new clients are served by the same daemon.
+    #[test]
+    fn a_removed_socket_and_spool_directory_are_created_again() {
+        let daemon = TestDaemon::start();
+        let before = daemon.client().welcome().instance_id.clone();
+        std::fs::remove_dir_all(&daemon.spool).unwrap();
+        std::fs::remove_dir_all(daemon.socket.parent().unwrap()).unwrap();
+        wait_until("the socket is back", || Client::connect(&daemon.socket, "after-logout").is_ok());
+        let mut client = daemon.client();
+        assert_eq!(client.welcome().instance_id, before, "the same daemon, not a replacement");
+        let px = pixels();
+        let job = client.submit(&JobOptions::new(&daemon.output), &[image(&px)]).unwrap();
         let status = client.wait(&job.job_id, |_| {}).unwrap();
-        assert_eq!(status.images[0].state, ImageState::Written, "{point}: {status:?}");
-        assert_eq!(file_names(&daemon.output.join(moved)), ["luna.png"], "{point}");
+        assert_eq!(status.images[0].state, ImageState::Written);
     }
-    assert_eq!(file_names(outside.path()), Vec::<String>::new(), "nothing lands outside the output directory");
+
+    /// Failure 7: a socket directory other users can write to is not trusted.
+    #[test]
+    fn a_socket_directory_open_to_other_users_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let daemon = TestDaemon::start();
+        let dir = daemon.socket.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Client::connect(&daemon.socket, "wary").unwrap_err();
+        assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
+        assert!(err.to_string().contains("the socket directory") && err.to_string().contains("mode 0777"), "{err}");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Client::connect(&daemon.socket, "wary").expect("trusted again once private");
+    }
+
+    /// Failure 7: a squatter that answers the handshake but announces a spool directory that is not ours and
+    /// private is refused before a single pixel is written.
+    #[test]
+    fn a_server_announcing_a_spool_that_is_not_private_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        // The squatter owns a private directory (as `<tmp>/luna-daemon-<uid>` created first would look to it).
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let socket = tmp.path().join("squat.sock");
+        let listener = ListenerOptions::new().name(connect_name(&socket).unwrap()).create_sync().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut stream: Stream = listener.accept().unwrap();
+            let _hello = protocol::read_frame(&mut stream).unwrap();
+            let welcome = Response::Welcome(Welcome {
+                version: protocol::PROTOCOL_VERSION,
+                daemon_version: "squatter".to_owned(),
+                spool_dir: "/tmp".to_owned(),
+                max_frame_len: protocol::MAX_FRAME_LEN,
+                segment_header_len: HEADER_LEN,
+                instance_id: String::new(),
+                features: Vec::new(),
+            });
+            protocol::write_frame(&mut stream, &protocol::encode_message(&welcome).unwrap()).unwrap();
+        });
+        let err = Client::connect(&socket, "wary").unwrap_err();
+        assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
+        assert!(err.to_string().contains("the announced spool directory /tmp"), "{err}");
+        server.join().unwrap();
+    }
+
+    /// Failure 5: the output directory is swapped for a symlink to another place while the daemon is held between
+    /// checking the directory and creating the temp file, and again between creating it and the rename. Nothing
+    /// lands outside; both files are in the directories that were checked.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_during_a_save_cannot_redirect_it() {
+        let daemon = TestDaemon::start();
+        let hooks = daemon.hooks();
+        let outside = tempfile::tempdir().unwrap();
+        let sub = daemon.output.join("sub");
+        let swap = |moved: &str| {
+            std::fs::rename(&sub, daemon.output.join(moved)).unwrap();
+            std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
+        };
+        let mut client = daemon.client();
+        let px = pixels();
+        let mut options = JobOptions::new(&daemon.output);
+        options.save_path = "sub".to_owned();
+        for (point, moved) in
+            [("output.before_create", "moved-before-create"), ("output.before_rename", "moved-before-rename")]
+        {
+            if sub.is_symlink() {
+                std::fs::remove_file(&sub).unwrap();
+            }
+            hooks.hold(point);
+            let job = client.submit(&options, &[image(&px)]).unwrap();
+            hooks.wait_reached(point, 1);
+            swap(moved);
+            hooks.release(point);
+            let status = client.wait(&job.job_id, |_| {}).unwrap();
+            assert_eq!(status.images[0].state, ImageState::Written, "{point}: {status:?}");
+            assert_eq!(file_names(&daemon.output.join(moved)), ["luna.png"], "{point}");
+        }
+        assert_eq!(file_names(outside.path()), Vec::<String>::new(), "nothing lands outside the output directory");
+    }
 }

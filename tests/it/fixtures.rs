@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 28] = [
+const FIXTURES: [&str; 29] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -36,6 +36,7 @@ const FIXTURES: [&str; 28] = [
     "cancelled",
     "status_retrying",
     "submit_batch",
+    "submit_deep",
     "batch_status_request",
     "batch_status_reply",
     "submit_thumbnails",
@@ -581,4 +582,18 @@ fn a_submit_to_object_storage_and_a_status_naming_the_object() {
     assert_eq!(s.images[0].url.as_deref(), Some("http://127.0.0.1:9000/renders/farm1/luna_00001.png"));
     let Response::Status(old) = response("status_reply") else { panic!("not a status reply") };
     assert!(old.images.iter().all(|i| i.url.is_none()), "absent: none");
+}
+
+#[test]
+fn a_submit_asking_for_16_bit_png_and_half_exr_from_linear_samples() {
+    use luna_daemon::protocol::{ExrColorSpace, ImageFormat};
+    let Request::Submit(job) = request("submit_deep") else { panic!("not a submit") };
+    assert_eq!((job.png_bit_depth, job.exr_bit_depth, job.exr_input_color_space), (16, 16, ExrColorSpace::Linear));
+    assert_eq!(job.slots.iter().map(|s| s.format).collect::<Vec<_>>(), [ImageFormat::Png, ImageFormat::Exr]);
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!(
+        (minimal.png_bit_depth, minimal.exr_bit_depth, minimal.exr_input_color_space),
+        (8, 32, ExrColorSpace::Srgb),
+        "the defaults"
+    );
 }

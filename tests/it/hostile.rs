@@ -175,7 +175,7 @@ fn unknown_and_path_like_segment_names_are_refused() {
     assert_still_serving(&daemon);
 }
 
-#[cfg(unix)]
+#[cfg(unix)] // symlinks: creating one on Windows needs a privilege ordinary users lack
 #[test]
 fn a_symlink_or_a_foreign_file_in_the_spool_is_not_a_segment() {
     let daemon = TestDaemon::start();
@@ -189,7 +189,7 @@ fn a_symlink_or_a_foreign_file_in_the_spool_is_not_a_segment() {
 }
 
 /// Issue 11, failure 11: a directory or a socket named as a segment is `segment_not_found`, not `internal`.
-#[cfg(unix)]
+#[cfg(unix)] // a Unix socket file in the spool
 #[test]
 fn a_directory_or_a_socket_named_as_a_segment_is_not_found() {
     let daemon = TestDaemon::start();

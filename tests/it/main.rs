@@ -6,6 +6,7 @@ mod constants;
 mod crash;
 mod edges;
 mod fixtures;
+mod formats;
 mod hostile;
 mod lifecycle;
 mod props;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use luna_daemon::client::{ImageRef, JobOptions, Pixels};
 use luna_daemon::encode::pyjson;
-use luna_daemon::protocol::{ErrorCode, ImageFormat, ImageState, JobMetadata};
+use luna_daemon::protocol::{ImageFormat, ImageState, JobMetadata};
 use serde_json::Value;
 
 use crate::readers::{exif_ascii_entries, exif_user_comment, jpeg_exif, png_text, webp_exif};
@@ -60,6 +60,7 @@ fn our_json_and_exif_match_what_comfyui_wrote() {
             }
             ImageFormat::Webp => assert_eq!(exif_ascii_entries(&webp_exif(&bytes).unwrap()), theirs),
             ImageFormat::Jpeg => assert_eq!(exif_ascii_entries(&jpeg_exif(&bytes).unwrap()), theirs),
+            other => unreachable!("{other:?} is not in this loop"),
         }
     }
 }
@@ -122,7 +123,7 @@ fn a_workflow_of_hundreds_of_kilobytes_travels_through_shared_memory() {
     assert_eq!(text[0], ("workflow".to_owned(), workflow));
 }
 
-#[cfg(unix)]
+#[cfg(unix)] // symlinks: creating one on Windows needs a privilege ordinary users lack
 #[test]
 fn a_symlink_in_the_output_tree_cannot_redirect_a_write_outside() {
     let daemon = TestDaemon::start();
@@ -139,7 +140,7 @@ fn a_symlink_in_the_output_tree_cannot_redirect_a_write_outside() {
     let image = &status.images[0];
     assert_eq!(image.state, ImageState::Failed);
     let error = image.error.as_ref().unwrap();
-    assert_eq!(error.code, ErrorCode::InvalidJob);
+    assert_eq!(error.code, luna_daemon::protocol::ErrorCode::InvalidJob);
     assert!(error.message.contains("resolves outside the output root"), "{}", error.message);
     assert!(file_names(outside.path()).is_empty(), "nothing lands outside: {:?}", file_names(outside.path()));
 }

@@ -131,11 +131,13 @@ impl TestDaemon {
     }
 
     /// Starts the daemon again in the same directories, with extra `serve` flags and environment variables.
+    #[cfg(unix)] // used by the S3 tests, which are Unix-only (tests/it/main.rs)
     pub fn restart_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         self.spawn(extra, env);
     }
 
-    /// The daemon's resident memory in KiB (Linux).
+    /// The daemon's resident memory in KiB (Linux: read from `/proc`).
+    #[cfg(target_os = "linux")]
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -159,6 +161,15 @@ impl TestDaemon {
     #[cfg(unix)]
     pub fn sigterm(&self) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::SIGTERM).unwrap();
+    }
+
+    /// Stops the daemon from outside: SIGTERM on Unix (what a service manager sends); on Windows, which has no
+    /// SIGTERM, a `stop` request on a connection of its own (what `luna-daemon stop` sends).
+    pub fn request_stop(&self) {
+        #[cfg(unix)]
+        self.sigterm();
+        #[cfg(not(unix))]
+        Client::connect(&self.socket, "stopper").expect("connect").stop().expect("stop");
     }
 }
 

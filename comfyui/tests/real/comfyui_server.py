@@ -151,6 +151,10 @@ class Execution:
     def ok(self) -> bool:
         return self.entry["status"]["status_str"] == "success"
 
+    @property
+    def prompt_id(self) -> str:
+        return self.entry["prompt"][1]
+
     def messages(self) -> dict:
         return {kind: data for kind, data in self.entry["status"]["messages"]}
 

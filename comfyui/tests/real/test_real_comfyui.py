@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
 
 import comfyui_server as cs
@@ -144,6 +145,18 @@ def comparable(meta: dict) -> dict:
     return out
 
 
+def history_images(server: cs.ComfyServer, prompt_id: str) -> list[dict]:
+    """The node's images in the prompt's history entry, once the watcher has put the saved files there."""
+    deadline = time.monotonic() + cs.PROMPT_DEADLINE_S
+    while True:
+        images = server.get(f"/history/{prompt_id}").get(prompt_id, {}).get("outputs", {}).get("9", {})
+        images = images.get("images", [])
+        if images and all(i["type"] == "output" for i in images):
+            return images
+        assert time.monotonic() < deadline, f"history of {prompt_id} still shows {images}"
+        time.sleep(0.05)
+
+
 # -- tests, in the order they run ---------------------------------------------------------------------------------
 
 
@@ -153,9 +166,13 @@ def test_the_first_on_execution_auto_starts_the_daemon(server, env):
     run = server.run({**cs.source_graph(), **cs.saver_node(save_path="auto", daemon_save=True, autostart_daemon=True)})
     assert run.ok, run.error()
     assert "Started luna-daemon (pid" in server.logs()
-    assert [i["type"] for i in run.images()] == ["temp"]
+    # The node returns a temp preview; once the daemon wrote the file, the history entry names the file instead.
+    assert [i["type"] for i in run.images()] in (["temp"], ["output"])
     assert [s["images"][0]["state"] for s in wait_jobs(server, socket_path)] == ["written"]
     assert relative(server.output / "auto") == ["ORIG/img_ORIG.webp"]
+    assert history_images(server, run.prompt_id) == [
+        {"filename": "img_ORIG.webp", "subfolder": "auto/ORIG", "type": "output"}
+    ]
 
 
 @pytest.mark.parametrize(("batch", "lossless"), [(4, False), (1, True)])
@@ -165,11 +182,14 @@ def test_on_and_off_write_the_same_names_pixels_and_metadata_for_every_format(se
     on = server.run({**graph, **five_slots(f"on_{tag}", True, lossless_webp=lossless)}, WORKFLOW)
     off = server.run({**graph, **five_slots(f"off_{tag}", False, lossless_webp=lossless)}, WORKFLOW)
     assert on.ok and off.ok, (on.error(), off.error())
-    assert [i["type"] for i in on.images()] == ["temp"] * 5 * batch
+    assert f"Submitted {5 * batch} images to daemon" in server.logs(), server.logs()[-3000:]
     assert [i["type"] for i in off.images()] == ["output"] * 5 * batch
     assert all(s["finished"] for s in wait_jobs(server, daemon_up))
     on_root, off_root = server.output / f"on_{tag}", server.output / f"off_{tag}"
     names = relative(on_root)
+    # ON's history entry ends up naming the saved files, as OFF's does (the watcher replaces the previews).
+    shown = history_images(server, on.prompt_id)
+    assert sorted(f"{i['subfolder']}/{i['filename']}" for i in shown) == [f"on_{tag}/{n}" for n in names]
     assert names == relative(off_root) and len(names) == 5 * batch
     assert {Path(n).suffix for n in names} == {".png", ".webp", ".jpg"}
     for name in names:
@@ -299,26 +319,37 @@ def odd_image_chunk(path: Path) -> bool:
     return any(kind in (b"VP8L", b"VP8 ") and len(body) % 2 for kind, body in webp_chunks(path))
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)")
-def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server, daemon_up, tmp_path):
+def small_workflow() -> dict:
+    """A UI workflow small enough for a JPEG's 64 KiB EXIF segment, with non-ASCII text."""
     workflow = big_workflow()
-    assert len(json.dumps(workflow)) > 200_000
-    files = {}
-    for daemon_save in (True, False):
-        for fmt, lossless in (("png", False), ("webp", False), ("webp", True), ("jpeg", False)):
-            where = f"fe_{daemon_save}_{fmt}_{lossless}"
-            saver = cs.saver_node(save_path=where, daemon_save=daemon_save, format_1=fmt, lossless_webp=lossless)
-            run = server.run({**cs.source_graph(), **saver}, workflow)
-            assert run.ok, run.error()
-            wait_jobs(server, daemon_up)
-            (name,) = relative(server.output / where)
-            files[(daemon_save, fmt, lossless)] = server.output / where / name
-    bare = cs.saver_node(save_path="fe_bare", format_1="png", embed_workflow=False)
-    assert server.run({**cs.source_graph(), **bare}, workflow).ok
-    (name,) = relative(server.output / "fe_bare")
-    files["bare"] = server.output / "fe_bare" / name
+    workflow["nodes"][2]["widgets_values"] = ['Ünïcødé ✓ 非ASCII テキスト "quoted" back\\slash']
+    return workflow
+
+
+def pillow_lossless_webp(path: Path, workflow: dict) -> Path:
+    """A lossless WebP written the way ComfyUI's own savers write one (Pillow: EXIF after the image data, the
+    workflow in IFD0 tag 0x010F), with an odd-sized image chunk: frontend 1.27 alone restores nothing from it."""
+    from PIL import Image
+
+    for seed in range(64):
+        pixels = np.random.default_rng(seed).integers(0, 256, (48, 64 + seed, 3), dtype=np.uint8)
+        exif = Image.Exif()
+        exif[0x010F] = "workflow:" + json.dumps(workflow)
+        Image.fromarray(pixels).save(path, "WEBP", lossless=True, exif=exif)
+        kinds = [kind for kind, _ in webp_chunks(path)]
+        if odd_image_chunk(path) and kinds[-1] == b"EXIF":
+            return path
+    raise AssertionError("no odd-sized lossless chunk among the sizes tried")
+
+
+def restore_in_browser(server, tmp_path, workflows: list[dict], files: list[tuple[Path, int]]) -> dict:
+    """Drops each file on the real frontend (browser/restore.mjs); ``files`` pairs a path with the index of the
+    workflow it embeds, whose frontend-built graph is the reference."""
     mime = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg"}
-    request = {"workflow": workflow, "files": [{"path": str(p), "mime": mime[p.suffix]} for p in files.values()]}
+    request = {
+        "workflows": workflows,
+        "files": [{"path": str(p), "mime": mime[p.suffix], "workflow": w} for p, w in files],
+    }
     (tmp_path / "request.json").write_text(json.dumps(request))
     out = subprocess.run(
         ["node", str(BROWSER / "restore.mjs"), server.url, str(tmp_path / "request.json")],
@@ -330,25 +361,195 @@ def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server,
         env={**os.environ, "CHROMIUM": CHROMIUM},
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    report = json.loads(out.stdout)
-    expected = essentials(report["reference"])
-    assert [n[1] for n in expected["nodes"]] == ["EmptyImage", "ImageAddNoise", "Note"]
-    assert expected["nodes"][2][2] == workflow["nodes"][2]["widgets_values"], "non-ASCII text intact"
-    restored = {key: r for key, r in zip(files, report["results"], strict=True)}
-    for key, result in restored.items():
-        if key == "bare":
-            assert result["nodes"] == 0, "a file without metadata restores nothing"
-            continue
-        _, fmt, lossless = key
-        if fmt == "jpeg":
-            # Frontend 1.27.10 has no JPEG loader (handleFile: png, webp, avif, ...): nothing is restored.
-            assert result["nodes"] == 0, key
-        elif fmt == "webp" and odd_image_chunk(files[key]):
-            # The frontend's WebP reader skips no RIFF padding byte after an odd-sized chunk (fixed upstream).
+    return json.loads(out.stdout)
+
+
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"
+)
+
+
+@needs_chromium
+def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server, daemon_up, tmp_path):
+    big, small = big_workflow(), small_workflow()
+    assert len(json.dumps(big)) > 200_000 and len(json.dumps(small)) < 20_000
+    files = {}
+    for daemon_save in (True, False):
+        for fmt, lossless, workflow in (
+            ("png", False, big),
+            ("webp", False, big),
+            ("webp", True, small),  # the layout is what matters here, not the size
+            ("jpeg", False, big),
+            ("jpeg", False, small),
+        ):
+            # Lossless: the first seed whose image chunk has an odd size (the case frontend 1.27 used to miss).
+            for seed in range(1, 33 if lossless else 2):
+                where = f"fe_{daemon_save}_{fmt}_{lossless}_{workflow is small}_{seed}"
+                saver = cs.saver_node(save_path=where, daemon_save=daemon_save, format_1=fmt, lossless_webp=lossless)
+                run = server.run({**cs.source_graph(seed=seed), **saver}, workflow)
+                assert run.ok, run.error()
+                wait_jobs(server, daemon_up)
+                (name,) = relative(server.output / where)
+                files[(daemon_save, fmt, lossless, workflow is small)] = path = server.output / where / name
+                if not lossless or odd_image_chunk(path):
+                    break
+            else:
+                raise AssertionError("no seed gave an odd-sized lossless image chunk")
+    for fmt in ("png", "jpeg"):
+        bare = cs.saver_node(save_path=f"fe_bare_{fmt}", format_1=fmt, embed_workflow=False)
+        assert server.run({**cs.source_graph(), **bare}, small).ok
+        (name,) = relative(server.output / f"fe_bare_{fmt}")
+        files[f"bare_{fmt}"] = server.output / f"fe_bare_{fmt}" / name
+    files["pillow_lossless_webp"] = pillow_lossless_webp(tmp_path / "comfyui_style.webp", small)
+
+    def embeds(key) -> int:
+        return 1 if key in ("pillow_lossless_webp", "bare_png", "bare_jpeg") or key[3] else 0
+
+    report = restore_in_browser(server, tmp_path, [big, small], [(p, embeds(k)) for k, p in files.items()])
+    assert report["extension"], "the pack's frontend extension did not load"
+    expected = [essentials(r) for r in report["references"]]
+    assert [n[1] for n in expected[0]["nodes"]] == ["EmptyImage", "ImageAddNoise", "Note"]
+    assert expected[0]["nodes"][2][2] == big["nodes"][2]["widgets_values"], "non-ASCII text intact"
+    assert expected[1]["nodes"][2][2] == small["nodes"][2]["widgets_values"]
+    for key, result in zip(files, report["results"], strict=True):
+        if key in ("bare_png", "bare_jpeg"):
+            assert result["nodes"] == 0, f"{key}: a file without metadata restores nothing"
+        elif key != "pillow_lossless_webp" and key[1] == "jpeg" and not key[3]:
+            # 200 KB do not fit a JPEG's 64 KiB EXIF segment: the workflow is left out (with a note), so nothing.
+            assert "workflow" not in metadata_of(files[key]), key
             assert result["nodes"] == 0, key
         else:
-            chunks = [(kind, len(body)) for kind, body in webp_chunks(files[key])] if fmt == "webp" else None
-            assert essentials(result["graph"]) == expected, (key, chunks)
+            chunks = (
+                [(kind, len(body)) for kind, body in webp_chunks(files[key])] if files[key].suffix == ".webp" else []
+            )
+            assert essentials(result["graph"]) == expected[embeds(key)], (key, chunks)
+            # Without the pack's extension (the core handler alone): PNG and our WebP restore, lossless with an
+            # odd-sized image chunk included, because we put EXIF before the image data; JPEG and a WebP with EXIF
+            # after an odd-sized chunk (as ComfyUI's own lossless files have it) restore only with the extension.
+            if files[key].suffix == ".jpg" or key == "pillow_lossless_webp":
+                assert result["core_nodes"] == 0, (key, chunks)
+            else:
+                assert essentials(result["core_graph"]) == expected[embeds(key)], (key, chunks)
+            if chunks:
+                assert key == "pillow_lossless_webp" or [c[0] for c in chunks[:2]] == [b"VP8X", b"EXIF"], chunks
+
+
+UI_WORKFLOW = {
+    "last_node_id": 9,
+    "last_link_id": 1,
+    "nodes": [
+        {
+            "id": 1,
+            "type": "EmptyImage",
+            "pos": [0, 0],
+            "size": [300, 130],
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+            "properties": {},
+        },
+        {
+            "id": 2,
+            "type": "ImageAddNoise",
+            "pos": [350, 0],
+            "size": [300, 110],
+            "flags": {},
+            "order": 1,
+            "mode": 0,
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}],
+            "properties": {},
+        },
+        {
+            "id": 9,
+            "type": "LunaMultiSaver",
+            "pos": [700, 0],
+            "size": [400, 700],
+            "flags": {},
+            "order": 2,
+            "mode": 0,
+            "properties": {},
+        },
+    ],
+    "links": [[1, 1, 0, 2, 0, "IMAGE"]],
+    "groups": [],
+    "config": {},
+    "extra": {},
+    "version": 0.4,
+}
+
+
+@needs_chromium
+def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_the_jobs_progress(
+    server, daemon_up, tmp_path
+):
+    source = cs.source_graph(seed=21)
+    gate = cs.saver_node(save_path="ui_gate", daemon_save=True, quality_gate="variance", format_2="png")
+    gate["9"]["inputs"]["image_1"] = ["1", 0]  # EmptyImage: flat, variance 0 -> discarded
+    gate["9"]["inputs"]["image_2"] = ["2", 0]
+    runs = [
+        {
+            "name": "written",
+            "prompt": {**source, **cs.saver_node(save_path="ui_written", daemon_save=True, format_1="png")},
+        },
+        {"name": "discarded", "prompt": {**source, **gate}},
+        # libwebp encodes at most 16383 pixels a side: the daemon's save fails (a codec error, final, no retry).
+        {
+            "name": "failed",
+            "prompt": {
+                **cs.source_graph(width=16384, height=1),
+                **cs.saver_node(save_path="ui_failed", daemon_save=True),
+            },
+            "toast": "save failed",
+        },
+    ]
+    (tmp_path / "request.json").write_text(json.dumps({"workflow": UI_WORKFLOW, "runs": runs}))
+    out = subprocess.run(
+        ["node", str(BROWSER / "ui.mjs"), server.url, str(tmp_path / "request.json")],
+        check=False,
+        cwd=BROWSER,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "CHROMIUM": CHROMIUM},
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    assert report["extension"], "the pack's frontend extension did not load"
+    written, discarded, failed = report["runs"]
+
+    # The node first shows the temp previews with a pending badge, then the real saved files.
+    first, last = written["executed"][0]["output"], written["executed"][-1]["output"]
+    assert [i["type"] for i in first["images"]] == ["temp"] and first["luna_multi_saver"][0]["state"] == "pending"
+    (name,) = relative(server.output / "ui_written")
+    assert last["images"] == [{"filename": Path(name).name, "subfolder": "ui_written/ORIG", "type": "output"}]
+    assert written["job"]["state"] == "written" and written["job"]["message"] == "1/1 written"
+    assert len(written["imgs"]) == 1 and "type=output" in written["imgs"][0] and Path(name).name in written["imgs"][0]
+    assert written["row"]["state"] == "written" and written["row"]["visible"]
+    assert written["toasts"] == []
+    # ComfyUI's history points at the saved file too (the temp preview is gone when ComfyUI restarts).
+    assert history_images(server, written["prompt_id"]) == last["images"]
+
+    # A discarded image: saved under _discarded, shown, and marked in the badge and the panel.
+    assert discarded["job"]["state"] == "written" and discarded["job"]["counts"]["discarded"] == 1
+    assert sorted(relative(server.output / "ui_gate")) == ["UPSCALED/img_UPSCALED.png", "_discarded/ORIG/img_ORIG.webp"]
+    assert any("_discarded" in src for src in discarded["imgs"]) and len(discarded["imgs"]) == 2
+    (line,) = discarded["row"]["images"]
+    assert line["state"] == "discarded" and line["text"].startswith("ORIG #0 discarded (variance=0.000)"), line
+    assert "_discarded/ORIG/img_ORIG.webp" in line["text"]
+
+    # A failed save: a visible error (toast, badge, panel), not only the console; nothing written.
+    assert failed["job"]["state"] == "failed" and failed["job"]["counts"]["failed"] == 1
+    assert any("save failed" in t and "ORIG #0 failed" in t for t in failed["toasts"]), failed["toasts"]
+    assert failed["row"]["state"] == "failed" and failed["row"]["images"][0]["state"] == "failed"
+    assert relative(server.output / "ui_failed") == []
+    assert f"Job {failed['job']['job_id']}: ORIG #0 failed:" in server.logs()
+    # A page that reloads asks the server for a job's state (the extension does when it sees an unknown job).
+    assert server.get(f"/luna_multi_saver/jobs/{written['job']['job_id']}") == written["job"]
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        server.get("/luna_multi_saver/jobs/000000000000")
+    wait_jobs(server, daemon_up)
 
 
 def test_daemon_down_means_a_local_save_with_the_reason(server, env):

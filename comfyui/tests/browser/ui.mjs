@@ -1,0 +1,109 @@
+// Opens the real ComfyUI frontend in Debian's headless chromium, loads a workflow holding a Luna Multi Saver as
+// node 9, queues API prompts from the page (so the page's websocket is the one ComfyUI and the pack's job watcher
+// talk to), and reports, for each prompt, what the user sees once the daemon job is final: the node's images
+// (node.imgs, what the canvas draws), the badge's job event (node.lunaJob), the panel's row and the toasts.
+//
+//   node ui.mjs <comfyui url> <request.json>
+// request.json: {"workflow": <UI workflow with node 9>, "runs": [{"name": ..., "prompt": <API graph>, "toast": text
+// to wait for (optional)}]}
+// Prints one JSON object: {"extension": bool, "runs": [{"name", "prompt_id", "executed": [...], "events": [...],
+// "job": <node.lunaJob>, "imgs": [src...], "row": {...}, "toasts": [text...]}]}.
+import { chromium } from "playwright-core";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [url, requestPath] = process.argv.slice(2);
+const request = JSON.parse(readFileSync(requestPath, "utf8"));
+// Only guards against a page that never gets there; the waits below end as soon as their condition holds.
+const DEADLINE_MS = 180000;
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "luna-chromium-")), {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+  ],
+});
+try {
+  const page = browser.pages()[0] || (await browser.newPage());
+  page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e}\n`));
+  page.on("console", (m) => m.type() === "error" && process.stderr.write(`console: ${m.text()}\n`));
+  await page.goto(url, { waitUntil: "load", timeout: DEADLINE_MS });
+  await page.waitForFunction(() => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId, null, {
+    timeout: DEADLINE_MS,
+  });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  // Every message the page gets for node 9, recorded from the start.
+  const extension = await page.evaluate(async (workflow) => {
+    const api = window.comfyAPI.api.api;
+    window.__luna = { executed: [], events: [] };
+    api.addEventListener("executed", ({ detail }) => {
+      if (String(detail.node) === "9") window.__luna.executed.push(detail);
+    });
+    api.addEventListener("luna-multi-saver.job", ({ detail }) => window.__luna.events.push(detail));
+    await window.app.loadGraphData(structuredClone(workflow), true, false);
+    return window.app.extensionManager?.extensions?.some?.((e) => e.name === "luna.multi_saver") ??
+      Boolean(window.app.handleFile.lunaWrapped);
+  }, request.workflow);
+  // For the screenshots: close the first-run template dialog and bring node 9 into view.
+  await page.keyboard.press("Escape");
+  await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(9);
+    window.app.canvas.ds.scale = 0.8;
+    window.app.canvas.ds.offset = [80 - node.pos[0], 120 - node.pos[1]];
+    window.app.graph.setDirtyCanvas(true, true);
+  });
+
+  const runs = [];
+  for (const run of request.runs) {
+    const promptId = await page.evaluate(async ({ prompt, workflow }) => {
+      window.__luna.executed.length = 0;
+      window.__luna.events.length = 0;
+      const node = window.app.graph.getNodeById(9);
+      node.lunaJob = node.lunaJobId = undefined;
+      const reply = await window.comfyAPI.api.api.queuePrompt(0, { output: prompt, workflow });
+      return reply.prompt_id;
+    }, { prompt: run.prompt, workflow: request.workflow });
+    // Final: the badge's job is finished and, when the daemon wrote files, the node draws those files.
+    await page.waitForFunction(() => {
+      const node = window.app.graph.getNodeById(9);
+      const job = node?.lunaJob;
+      if (!job?.finished) return false;
+      const files = (job.images || []).filter((i) => i.file).map((i) => `filename=${encodeURIComponent(i.file.filename)}`);
+      const srcs = (node.imgs || []).map((img) => img.src);
+      return files.every((f) => srcs.some((s) => s.includes(f)));
+    }, null, { timeout: DEADLINE_MS, polling: 50 });
+    if (run.toast) {
+      // PrimeVue renders a toast on its next tick: wait for the text the run expects.
+      await page.waitForFunction((text) => [...document.querySelectorAll(".p-toast-message")]
+        .some((t) => t.textContent.includes(text)), run.toast, { timeout: DEADLINE_MS, polling: 50 });
+    }
+    const seen = await page.evaluate((id) => {
+      const node = window.app.graph.getNodeById(9);
+      const row = document.querySelector(`#luna-multi-saver-jobs .luna-job[data-job-id="${node.lunaJob.job_id}"]`);
+      return {
+        executed: structuredClone(window.__luna.executed),
+        events: structuredClone(window.__luna.events),
+        job: structuredClone(node.lunaJob),
+        imgs: (node.imgs || []).map((img) => img.src),
+        row: row && {
+          state: row.dataset.state,
+          text: row.textContent,
+          images: [...row.querySelectorAll(".luna-image")].map((l) => ({ state: l.dataset.state, text: l.textContent })),
+          visible: getComputedStyle(document.getElementById("luna-multi-saver-jobs")).display !== "none",
+        },
+        toasts: [...document.querySelectorAll(".p-toast-message")].map((t) => t.textContent),
+        prompt_id: id,
+      };
+    }, promptId);
+    runs.push({ name: run.name, ...seen });
+    // For a person checking the badge and panel by eye: LUNA_UI_SCREENSHOTS=<dir> saves one PNG per run.
+    if (process.env.LUNA_UI_SCREENSHOTS) {
+      await page.screenshot({ path: join(process.env.LUNA_UI_SCREENSHOTS, `${run.name}.png`) });
+    }
+  }
+  process.stdout.write(JSON.stringify({ extension, runs }));
+} finally {
+  await browser.close();
+}
