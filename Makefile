@@ -2,15 +2,22 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: serve test test-rust test-python test-wheel test-root test-comfyui python-deps lint bench wheel test-windows lint-windows wheel-windows ci-windows
+.PHONY: serve test s3-server test-rust test-python test-wheel test-root test-comfyui python-deps lint bench wheel test-windows lint-windows wheel-windows ci-windows
 
 ## Run the daemon with its embedded defaults.
 serve:
 	$(CARGO) run --release -- serve
 
 ## Every test: Rust (unit + integration) and Python (node pack), except the wheel's (`make test-wheel`, its own CI
-## step: a release build). Installs the Python test dependencies first.
-test: python-deps test-rust test-python
+## step: a release build). Installs the Python test dependencies and the S3 test server first.
+test: python-deps s3-server test-rust test-python
+
+## s3s-fs: the S3-compatible server (file-system backed, checks SigV4 and If-None-Match) that the object-storage
+## tests start themselves (tests/it/s3.rs, comfyui/tests/test_s3.py). Built from crates.io once per machine
+## (~4 CPU-minutes), skipped when it is on PATH.
+S3S_FS_VERSION = 0.14.1
+s3-server:
+	@command -v s3s-fs >/dev/null 2>&1 || $(CARGO) install --locked --quiet s3s-fs --version $(S3S_FS_VERSION) --features binary
 
 test-rust:
 	$(CARGO) test --all-targets
