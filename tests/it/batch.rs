@@ -230,7 +230,9 @@ fn written(client: &mut Client, output: &Path, jobs: &[&str]) -> Vec<String> {
         for image in client.status(job).unwrap().images {
             if image.state == luna_daemon::protocol::ImageState::Written {
                 let path = image.path.unwrap();
-                names.push(Path::new(&path).strip_prefix(output).unwrap().to_string_lossy().into_owned());
+                // Relative to the output root with `/` between folders, as ZIP entry names are on every platform.
+                let relative = Path::new(&path).strip_prefix(output).unwrap().to_string_lossy().into_owned();
+                names.push(relative.replace(std::path::MAIN_SEPARATOR, "/"));
             }
         }
     }

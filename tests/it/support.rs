@@ -339,7 +339,7 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Files below `dir`, recursively, as paths relative to it, sorted.
+/// Files below `dir`, recursively, as paths relative to it with `/` between folders (on every platform), sorted.
 pub fn files_below(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -347,7 +347,8 @@ pub fn files_below(dir: &Path) -> Vec<String> {
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push(relative.replace(std::path::MAIN_SEPARATOR, "/"));
             }
         }
     }
