@@ -594,12 +594,13 @@ def render(results: dict, charts: list[str], history: list[dict] | None = None) 
         png_section(results, charts),
         corpus_lines(results),
         codec_section(results, charts),
+        formats_section(results),
         submit_section(results),
         node_section(results),
         scaling_section(results, charts),
         memory_section(results),
         e2e_section(results, charts),
-        s3_lines(results),
+        batch_section(results),
         history_section(history or []),
     ]
     return "\n".join(line for lines in sections for line in lines).rstrip() + "\n"
@@ -847,20 +848,20 @@ def corpus_targets(results: dict) -> list[list[str]]:
     return corpus_verdicts(corpus_levels(results)) if results["rust"].get("corpus") else []
 
 
-SUMMARY_TARGETS = [
-    png_targets,
-    codec_targets,
-    submit_targets,
-    node_targets,
-    scaling_targets,
-    memory_targets,
-    e2e_targets,
-    corpus_targets,
-]
-
-
 def summary_section(results: dict, history: list[dict]) -> list[str]:
-    summary = [row for targets in SUMMARY_TARGETS for row in targets(results)]
+    # The groups of targets, in the table's order.
+    groups = [
+        png_targets,
+        codec_targets,
+        formats_targets,
+        submit_targets,
+        node_targets,
+        scaling_targets,
+        memory_targets,
+        e2e_targets,
+        corpus_targets,
+    ]
+    summary = [row for targets in groups for row in targets(results)]
     for row in summary:
         row.append(history_count(history, row[0]))
     return [
@@ -1220,11 +1221,6 @@ def e2e_section(results: dict, charts: list[str]) -> list[str]:
     return [*out, template("e2e").safe_substitute(), ""]
 
 
-def s3_lines(results: dict) -> list[str]:
-    s3 = results.get("s3")
-    return [S3_SECTION_TITLE, "", s3_section(s3), ""] if s3 else []
-
-
 def history_section(history: list[dict]) -> list[str]:
     if len(history) <= 1:
         return []
@@ -1406,9 +1402,213 @@ def corpus_section(results: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# S3-compatible object storage (scripts/bench_s3.py)
+# Every format against Pillow and its plugins (benches/save/formats.rs, scripts/bench_formats.py)
 
-S3_SECTION_TITLE = "## Object storage: uploads per second (S3)"
+
+def times2(v: float) -> str:
+    return "inf" if math.isinf(v) else f"{v:.2f}x"
+
+
+def format_cases(results: dict) -> list[dict]:
+    """Per format case, over the images where both sides ran: total CPU time and bytes, their ratios, the worst
+    image by size; or why a side is not available here."""
+    formats = results["rust"].get("formats") or {}
+    out = []
+    for case in formats.get("cases", []):
+        rows = [r for r in formats.get("rows", []) if r["case"] == case["name"]]
+        both = [r for r in rows if "luna_bytes" in r and "pil_bytes" in r]
+        missing = sorted(
+            {f"ours: {r['luna_unavailable']}" for r in rows if "luna_unavailable" in r}
+            | {f"Pillow side: {r['pil_unavailable']}" for r in rows if "pil_unavailable" in r}
+        )
+        entry = {**case, "rows": rows, "both": both, "missing": missing}
+        impl = next((r["pil_impl"] for r in rows if "pil_impl" in r), None)
+        entry["pil_impl"] = impl
+        if both:
+            luna_ms, pil_ms = sum(r["luna_cpu_ms"] for r in both), sum(r["pil_cpu_ms"] for r in both)
+            entry["speed"] = pil_ms / luna_ms if luna_ms > 0 else math.inf
+            entry["size_ratio"] = sum(r["luna_bytes"] for r in both) / sum(r["pil_bytes"] for r in both)
+            worst = max(both, key=lambda r: r["luna_bytes"] / r["pil_bytes"])
+            entry["worst"] = (worst["image"], worst["luna_bytes"] / worst["pil_bytes"])
+            slowest = min(both, key=lambda r: r["pil_cpu_ms"] / r["luna_cpu_ms"] if r["luna_cpu_ms"] > 0 else math.inf)
+            entry["slowest"] = (slowest["image"], slowest["pil_cpu_ms"] / slowest["luna_cpu_ms"])
+            entry["luna_ms"], entry["pil_ms"] = luna_ms, pil_ms
+        out.append(entry)
+    return out
+
+
+def formats_targets(results: dict) -> list[list[str]]:
+    cases = format_cases(results)
+    if not cases:
+        return []
+    measured = [
+        f"{c['label']} {times2(c['speed'])} / {f(c['size_ratio'], 3)}" if c["both"] else f"{c['label']} n/a"
+        for c in cases
+    ]
+    return [
+        [
+            "Formats against Pillow and its plugins (issue 15): per-core speed / size, equal settings",
+            "; ".join(measured) + " (total CPU time and bytes over the section's images)",
+            "reported",
+        ]
+    ]
+
+
+def formats_section(results: dict) -> list[str]:
+    cases = format_cases(results)
+    if not cases:
+        return []
+    formats = results["rust"]["formats"]
+    head = [
+        "format",
+        "Pillow side",
+        "images",
+        "Luna CPU ms",
+        "Pillow-side CPU ms",
+        "per-core speed ratio (slowest image)",
+        "Luna bytes",
+        "Pillow-side bytes",
+        "size ratio (worst image)",
+    ]
+    body = []
+    for c in cases:
+        if not c["both"]:
+            body.append([c["label"], "**not available**: " + "; ".join(c["missing"])] + ["-"] * 7)
+            continue
+        impl = c["pil_impl"] + (" (" + "; ".join(c["missing"]) + ")" if c["missing"] else "")
+        body.append(
+            [
+                c["label"],
+                impl,
+                str(len(c["both"])),
+                f(c["luna_ms"], 1),
+                f(c["pil_ms"], 1),
+                f"{times2(c['speed'])} ({c['slowest'][0]} {times2(c['slowest'][1])})",
+                f"{sum(r['luna_bytes'] for r in c['both']):,.0f}",
+                f"{sum(r['pil_bytes'] for r in c['both']):,.0f}",
+                f"{f(c['size_ratio'], 3)} ({c['worst'][0]} {f(c['worst'][1], 3)})",
+            ]
+        )
+    images = {i["name"]: i for i in formats["images"]}
+    detail = []
+    for c in cases:
+        for r in c["rows"]:
+            i = images[r["image"]]
+            both = "luna_bytes" in r and "pil_bytes" in r
+            detail.append(
+                [
+                    c["label"],
+                    f"{r['image']} ({i['class']}, {i['width']:.0f}x{i['height']:.0f})",
+                    f(r["luna_cpu_ms"], 1) if "luna_cpu_ms" in r else "n/a",
+                    f(r["pil_cpu_ms"], 1) if "pil_cpu_ms" in r else "n/a",
+                    times2(r["pil_cpu_ms"] / r["luna_cpu_ms"]) if both and r["luna_cpu_ms"] > 0 else "-",
+                    f"{r['luna_bytes']:,.0f}" if "luna_bytes" in r else "n/a",
+                    f"{r['pil_bytes']:,.0f}" if "pil_bytes" in r else "n/a",
+                    f(r["luna_bytes"] / r["pil_bytes"], 3) if both else "-",
+                ]
+            )
+    image_list = ", ".join(f"{i['name']} ({i['class']}, {i['width']:.0f}x{i['height']:.0f})" for i in formats["images"])
+    return [
+        template("formats").substitute(
+            images=image_list,
+            summary=table(head, body),
+            detail=table(
+                [
+                    "format",
+                    "image",
+                    "Luna CPU ms",
+                    "Pillow-side CPU ms",
+                    "speed",
+                    "Luna bytes",
+                    "Pillow-side bytes",
+                    "size",
+                ],
+                detail,
+            ),
+        ),
+        "",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batch features: thumbnails, ZIP archives (benches/batch.rs) and S3 uploads (scripts/bench_s3.py)
+
+BATCH_COMMAND = "cargo bench --bench batch -- --bench [--quick] [--json FILE]"
+S3_COMMAND = "python3 scripts/bench_s3.py --daemon-bin target/release/luna-daemon [--rounds N] [--json FILE]"
+
+
+def batch_section(results: dict) -> list[str]:
+    batch, s3 = results.get("batch"), results.get("s3")
+    if not batch and not s3:
+        return []
+    out = [
+        "## Batch features: thumbnails, ZIP archives, S3 uploads (issue 16)",
+        "",
+        f"Measured by `{BATCH_COMMAND}` (benches/batch.rs, the crate's public API) and `{S3_COMMAND}`; both run "
+        "in `make bench`. Each cost is a ratio against a baseline of the same run.",
+        "",
+    ]
+    if batch:
+        thumbs = batch.get("thumbnails", [])
+        out += [
+            "### Thumbnails",
+            "",
+            "A WebP thumbnail of a 1024x1024 RGB image (`encode::encode_thumbnail`: scale down, then encode), against "
+            "the PNG level-4 encode of the same image (what the daemon writes anyway), wall-clock medians.",
+            "",
+            table(
+                ["thumbnail size", "thumbnail ms", "thumbnail bytes", "PNG level 4 ms", "thumbnail / PNG"],
+                [
+                    [str(t["size"]), f(t["ms"]), f"{t['bytes']:,}", f(t["png_l4_ms"]), f(t["ratio"]) + "x"]
+                    for t in thumbs
+                ],
+            ),
+            "",
+        ]
+        archives = batch.get("archives", [])
+        out += [
+            "### ZIP archive updates",
+            "",
+            "`output::update_archive` appending stored entries of 1 MiB each to a batch archive of N entries: the "
+            "archive is copied raw into a new file, the entries appended, fsynced and renamed over it, so that the "
+            "archive on disk is always a valid ZIP; its cost grows with the archive. The baseline is the durable "
+            "write of one 1 MiB image file (`output::write_new_file_in`: temp file, fsync, no-clobber rename, "
+            "directory fsync) measured in the same run.",
+            "",
+            table(
+                [
+                    "entries already in the archive",
+                    "images added per update",
+                    "update ms",
+                    "ms per added image",
+                    "1 MiB file write ms",
+                    "per added image / file write",
+                ],
+                [
+                    [
+                        str(a["existing"]),
+                        str(a["added"]),
+                        f(a["ms"]),
+                        f(a["ms_per_image"]),
+                        f(a["write_1mib_ms"]),
+                        f(a["ratio"]) + "x",
+                    ]
+                    for a in archives
+                ],
+            ),
+            "",
+        ]
+    out += ["### Object storage: uploads per second (S3)", ""]
+    if s3 and "skipped" not in s3:
+        out += [s3_section(s3), ""]
+    else:
+        why = s3["skipped"] if s3 else "not run"
+        out += [f"Skipped in this run: {why}.", ""]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# S3-compatible object storage (scripts/bench_s3.py)
 
 
 def s3_section(s3: dict) -> str:
