@@ -619,14 +619,17 @@ def intro_section(results: dict) -> list[str]:
         "",
         "```sh",
         COMMAND
-        + "            # ~5 min on 2 cores; `python3 scripts/bench.py --quick`: ~1 min smoke run into target/bench-quick/",
+        + "            # ~25 min on 2 shared cores; `python3 scripts/bench.py --quick`: a few minutes' smoke run into "
+        "target/bench-quick/",
         "```",
         "",
         "`make bench` builds the daemon in release mode, runs `cargo bench --bench save` (benches/save.rs: the "
         "encoders, a daemon it starts itself in a temp dir, the Rust client) and `scripts/bench_pil.py` (Pillow, "
         "as ComfyUI's SaveImage uses it) on the **same generated image** (`luna_daemon::synthetic::rgb_f32`, seed "
         "7: smooth gradients, texture and mild noise, converted to 8 bits exactly as the daemon does; written once "
-        "by the Rust side as `.npy`), at 1024x1024 and 2048x2048 (fewer repetitions at 2048). Raw numbers: "
+        "by the Rust side as `.npy`), at 1024x1024 and 2048x2048 (fewer repetitions at 2048); the corpus and "
+        "formats sections add real photos (`scripts/bench_corpus.py`), and `cargo bench --bench batch` and "
+        "`scripts/bench_s3.py` measure the batch features. Raw numbers: "
         "[docs/bench/results.json](bench/results.json).",
         "",
     ]
