@@ -9,31 +9,12 @@
 // Prints one JSON object: {"extension": bool, "runs": [{"name", "prompt_id", "executed": [...], "events": [...],
 // "job": <node.lunaJob>, "imgs": [src...], "menu": [Open Image URL, Save Image URL], "row": {...},
 // "toasts": [text...]}]}.
-import { chromium } from "playwright-core";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEADLINE_MS, commandLine, withComfyPage } from "./comfy_page.mjs";
 
-const [url, requestPath] = process.argv.slice(2);
-const request = JSON.parse(readFileSync(requestPath, "utf8"));
-// Only guards against a page that never gets there; the waits below end as soon as their condition holds.
-const DEADLINE_MS = 180000;
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "luna-chromium-")), {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-});
-try {
-  const page = browser.pages()[0] || (await browser.newPage());
-  page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e}\n`));
-  page.on("console", (m) => m.type() === "error" && process.stderr.write(`console: ${m.text()}\n`));
-  await page.goto(url, { waitUntil: "load", timeout: DEADLINE_MS });
-  await page.waitForFunction(() => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId, null, {
-    timeout: DEADLINE_MS,
-  });
+const { url, request } = commandLine();
+const ready = () => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId;
+const report = await withComfyPage(url, ready, async (page) => {
   await page.setViewportSize({ width: 1280, height: 900 });
   // Every message the page gets for node 9, recorded from the start.
   const extension = await page.evaluate(async (workflow) => {
@@ -125,7 +106,6 @@ try {
       await page.screenshot({ path: join(process.env.LUNA_UI_SCREENSHOTS, `${run.name}.png`) });
     }
   }
-  process.stdout.write(JSON.stringify({ extension, runs }));
-} finally {
-  await browser.close();
-}
+  return { extension, runs };
+});
+process.stdout.write(JSON.stringify(report));
