@@ -109,7 +109,7 @@ mod tests {
     fn explore_strategies() {
         let data = crate::synthetic::rgb_u8(1024, 1024, 7);
         let image = Image8 { width: 1024, height: 1024, channels: 3, data };
-        let filtered = super::png_filter::filter_rows(Rows::of(&image));
+        let filtered = super::super::png_filter::filter_rows(Rows::of(&image));
         for (name, strategy) in [
             ("rle", CompressionStrategy::RLE),
             ("filtered", CompressionStrategy::Filtered),
