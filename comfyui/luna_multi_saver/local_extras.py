@@ -62,6 +62,13 @@ _ARCHIVE_LOCK = threading.Lock()
 _LOG = print  # where a skipped image is reported
 
 
+def check_options(options) -> None:
+    """Refuses, before anything is written, what the daemon refuses as ``invalid_job`` (the same words)."""
+    lo, hi = constants.THUMBNAIL_SIZES
+    if not lo <= options.thumbnail_size <= hi:
+        raise ValueError(f"thumbnail_size {options.thumbnail_size} is outside {lo}..={hi}")
+
+
 def _checkpoint(point: str) -> None:
     """A named point of an archive update (``archive.writing``, ``archive.before_rename``, ``archive.after_rename``);
     the crash tests replace it to kill the process there (the daemon's ``src/fault.rs`` holds)."""

@@ -143,6 +143,21 @@ def test_a_thumbnail_that_cannot_be_written_is_a_note_and_the_image_stays(comfy_
     assert result["ui"]["images"] == [{"filename": "img_ORIG.png", "subfolder": "ORIG", "type": "output"}]
 
 
+@pytest.mark.parametrize("size", [15, 1025])
+def test_a_thumbnail_size_the_daemon_refuses_is_refused_locally_with_its_words_writing_nothing(comfy_dirs, size):
+    with pytest.raises(ValueError, match=rf"^thumbnail_size {size} is outside 16\.\.=1024$"):
+        helpers.run_node(False, image_1=noise(), format_1="png", thumbnails=True, thumbnail_size=size)
+    assert files_under(comfy_dirs.output) == []
+
+
+def test_the_daemon_and_the_local_save_refuse_a_bad_thumbnail_size_alike(daemon, comfy_dirs, capsys):
+    from luna_multi_saver.node import JobRefused
+
+    with pytest.raises(JobRefused, match=r"^the daemon refused the job: thumbnail_size 2000 is outside 16\.\.=1024$"):
+        helpers.run_node(True, image_1=noise(), format_1="png", thumbnails=True, thumbnail_size=2000)
+    assert files_under(comfy_dirs.output) == [] and "saving locally" not in capsys.readouterr().out
+
+
 def test_the_local_node_previews_the_full_files(comfy_dirs):
     saver, result = helpers.run_node(False, image_1=noise(), format_1="png", thumbnails=True, thumbnail_size=16)
     # ComfyUI keeps one output per node for the preview and the history: the full file (the thumbnail is beside).
