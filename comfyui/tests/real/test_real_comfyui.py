@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 import comfyui_server as cs
@@ -556,6 +557,25 @@ def test_daemon_down_means_a_local_save_with_the_reason(server, env):
     assert "Daemon save selected but daemon not available... saving locally instead. Reason:" in server.logs()
     assert [i["type"] for i in run.images()] == ["output"]
     assert names == ["ORIG/img_ORIG.webp"]
+
+
+def test_daemon_down_the_local_save_writes_the_thumbnails_and_the_batchs_archive(server, env):
+    assert not answers(env["LUNA_DAEMON_SOCKET"])
+    extras = {"thumbnails": True, "thumbnail_size": 32, "batch_name": "down_batch", "zip_archive": True}
+    saver = cs.saver_node(save_path="down_x", daemon_save=True, autostart_daemon=False, **extras)
+    for _ in range(2):
+        _, names = saved_files(server, saver, "down_x")
+    assert names == [
+        "ORIG/_thumbnails/img_ORIG.webp.webp",
+        "ORIG/_thumbnails/img_ORIG_00001.webp.webp",
+        "ORIG/img_ORIG.webp",
+        "ORIG/img_ORIG_00001.webp",
+    ]
+    assert decoded(server.output / "down_x/ORIG/_thumbnails/img_ORIG.webp.webp").shape[:2] == (24, 32)
+    with zipfile.ZipFile(server.output / "down_batch.zip") as z:
+        assert z.testzip() is None
+        assert sorted(z.namelist()) == [f"down_x/{n}" for n in names if "_thumbnails" not in n], "each image once"
+    assert "Batch down_batch: 1 image(s) added to" in server.logs()
 
 
 def test_disable_metadata_embeds_nothing_on_or_off(env, tmp_path):
