@@ -7,7 +7,8 @@
 // request.json: {"workflow": <UI workflow with node 9>, "runs": [{"name": ..., "prompt": <API graph>, "toast": text
 // to wait for (optional)}]}
 // Prints one JSON object: {"extension": bool, "runs": [{"name", "prompt_id", "executed": [...], "events": [...],
-// "job": <node.lunaJob>, "imgs": [src...], "menu": [Open Image URL, Save Image URL], "row": {...},
+// "job": <node.lunaJob>, "imgs": [src...], "menu": {"opened": [Open Image URL, Save Image URL], "copied":
+// [width, height] of what Copy Image copies}, "row": {...},
 // "toasts": [text...]}]}.
 import { join } from "node:path";
 import { DEADLINE_MS, commandLine, withComfyPage } from "./comfy_page.mjs";
@@ -62,7 +63,7 @@ const report = await withComfyPage(url, ready, async (page) => {
       await page.waitForFunction((text) => [...document.querySelectorAll(".p-toast-message")]
         .some((t) => t.textContent.includes(text)), run.toast, { timeout: DEADLINE_MS, polling: 50 });
     }
-    const seen = await page.evaluate((id) => {
+    const seen = await page.evaluate(async (id) => {
       const node = window.app.graph.getNodeById(9);
       const row = document.querySelector(`#luna-multi-saver-jobs .luna-job[data-job-id="${node.lunaJob.job_id}"]`);
       return {
@@ -70,25 +71,39 @@ const report = await withComfyPage(url, ready, async (page) => {
         events: structuredClone(window.__luna.events),
         job: structuredClone(node.lunaJob),
         imgs: (node.imgs || []).map((img) => img.src),
-        // What the node's "Open Image" and "Save Image" menu entries open and download for its first image.
-        menu: (() => {
+        // What the node's "Open Image" and "Save Image" menu entries open and download for its first image, and
+        // the size of the image "Copy Image" puts on the clipboard.
+        menu: await (async () => {
           if (!node.imgs?.length) return null;
           node.imageIndex = 0;
           const options = [];
           node.getExtraMenuOptions(window.app.canvas, options);
           const opened = [];
+          let copied = null;
           const open = window.open;
           const click = HTMLAnchorElement.prototype.click;
+          const write = navigator.clipboard?.write;
           window.open = (u) => opened.push(String(u));
           HTMLAnchorElement.prototype.click = function () { opened.push(this.href); };
+          if (navigator.clipboard) {
+            navigator.clipboard.write = async (items) => {
+              const blob = await items[0].getType(items[0].types[0]);
+              const bitmap = await createImageBitmap(blob);
+              copied = [bitmap.width, bitmap.height];
+            };
+          }
           try {
             for (const name of ["Open Image", "Save Image"]) options.find((o) => o?.content === name)?.callback();
+            const copy = options.find((o) => o?.content === "Copy Image");
+            // Both the core's callback and the extension's await the clipboard write.
+            if (copy && navigator.clipboard) await copy.callback();
           } finally {
             window.open = open;
             HTMLAnchorElement.prototype.click = click;
+            if (navigator.clipboard) navigator.clipboard.write = write;
             node.imageIndex = null;
           }
-          return opened;
+          return { opened, copied };
         })(),
         row: row && {
           state: row.dataset.state,

@@ -496,7 +496,8 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert written["row"]["state"] == "written" and written["row"]["visible"]
     assert written["toasts"] == []
     # Without thumbnails the core's menu entries are untouched: they open and save the previewed file.
-    assert [view_file(u) for u in written["menu"]] == [("ui_written/ORIG", Path(name).name)] * 2
+    assert [view_file(u) for u in written["menu"]["opened"]] == [("ui_written/ORIG", Path(name).name)] * 2
+    assert written["menu"]["copied"] == [64, 48]
     # ComfyUI's history points at the saved file too (the temp preview is gone when ComfyUI restarts).
     assert history_images(server, written["prompt_id"]) == last["images"]
 
@@ -539,7 +540,8 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
         {"filename": "img_ORIG.png", "subfolder": "ui_thumbs/ORIG", "type": "output"},
         {"filename": "img_UPSCALED.jpg", "subfolder": "ui_thumbs/UPSCALED", "type": "output"},
     ]
-    assert [view_file(u) for u in thumbs["menu"]] == [("ui_thumbs/ORIG", "img_ORIG.png")] * 2
+    assert [view_file(u) for u in thumbs["menu"]["opened"]] == [("ui_thumbs/ORIG", "img_ORIG.png")] * 2
+    assert thumbs["menu"]["copied"] == [64, 48], "Copy Image copies the full image, not the 32x24 thumbnail"
     assert decoded(server.output / "ui_thumbs/ORIG/_thumbnails/img_ORIG.png.webp").shape[:2] == (24, 32)
     wait_jobs(server, daemon_up)
 
