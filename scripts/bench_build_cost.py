@@ -41,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dependency", help="the Cargo.toml line, e.g. 'exr = { version = \"1.74\" }'")
     parser.add_argument("--jobs", default="1", help="CARGO_BUILD_JOBS (default 1: the machine is shared)")
+    parser.add_argument("--lockfile", type=Path, default=ROOT / "Cargo.lock", help="the versions (default: ours)")
     args = parser.parse_args()
     name = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", args.dependency)
     if not name:
@@ -53,7 +54,7 @@ def main() -> int:
         (work / "Cargo.toml").write_text(
             f'[package]\nname = "scratch"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\n{args.dependency}\n'
         )
-        shutil.copy(ROOT / "Cargo.lock", work / "Cargo.lock")
+        shutil.copy(args.lockfile, work / "Cargo.lock")
         cargo = os.environ.get("CARGO", "cargo")
         env = dict(os.environ, CARGO_TARGET_DIR=str(work / "target"), CARGO_BUILD_JOBS=args.jobs)
         build = [cargo, "build", "--release", "--quiet"]

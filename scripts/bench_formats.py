@@ -119,9 +119,15 @@ CASES: dict[str, tuple[Callable[[], str | None], Callable[[], str], Encode]] = {
     "png16_l4": (always, lambda: f"numpy {np.__version__} + zlib (the local fallback)", png16(4)),
     "exr32": (exr_missing, exr_impl, exr(half=False)),
     "exr16": (exr_missing, exr_impl, exr(half=True)),
-    # libavif at Pillow's defaults (quality 75, speed 6, 4:2:0), one thread.
-    "avif_q75_s6": (avif_missing, avif_impl, pillow("AVIF", quality=75, speed=6, max_threads=1)),
-    "jxl_lossless": (jxl_missing, jxl_impl, pillow("JXL", lossless=True, effort=7, num_threads=1)),
+    # The node's defaults (quality 80, speed 6) and the daemon's layout (4:4:4, full range), as the local save
+    # writes AVIF (avif_format.save), on one thread.
+    "avif_q80_s6": (
+        avif_missing,
+        avif_impl,
+        pillow("AVIF", quality=80, speed=6, subsampling="4:4:4", range="full", max_threads=1),
+    ),
+    # Lossless at effort 1, as the local save writes it (jxl.write_jxl) "like the daemon".
+    "jxl_lossless": (jxl_missing, jxl_impl, pillow("JXL", lossless=True, effort=1, num_threads=1)),
     "jxl_q90": (jxl_missing, jxl_impl, pillow("JXL", quality=90, effort=7, num_threads=1)),
 }
 

@@ -1422,7 +1422,7 @@ def format_cases(results: dict) -> list[dict]:
         both = [r for r in rows if "luna_bytes" in r and "pil_bytes" in r]
         missing = sorted(
             {f"ours: {r['luna_unavailable']}" for r in rows if "luna_unavailable" in r}
-            | {f"Pillow side: {r['pil_unavailable']}" for r in rows if "pil_unavailable" in r}
+            | {f"Pillow side: {r['pil_unavailable']}" for r in rows if "pil_unavailable" in r and "luna_bytes" in r}
         )
         entry = {**case, "rows": rows, "both": both, "missing": missing}
         impl = next((r["pil_impl"] for r in rows if "pil_impl" in r), None)
