@@ -1,0 +1,55 @@
+"""AVIF for the local save, through Pillow (11.3 and newer bundle libavif; ComfyUI 0.3.64 pins 11.3.0).
+
+The file carries the same Exif item as the daemon's: the EXIF block WebP and JPEG get (:func:`metadata.build_exif`)
+as raw TIFF, which libavif frames exactly as the daemon does (a zero TIFF-header offset, then the TIFF bytes), in
+an ``Exif`` item of the ``meta`` box, where the ComfyUI frontend reads the workflow back. Colour is encoded at full
+resolution (4:4:4) and full range like the daemon's; gray images are stored as RGB, like the daemon's.
+
+Pillow's AVIF encoder takes 8-bit samples only, so a 10-bit request is written at 8 bits with a note; and where
+Pillow has no AVIF at all, the image is saved as a PNG with a note (16-bit for a 10-bit request): never lost.
+Pixels differ from the daemon's (another AV1 encoder: libaom through libavif, not rav1e); the tests bound how much.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from PIL import Image, features
+
+from . import metadata
+
+MISSING_NOTE = "AVIF needs Pillow with AVIF support (Pillow 11.3 or newer) for local saves; saved as a PNG instead"
+EIGHT_BIT_NOTE = "saved as 8-bit AVIF: Pillow's AVIF encoder takes 8-bit samples (the daemon writes 10-bit)"
+
+
+def available() -> bool:
+    """Whether this Pillow can write AVIF."""
+    try:
+        return bool(features.check("avif"))
+    except (ValueError, KeyError):  # a Pillow older than the "avif" feature name
+        return False
+
+
+def check_options(quality: int, speed: int, bit_depth: int) -> None:
+    """Raises ValueError, in the daemon's words, for an option the daemon refuses."""
+    if bit_depth not in (8, 10):
+        raise ValueError(f"avif_bit_depth {bit_depth} is not 8 or 10")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"avif_quality {quality} is outside 1..=100")
+    if not 1 <= speed <= 10:
+        raise ValueError(f"avif_speed {speed} is outside 1..=10")
+
+
+def exif_bytes(meta: metadata.JobMetadata, facts: metadata.ImageFacts) -> bytes:
+    """The TIFF block of the WebP/JPEG EXIF, without the ``Exif\\0\\0`` prefix (libavif adds the item's offset)."""
+    return metadata.build_exif(meta, facts).tobytes()[len(b"Exif\0\0") :]
+
+
+def save(out: BinaryIO, image: Image.Image, quality: int, speed: int, exif: bytes | None) -> None:
+    """Writes ``image`` (L, RGB or RGBA, 8-bit) as AVIF at ``quality`` and ``speed``."""
+    if image.mode == "L":
+        image = image.convert("RGB")
+    kwargs: dict = {"quality": quality, "speed": speed, "subsampling": "4:4:4", "range": "full"}
+    if exif:
+        kwargs["exif"] = exif
+    image.save(out, "AVIF", **kwargs)
