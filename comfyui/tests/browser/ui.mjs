@@ -7,7 +7,8 @@
 // request.json: {"workflow": <UI workflow with node 9>, "runs": [{"name": ..., "prompt": <API graph>, "toast": text
 // to wait for (optional)}]}
 // Prints one JSON object: {"extension": bool, "runs": [{"name", "prompt_id", "executed": [...], "events": [...],
-// "job": <node.lunaJob>, "imgs": [src...], "row": {...}, "toasts": [text...]}]}.
+// "job": <node.lunaJob>, "imgs": [src...], "menu": [Open Image URL, Save Image URL], "row": {...},
+// "toasts": [text...]}]}.
 import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -70,9 +71,10 @@ try {
       const node = window.app.graph.getNodeById(9);
       const job = node?.lunaJob;
       if (!job?.finished) return false;
-      const files = (job.images || []).filter((i) => i.file).map((i) => `filename=${encodeURIComponent(i.file.filename)}`);
-      const srcs = (node.imgs || []).map((img) => img.src);
-      return files.every((f) => srcs.some((s) => s.includes(f)));
+      // What the node previews: each file's thumbnail where the daemon wrote one, else the file.
+      const shown = (job.images || []).map((i) => i.thumbnail || i.file).filter(Boolean);
+      const srcs = (node.imgs || []).map((img) => new URL(img.src).searchParams);
+      return shown.every((f) => srcs.some((q) => q.get("filename") === f.filename && q.get("subfolder") === f.subfolder));
     }, null, { timeout: DEADLINE_MS, polling: 50 });
     if (run.toast) {
       // PrimeVue renders a toast on its next tick: wait for the text the run expects.
@@ -87,6 +89,26 @@ try {
         events: structuredClone(window.__luna.events),
         job: structuredClone(node.lunaJob),
         imgs: (node.imgs || []).map((img) => img.src),
+        // What the node's "Open Image" and "Save Image" menu entries open and download for its first image.
+        menu: (() => {
+          if (!node.imgs?.length) return null;
+          node.imageIndex = 0;
+          const options = [];
+          node.getExtraMenuOptions(window.app.canvas, options);
+          const opened = [];
+          const open = window.open;
+          const click = HTMLAnchorElement.prototype.click;
+          window.open = (u) => opened.push(String(u));
+          HTMLAnchorElement.prototype.click = function () { opened.push(this.href); };
+          try {
+            for (const name of ["Open Image", "Save Image"]) options.find((o) => o?.content === name)?.callback();
+          } finally {
+            window.open = open;
+            HTMLAnchorElement.prototype.click = click;
+            node.imageIndex = null;
+          }
+          return opened;
+        })(),
         row: row && {
           state: row.dataset.state,
           text: row.textContent,

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 from pathlib import Path
 
 import comfyui_server as cs
@@ -505,6 +506,23 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
             },
             "toast": "save failed",
         },
+        # Thumbnails: the node previews the daemon's small WebPs; history and the menu give the full files.
+        {
+            "name": "thumbnails",
+            "prompt": {
+                **cs.source_graph(seed=22),
+                **cs.saver_node(
+                    save_path="ui_thumbs",
+                    daemon_save=True,
+                    format_1="png",
+                    image_2=["2", 0],
+                    format_2="jpeg",
+                    affix_2="UPSCALED",
+                    thumbnails=True,
+                    thumbnail_size=32,
+                ),
+            },
+        },
     ]
     (tmp_path / "request.json").write_text(json.dumps({"workflow": UI_WORKFLOW, "runs": runs}))
     out = subprocess.run(
@@ -519,7 +537,7 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert out.returncode == 0, out.stderr[-4000:]
     report = json.loads(out.stdout)
     assert report["extension"], "the pack's frontend extension did not load"
-    written, discarded, failed = report["runs"]
+    written, discarded, failed, thumbs = report["runs"]
 
     # The node first shows the temp previews with a pending badge, then the real saved files.
     first, last = written["executed"][0]["output"], written["executed"][-1]["output"]
@@ -530,6 +548,8 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert len(written["imgs"]) == 1 and "type=output" in written["imgs"][0] and Path(name).name in written["imgs"][0]
     assert written["row"]["state"] == "written" and written["row"]["visible"]
     assert written["toasts"] == []
+    # Without thumbnails the core's menu entries are untouched: they open and save the previewed file.
+    assert [view_file(u) for u in written["menu"]] == [("ui_written/ORIG", Path(name).name)] * 2
     # ComfyUI's history points at the saved file too (the temp preview is gone when ComfyUI restarts).
     assert history_images(server, written["prompt_id"]) == last["images"]
 
@@ -551,7 +571,37 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert server.get(f"/luna_multi_saver/jobs/{written['job']['job_id']}") == written["job"]
     with pytest.raises(urllib.error.HTTPError, match="404"):
         server.get("/luna_multi_saver/jobs/000000000000")
+
+    # Thumbnails: the node's preview loads _thumbnails/<name>.webp; history, Open Image and Save Image the file.
+    assert sorted(relative(server.output / "ui_thumbs")) == [
+        "ORIG/_thumbnails/img_ORIG.png.webp",
+        "ORIG/img_ORIG.png",
+        "UPSCALED/_thumbnails/img_UPSCALED.jpg.webp",
+        "UPSCALED/img_UPSCALED.jpg",
+    ]
+    shown = thumbs["executed"][-1]["output"]["images"]
+    assert shown == [
+        {"filename": "img_ORIG.png.webp", "subfolder": "ui_thumbs/ORIG/_thumbnails", "type": "output"},
+        {"filename": "img_UPSCALED.jpg.webp", "subfolder": "ui_thumbs/UPSCALED/_thumbnails", "type": "output"},
+    ]
+    assert [view_file(src) for src in thumbs["imgs"]] == [
+        ("ui_thumbs/ORIG/_thumbnails", "img_ORIG.png.webp"),
+        ("ui_thumbs/UPSCALED/_thumbnails", "img_UPSCALED.jpg.webp"),
+    ], "the img elements the node draws load the thumbnails"
+    assert history_images(server, thumbs["prompt_id"]) == [
+        {"filename": "img_ORIG.png", "subfolder": "ui_thumbs/ORIG", "type": "output"},
+        {"filename": "img_UPSCALED.jpg", "subfolder": "ui_thumbs/UPSCALED", "type": "output"},
+    ]
+    assert [view_file(u) for u in thumbs["menu"]] == [("ui_thumbs/ORIG", "img_ORIG.png")] * 2
+    assert decoded(server.output / "ui_thumbs/ORIG/_thumbnails/img_ORIG.png.webp").shape[:2] == (24, 32)
     wait_jobs(server, daemon_up)
+
+
+def view_file(src: str) -> tuple[str, str]:
+    """The (subfolder, filename) a ``/view`` URL asks for (type output)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(src).query)
+    assert urllib.parse.urlsplit(src).path.endswith("/view") and query["type"] == ["output"], src
+    return query.get("subfolder", [""])[0], query["filename"][0]
 
 
 def test_daemon_down_means_a_local_save_with_the_reason(server, env):
