@@ -75,8 +75,10 @@ struct Avif {
     items: Vec<(usize, [u8; 4])>,
     /// The primary item's `pixi` bits per channel.
     bits: Vec<u8>,
-    /// `colr` nclx: primaries, transfer, matrix, full range.
-    nclx: (usize, usize, usize, bool),
+    /// `colr` nclx: primaries, transfer, matrix, full range (absent: MIAF's defaults).
+    nclx: Option<(usize, usize, usize, bool)>,
+    /// The first `av1C`'s high bit depth, monochrome, and chroma subsampling (x, y) bits.
+    av1c: (bool, bool, u8),
     /// Whether an item carries the alpha auxiliary type.
     has_alpha: bool,
     /// The Exif item's bytes, as `iloc` locates them (first extent, absolute offset, as the frontend reads it).
@@ -129,10 +131,16 @@ fn parse(b: &[u8]) -> Avif {
     let pixi = find(&ipco, b"pixi");
     let n = usize::from(b[pixi.start + 4]);
     let bits = b[pixi.start + 5..pixi.start + 5 + n].to_vec();
-    let colr = find(&ipco, b"colr");
-    assert_eq!(&b[colr.start..colr.start + 4], b"nclx");
-    let nclx =
-        (be16(b, colr.start + 4), be16(b, colr.start + 6), be16(b, colr.start + 8), b[colr.start + 10] & 0x80 != 0);
+    // `colr` is left out when it holds MIAF's defaults (BT.709 primaries, sRGB transfer, BT.601 matrix, full
+    // range); the AV1 sequence header carries the same colour description.
+    let nclx = ipco.iter().find(|x| &x.kind == b"colr").map(|colr| {
+        assert_eq!(&b[colr.start..colr.start + 4], b"nclx");
+        (be16(b, colr.start + 4), be16(b, colr.start + 6), be16(b, colr.start + 8), b[colr.start + 10] & 0x80 != 0)
+    });
+    // av1C: marker/version, profile/level, then tier, high_bitdepth, twelve_bit, monochrome, subsampling x, y.
+    let av1c = find(&ipco, b"av1C");
+    let flags = b[av1c.start + 2];
+    let av1c = (flags & 0x40 != 0, flags & 0x10 != 0, (flags >> 2) & 3);
     let has_alpha = ipco.iter().any(|x| {
         &x.kind == b"auxC" && b[x.start + 4..x.end].starts_with(b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha")
     });
@@ -142,6 +150,7 @@ fn parse(b: &[u8]) -> Avif {
         items,
         bits,
         nclx,
+        av1c,
         has_alpha,
         exif_item,
     }
@@ -207,14 +216,19 @@ fn avif_files_carry_the_workflow_where_the_comfyui_frontend_reads_it() {
         assert_eq!(&avif.major_brand, b"avif", "the frontend checks the major brand");
         assert_eq!(avif.top_level, [*b"ftyp", *b"meta", *b"mdat"], "{channels} channels, {bits} bits");
         assert!(avif.bits.iter().all(|&b| b == bits), "pixi {:?} for {bits} bits", avif.bits);
-        assert_eq!(avif.nclx, (1, 13, 6, true), "BT.709 primaries, sRGB transfer, BT.601 matrix, full range");
+        assert!(
+            avif.nclx.is_none_or(|n| n == (1, 13, 6, true)),
+            "BT.709 primaries, sRGB transfer, BT.601 matrix, full range: {:?}",
+            avif.nclx
+        );
+        assert_eq!(avif.av1c, (bits == 10, false, 0), "high bit depth iff 10 bits; colour; 4:4:4");
         assert_eq!(avif.has_alpha, channels == 4, "{channels} channels");
         let exif = avif.exif_item.expect("an Exif item");
         assert_eq!(&exif[..4], [0, 0, 0, 0], "HEIF Exif item: the TIFF header offset, 0");
         assert_eq!(
             restored(&exif),
-            [("prompt".to_owned(), PROMPT.to_owned()), ("workflow".to_owned(), WORKFLOW.to_owned())],
-            "prompt (0x0110) and workflow (0x010F) as the frontend reads them"
+            [("workflow".to_owned(), WORKFLOW.to_owned()), ("prompt".to_owned(), PROMPT.to_owned())],
+            "workflow (0x010F) and prompt (0x0110), in tag order, as the frontend reads them"
         );
         assert!(avif.items.iter().filter(|(_, t)| t == b"av01").count() == 1 + usize::from(channels == 4));
     }
@@ -231,7 +245,11 @@ fn the_exif_item_holds_the_same_exif_as_webp() {
     let webp = save(&daemon, &o, image);
     let at = webp.windows(4).position(|w| w == b"EXIF").expect("a WebP EXIF chunk");
     let len = u32::from_le_bytes(webp[at + 4..at + 8].try_into().unwrap()) as usize;
-    assert_eq!(&avif[4..], &webp[at + 8..at + 8 + len], "one EXIF block for both formats");
+    let webp = &webp[at + 8..at + 8 + len];
+    // One EXIF block for both formats; the two jobs' UserComment summaries may name different seconds.
+    let summary = webp.windows(8).position(|w| w == b"UNICODE\0").unwrap();
+    assert_eq!(avif.len() - 4, webp.len());
+    assert_eq!(&avif[4..4 + summary], &webp[..summary], "IFD0, the Exif IFD and the prompt and workflow values");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 29] = [
+const FIXTURES: [&str; 30] = [
     "hello",
     "welcome",
     "welcome_features",
