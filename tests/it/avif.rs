@@ -269,7 +269,8 @@ fn bad_avif_options_are_refused_with_the_field_named() {
     let mut client = daemon.client();
     let pixels = vec![0u8; 12];
     let image = ImageRef { width: 2, height: 2, channels: 3, pixels: Pixels::U8(&pixels) };
-    let cases: [(fn(&mut JobOptions), &str); 5] = [
+    type Change = fn(&mut JobOptions);
+    let cases: [(Change, &str); 5] = [
         (|o| o.avif_bit_depth = 16, "avif_bit_depth 16 is not 8 or 10"),
         (|o| o.avif_quality = 0, "avif_quality 0 is outside 1..=100"),
         (|o| o.avif_quality = 101, "avif_quality 101 is outside 1..=100"),
