@@ -117,6 +117,7 @@ class LocalSaver:
             raise ValueError(f"exr_bit_depth {o.exr_bit_depth} is not 16 (half) or 32 (float)")
         if o.exr_input_color_space not in ("srgb", "linear"):
             raise ValueError(f"exr_input_color_space {o.exr_input_color_space!r} is not srgb or linear")
+        local_extras.check_options(o)
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
         paths.check_stem(self.filename)
