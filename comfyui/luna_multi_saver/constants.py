@@ -28,6 +28,7 @@ DAEMON_DEFAULTS: dict = dict(_DATA["daemon_defaults"])
 DISCARDED_DIR: str = _DATA["outputs"]["discarded_dir"]
 THUMBNAIL_DIR: str = _DATA["outputs"]["thumbnail_dir"]
 THUMBNAIL_QUALITY: int = _DATA["outputs"]["thumbnail_quality"]
+THUMBNAIL_SIZES: tuple[int, int] = tuple(_DATA["outputs"]["thumbnail_sizes"])  # smallest and largest, inclusive
 ERROR_NAMES: dict[int, str] = {e["code"]: e["name"] for e in _DATA["error_codes"]}
 ERROR_CODES: dict[str, int] = {name: code for code, name in ERROR_NAMES.items()}
 

@@ -19,6 +19,11 @@ execution's images are all on disk.
   touched: the first free or own name of ``<batch>_00001.zip``, ``<batch>_00002.zip``, ... is used instead.
   Updates are serialised within the ComfyUI process (one lock); two processes archiving one batch locally at
   the same instant could lose one update's entries (never the archive's validity): not supported.
+  Exactly once after a crash: before an update, the images it adds are listed durably in
+  ``.luna-archive-<batch>.pending`` beside the archive (temp file, fsync, rename), removed once the new archive
+  is renamed into place; the next update of the batch adds what that list still names (a name the archive
+  holds is never added twice), so an update killed mid-way loses no image of the batch. An image that can no
+  longer be read (removed by hand) is skipped and logged, as the daemon does, so it never blocks the archive.
 - **Batch summary**: none is kept locally. The daemon's ``batch_status`` counts the jobs it took; a local save
   is not one of them, and a second record beside the daemon's journal would be a second truth that disagrees
   with it. The node's console line names the batch and what was saved; with ``zip_archive`` the archive lists
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import secrets
@@ -53,6 +59,14 @@ ZIP64_LIMIT = (1 << 32) - 1
 MAX_BATCH_NAME = 100  # src/jobs/batch.rs MAX_BATCH_NAME
 BATCH_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_BATCH_NAME - 1}}}")
 _ARCHIVE_LOCK = threading.Lock()
+_LOG = print  # where a skipped image is reported
+
+
+def check_options(options) -> None:
+    """Refuses, before anything is written, what the daemon refuses as ``invalid_job`` (the same words)."""
+    lo, hi = constants.THUMBNAIL_SIZES
+    if not lo <= options.thumbnail_size <= hi:
+        raise ValueError(f"thumbnail_size {options.thumbnail_size} is outside {lo}..={hi}")
 
 
 def _checkpoint(point: str) -> None:
@@ -186,6 +200,10 @@ def update_archive(output_dir: str, batch: str, files: Sequence[str]) -> tuple[s
     with _ARCHIVE_LOCK:
         name, exists = find_archive(root, batch)
         final = os.path.join(root, name)
+        # The images still to archive, durable before the update starts: one killed mid-way is redone next time.
+        pending = pending_path(root, batch)
+        files = list(dict.fromkeys([*_read_pending(pending), *files]))
+        _write_file(pending, json.dumps(files).encode())
         temp = os.path.join(root, f"{paths.TEMP_PREFIX}{secrets.token_hex(8)}{paths.TEMP_SUFFIX}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(temp, flags, 0o666)
@@ -201,10 +219,45 @@ def update_archive(output_dir: str, batch: str, files: Sequence[str]) -> tuple[s
                 raise FileExistsError(f"archive name {final} was taken meanwhile; the next save picks another")
             paths.fsync_dir(root)
             _checkpoint("archive.after_rename")
+            os.unlink(pending)
+            paths.fsync_dir(root)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
     return final, added
+
+
+def pending_path(root: str, batch: str) -> str:
+    """The batch's list of images not yet in its local archive (hidden, beside it; not a temp file the daemon's
+    janitor would remove)."""
+    return os.path.join(root, f"{paths.TEMP_PREFIX}archive-{batch}.pending")
+
+
+def _read_pending(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            files = json.loads(f.read())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):  # unreadable: the images it named are saved, only not archived; start anew
+        return []
+    return [p for p in files if isinstance(p, str)] if isinstance(files, list) else []
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """``path`` replaced atomically by ``data`` (temp file, fsync, rename, directory fsync)."""
+    folder = os.path.dirname(path)
+    temp = os.path.join(folder, f"{paths.TEMP_PREFIX}{secrets.token_hex(8)}{paths.TEMP_SUFFIX}")
+    try:
+        with open(temp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        paths.fsync_dir(folder)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
 
 
 def _write_archive(out, old_path: str | None, root: str, files: Sequence[str], token: str) -> int:
@@ -227,8 +280,9 @@ def _write_archive(out, old_path: str | None, root: str, files: Sequence[str], t
             info.external_attr = 0o644 << 16
             try:
                 src = open(path, "rb")  # noqa: SIM115 - closed below, after the entry is written
-            except FileNotFoundError:  # removed by hand meanwhile: skipped, as the daemon does
+            except OSError as e:  # removed by hand meanwhile (skipped, as the daemon does), or unreadable
                 names.discard(entry)
+                _LOG(f"{LOG_PREFIX} {path} is not added to the archive: {e}")
                 continue
             with src, new.open(info, "w", force_zip64=os.fstat(src.fileno()).st_size > ZIP64_LIMIT) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -241,7 +295,7 @@ def _write_archive(out, old_path: str | None, root: str, files: Sequence[str], t
 def after_job(options, saved: Sequence, log=print) -> str | None:
     """:mod:`.local_save`'s hook once every image of the execution is on disk: the archive update (with
     ``zip`` and a ``batch``). Returns (and logs) what happened. An archive that cannot be updated is logged and
-    left as it was; the images stay saved (they are not added later: the local save keeps no journal)."""
+    left as it was; the images stay saved, listed as pending, and the next update of the batch adds them."""
     if not (options.zip and options.batch):
         return None
     files = [image.path for image in saved if not image.discarded]

@@ -119,6 +119,7 @@ class LocalSaver:
         if o.exr_input_color_space not in ("srgb", "linear"):
             raise ValueError(f"exr_input_color_space {o.exr_input_color_space!r} is not srgb or linear")
         avif_format.check_options(o.avif_quality, o.avif_speed, o.avif_bit_depth)
+        local_extras.check_options(o)
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
         paths.check_stem(self.filename)

@@ -143,6 +143,21 @@ def test_a_thumbnail_that_cannot_be_written_is_a_note_and_the_image_stays(comfy_
     assert result["ui"]["images"] == [{"filename": "img_ORIG.png", "subfolder": "ORIG", "type": "output"}]
 
 
+@pytest.mark.parametrize("size", [15, 1025])
+def test_a_thumbnail_size_the_daemon_refuses_is_refused_locally_with_its_words_writing_nothing(comfy_dirs, size):
+    with pytest.raises(ValueError, match=rf"^thumbnail_size {size} is outside 16\.\.=1024$"):
+        helpers.run_node(False, image_1=noise(), format_1="png", thumbnails=True, thumbnail_size=size)
+    assert files_under(comfy_dirs.output) == []
+
+
+def test_the_daemon_and_the_local_save_refuse_a_bad_thumbnail_size_alike(daemon, comfy_dirs, capsys):
+    from luna_multi_saver.node import JobRefused
+
+    with pytest.raises(JobRefused, match=r"^the daemon refused the job: thumbnail_size 2000 is outside 16\.\.=1024$"):
+        helpers.run_node(True, image_1=noise(), format_1="png", thumbnails=True, thumbnail_size=2000)
+    assert files_under(comfy_dirs.output) == [] and "saving locally" not in capsys.readouterr().out
+
+
 def test_the_local_node_previews_the_full_files(comfy_dirs):
     saver, result = helpers.run_node(False, image_1=noise(), format_1="png", thumbnails=True, thumbnail_size=16)
     # ComfyUI keeps one output per node for the preview and the history: the full file (the thumbnail is beside).
@@ -233,6 +248,16 @@ def test_a_bad_batch_name_or_a_failing_update_is_logged_and_loses_no_image(comfy
     assert line.endswith("; images saved") and image.read_bytes() == b"png"
 
 
+def test_an_image_that_cannot_be_read_is_skipped_and_logged_not_kept_pending(tmp_path, capsys):
+    root = tmp_path / "out"
+    (root / "gone.png").mkdir(parents=True)  # a folder where the image was: unreadable as a file
+    (root / "b.png").write_bytes(b"b")
+    path, added = local_extras.update_archive(str(root), "skip", [str(root / "gone.png"), str(root / "b.png")])
+    assert added == 1 and entries(Path(path)) == ["b.png"]
+    assert f"[LunaMultiSaver] {root / 'gone.png'} is not added to the archive: " in capsys.readouterr().out
+    assert not Path(local_extras.pending_path(str(root), "skip")).exists(), "it does not block later updates"
+
+
 CHILD = textwrap.dedent(
     """
     import os, sys
@@ -246,17 +271,17 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("point", ["archive.writing", "archive.before_rename", "archive.after_rename"])
-def test_an_update_killed_at_any_point_leaves_a_complete_archive(tmp_path, point):
+def test_an_update_killed_at_any_point_leaves_a_complete_archive_and_the_next_adds_its_images_once(tmp_path, point):
     root = tmp_path / "out"
     root.mkdir()
     files = []
-    for n in range(3):
+    for n in range(4):
         files.append(root / f"img_{n}.png")
         files[-1].write_bytes(os.urandom(4096))
     local_extras.update_archive(str(root), "crash", [str(files[0])])
     before = (root / "crash.zip").read_bytes()
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(PACK), point, str(root), *map(str, files[1:])], check=False
+        [sys.executable, "-c", CHILD, str(PACK), point, str(root), *map(str, files[1:3])], check=False
     )
     assert child.returncode == 9, "killed at the checkpoint"
     if point == "archive.after_rename":
@@ -264,13 +289,15 @@ def test_an_update_killed_at_any_point_leaves_a_complete_archive(tmp_path, point
     else:
         assert (root / "crash.zip").read_bytes() == before, "the old complete archive, untouched"
         assert entries(root / "crash.zip") == ["img_0.png"]
-    leftovers = [n for n in os.listdir(root) if n.startswith(paths.TEMP_PREFIX)]
-    assert len(leftovers) == (0 if point == "archive.after_rename" else 1), "at most the temp file"
-    # The next update works on, adding each image once.
-    assert local_extras.update_archive(str(root), "crash", list(map(str, files)))[1] == (
-        0 if point == "archive.after_rename" else 2
-    )
-    assert entries(root / "crash.zip") == ["img_0.png", "img_1.png", "img_2.png"]
+    temps = [n for n in os.listdir(root) if n.startswith(paths.TEMP_PREFIX) and n.endswith(paths.TEMP_SUFFIX)]
+    assert len(temps) == (0 if point == "archive.after_rename" else 1), "at most the temp file"
+    pending = Path(local_extras.pending_path(str(root), "crash"))
+    assert json.loads(pending.read_text()) == [str(files[1]), str(files[2])], "the killed update's images, listed"
+    # The next execution's update (another image) also adds what the killed one did not: each image once.
+    path, added = local_extras.update_archive(str(root), "crash", [str(files[3])])
+    assert added == (1 if point == "archive.after_rename" else 3)
+    assert entries(Path(path)) == ["img_0.png", "img_1.png", "img_2.png", "img_3.png"]
+    assert not pending.exists(), "nothing pending once the archive holds it"
 
 
 def test_a_first_archive_killed_before_its_rename_leaves_no_archive(tmp_path):
@@ -282,4 +309,6 @@ def test_a_first_archive_killed_before_its_rename_leaves_no_archive(tmp_path):
     )
     assert child.returncode == 9
     assert not (root / "crash.zip").exists(), "never a partial archive under the name"
-    assert json.dumps(sorted(os.listdir(root))).count(paths.TEMP_PREFIX) == 1
+    assert [n for n in os.listdir(root) if n.endswith(paths.TEMP_SUFFIX)] != [], "only the abandoned temp file"
+    assert local_extras.update_archive(str(root), "crash", [])[1] == 1, "the next update archives it"
+    assert entries(root / "crash.zip") == ["a.png"]

@@ -78,6 +78,11 @@ fn output_folder_names_and_thumbnail_quality_match() {
     assert_eq!(o["discarded_dir"], luna_daemon::jobs::DISCARD_DIR);
     assert_eq!(o["thumbnail_dir"], luna_daemon::jobs::THUMBNAIL_DIR);
     assert_eq!(uint(&o["thumbnail_quality"]), u64::from(luna_daemon::encode::THUMBNAIL_QUALITY));
+    let sizes = luna_daemon::encode::THUMBNAIL_SIZES;
+    assert_eq!(
+        (uint(&o["thumbnail_sizes"][0]), uint(&o["thumbnail_sizes"][1])),
+        (u64::from(*sizes.start()), u64::from(*sizes.end()))
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //    node's "executed" message again with the real saved files, so the node's images become those files. Here:
 //    a badge on the node (pending / retrying / written / discarded / failed), a small panel listing the recent
 //    jobs with each discarded or failed image, and a toast when a save fails (or keeps retrying). When the daemon
-//    wrote thumbnails (PROTOCOL.md section 12.8), the node previews those small WebPs, and its "Open Image" /
-//    "Save Image" menu entries open and save the full file instead (the history keeps the full files).
+//    wrote thumbnails (PROTOCOL.md section 12.8), the node previews those small WebPs, and its "Open Image",
+//    "Copy Image" and "Save Image" menu entries use the full file instead (the history keeps the full files).
 // 2. Workflows from our files: the core frontend 1.27 reads no JPEG at all, and its WebP reader skips no RIFF
 //    padding byte (an odd-sized chunk before EXIF hides the workflow, ComfyUI's own lossless files included).
 //    app.handleFile (what a drop on the canvas and Workflow > Open call) is wrapped: a JPEG's EXIF, or a WebP's
@@ -112,15 +112,38 @@ export function fullFileUrl(event, src) {
   return url.toString();
 }
 
-// The core's "Open Image" and "Save Image" (litegraphService's getExtraMenuOptions) act on the previewed img's
-// src: for a thumbnail they get the full file instead, so what is opened or saved is the real image.
+// The full file on the clipboard, as the core's "Copy Image" does for the file it shows (Chrome writes only
+// PNG: anything else is drawn to a canvas of the file's own size first).
+async function copyFullFile(full) {
+  const blob = await (await fetch(full)).blob();
+  const write = (b) => navigator.clipboard.write([new ClipboardItem({ [b.type]: b })]);
+  try {
+    await write(blob);
+  } catch (error) {
+    if (blob.type === "image/png") throw error;
+    const bitmap = await createImageBitmap(blob);
+    const canvas = document.createElement("canvas");
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    canvas.getContext("2d").drawImage(bitmap, 0, 0);
+    bitmap.close();
+    await write(await new Promise((resolve) => canvas.toBlob(resolve, "image/png")));
+  }
+}
+
+// The core's "Open Image", "Copy Image" and "Save Image" (litegraphService's getExtraMenuOptions) act on the
+// previewed img's src: for a thumbnail they get the full file instead, so what is opened, copied or saved is the
+// real image.
 function fullFileMenu(node, options) {
   const img = node.imgs?.[node.imageIndex ?? node.overIndex];
   const full = img && fullFileUrl(node.lunaJob, img.src);
   if (!full) return;
   for (const option of options) {
     if (option?.content === "Open Image") option.callback = () => window.open(full, "_blank");
-    else if (option?.content === "Save Image") {
+    else if (option?.content === "Copy Image") {
+      option.callback = () =>
+        copyFullFile(full).catch((e) => console.warn(`[LunaMultiSaver] could not copy ${full}`, e));
+    } else if (option?.content === "Save Image") {
       option.callback = () => {
         const a = document.createElement("a");
         a.href = full;
