@@ -1,7 +1,8 @@
 """The in-process save (daemon_save OFF, and the fallback when the daemon cannot take a job), with SPEC section 4
 semantics: templates, confinement, never-overwriting atomic files, per-image quality gates, PNG (8 or 16 bits),
-WebP, JPEG and EXR with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it the image is
-saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image.
+WebP, JPEG, EXR and AVIF with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it the image
+is saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image. AVIF needs a
+Pillow with AVIF (:mod:`.avif_format`); without it the image is saved as a PNG, with a note.
 
 Every path and name of the job is expanded and checked before the first byte is written, so a refused template
 leaves nothing behind.
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field, make_dataclass
 import numpy as np
 from PIL import Image
 
-from . import constants, deep_formats, gates, local_extras, metadata, paths, templates
+from . import avif_format, constants, deep_formats, gates, local_extras, metadata, paths, templates
 from .pixels import images_of, to_uint8
 
-FORMATS = ("png", "webp", "jpeg", "exr")
-EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr"}
+FORMATS = ("png", "webp", "jpeg", "exr", "avif")
+EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr", "avif": "avif"}
 EXR_MISSING_NOTE = "EXR needs the OpenEXR package (pip install openexr) for local saves; saved as a 16-bit PNG instead"
 DISCARDED_DIR = constants.DISCARDED_DIR
 MAX_PARALLEL = 4
@@ -117,6 +118,7 @@ class LocalSaver:
             raise ValueError(f"exr_bit_depth {o.exr_bit_depth} is not 16 (half) or 32 (float)")
         if o.exr_input_color_space not in ("srgb", "linear"):
             raise ValueError(f"exr_input_color_space {o.exr_input_color_space!r} is not srgb or linear")
+        avif_format.check_options(o.avif_quality, o.avif_speed, o.avif_bit_depth)
         local_extras.check_options(o)
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
@@ -156,6 +158,11 @@ class LocalSaver:
             notes.append(EXR_MISSING_NOTE)
         elif fmt == "png" and o.png_bit_depth == 16:
             fmt = "png16"
+        elif fmt == "avif" and not avif_format.available():
+            fmt, ext = ("png16" if o.avif_bit_depth == 10 else "png"), "png"
+            notes.append(avif_format.MISSING_NOTE)
+        elif fmt == "avif" and o.avif_bit_depth == 10:
+            notes.append(avif_format.EIGHT_BIT_NOTE)
         pixels = to_uint8(task.pixels)
         verdict = gates.judge(pixels, o.quality_gate, o.min_quality_threshold)
         sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir, self.name_dir)
@@ -183,6 +190,9 @@ class LocalSaver:
                 finally:
                     if os.path.exists(scratch):
                         os.unlink(scratch)
+            elif fmt == "avif":
+                exif = avif_format.exif_bytes(o.metadata, facts) if o.embed_metadata else None
+                avif_format.save(out, image, o.avif_quality, o.avif_speed, exif)
             elif fmt == "png":
                 info = metadata.png_info(o.metadata, facts) if o.embed_metadata else None
                 image.save(out, "PNG", pnginfo=info, compress_level=o.png_compression)
