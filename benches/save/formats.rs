@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use luna_daemon::encode::{ExrInput, Format, Pixels, encode, encode_pixels};
+use luna_daemon::encode::{AvifOptions, ExrInput, Format, Pixels, encode, encode_pixels};
 
 use super::corpus::{Pillow, read_npy};
 use super::{Json, Opts, median};
@@ -33,7 +33,12 @@ fn cases() -> Vec<Case> {
         case("png16_l4", "PNG 16-bit, level 4", Some(Format::Png16 { compression: 4 }), true),
         case("exr32", "EXR 32-bit float", Some(Format::Exr { half: false, input: ExrInput::Srgb }), true),
         case("exr16", "EXR 16-bit half", Some(Format::Exr { half: true, input: ExrInput::Srgb }), true),
-        case("avif_q80_s6", "AVIF 8-bit q80 speed 6 (4:4:4)", None, false),
+        case(
+            "avif_q80_s6",
+            "AVIF 8-bit q80 speed 6 (4:4:4)",
+            Some(Format::Avif(AvifOptions { quality: 80, speed: 6, ten_bit: false })),
+            false,
+        ),
         case("jxl_lossless", "JPEG XL lossless", None, false),
         case("jxl_q90", "JPEG XL lossy q90", None, false),
     ]
