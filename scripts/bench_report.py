@@ -1328,6 +1328,42 @@ def corpus_verdicts(levels: dict) -> list[list[str]]:
     ]
 
 
+def class_verdicts(levels: dict) -> str:
+    """Issue 14's goal per image class: which parts are met in this run, and by how much each miss is missed."""
+    rows = []
+    for cls, v in levels.items():
+        lv = v["levels"]
+        over = [f"L{n} {f(r['size_ratio'], 3)}" for n, r in lv.items() if r["size_ratio"] > 1.0]
+        worst = max(lv.items(), key=lambda nr: nr[1]["worst_ratio"])
+        slow = [
+            f"L{n} {r['slowest_name']} {times2(r['slowest_speed'])}" for n, r in lv.items() if r["slowest_speed"] < 1
+        ]
+        rows.append(
+            [
+                f"**{cls}**" if cls == "all" else cls,
+                str(v["count"]),
+                ("met: " if lv[4]["speed"] >= 20 else "**not met**: ") + times2(lv[4]["speed"]),
+                "met" if not over else "**not met**: " + ", ".join(over),
+                ("met" if worst[1]["worst_ratio"] <= SIZE_SLACK else "**not met**")
+                + f": worst {worst[1]['worst_name']} {f(worst[1]['worst_ratio'], 3)} at L{worst[0]}",
+                "met" if not slow else "**not met**: " + "; ".join(slow),
+                "met" if not v["not_monotonic"] else "**not met**: " + ", ".join(v["not_monotonic"]),
+            ]
+        )
+    return table(
+        [
+            "class",
+            "images",
+            "L4 >= 20x Pillow per core (total CPU)",
+            "total bytes <= Pillow's at every level",
+            "no image > 3 % larger",
+            "every image at least as fast, every level",
+            "sizes monotonic",
+        ],
+        rows,
+    )
+
+
 def corpus_section(results: dict) -> str:
     levels = corpus_levels(results)
     images = results["rust"]["corpus"]
@@ -1399,6 +1435,7 @@ def corpus_section(results: dict) -> str:
         count=len(images),
         mpixel=f"{pixels / 1e6:.1f}",
         summary=summary,
+        verdicts=class_verdicts(levels),
         full=full,
         per_image=per_image,
     )
