@@ -170,6 +170,8 @@ pub struct JobOptions {
     pub exr_bit_depth: u8,
     /// The colour space of the submitted samples, for EXR.
     pub exr_input_color_space: ExrColorSpace,
+    /// JPEG XL bits per sample (always lossless): 8 or 16.
+    pub jxl_bit_depth: u8,
 }
 
 impl JobOptions {
@@ -207,6 +209,7 @@ impl JobOptions {
             png_bit_depth: 8,
             exr_bit_depth: 32,
             exr_input_color_space: ExrColorSpace::Srgb,
+            jxl_bit_depth: 8,
         }
     }
 }
@@ -405,6 +408,7 @@ impl Client {
             png_bit_depth: options.png_bit_depth,
             exr_bit_depth: options.exr_bit_depth,
             exr_input_color_space: options.exr_input_color_space,
+            jxl_bit_depth: options.jxl_bit_depth,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));

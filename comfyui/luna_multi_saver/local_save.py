@@ -1,7 +1,8 @@
 """The in-process save (daemon_save OFF, and the fallback when the daemon cannot take a job), with SPEC section 4
 semantics: templates, confinement, never-overwriting atomic files, per-image quality gates, PNG (8 or 16 bits),
-WebP, JPEG and EXR with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it the image is
-saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image.
+WebP, JPEG, EXR and JPEG XL with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it the
+image is saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image. JPEG XL
+needs ``pillow-jxl-plugin`` and is 8-bit only here (:mod:`.jxl`); otherwise a PNG with a note, likewise.
 
 Every path and name of the job is expanded and checked before the first byte is written, so a refused template
 leaves nothing behind.
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field, make_dataclass
 import numpy as np
 from PIL import Image
 
-from . import constants, deep_formats, gates, metadata, paths, templates
+from . import constants, deep_formats, gates, jxl, metadata, paths, templates
 from .pixels import images_of, to_uint8
 
-FORMATS = ("png", "webp", "jpeg", "exr")
-EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr"}
+FORMATS = ("png", "webp", "jpeg", "exr", "jxl")
+EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr", "jxl": "jxl"}
 EXR_MISSING_NOTE = "EXR needs the OpenEXR package (pip install openexr) for local saves; saved as a 16-bit PNG instead"
 DISCARDED_DIR = "_discarded"
 MAX_PARALLEL = 4
@@ -116,6 +117,11 @@ class LocalSaver:
             raise ValueError(f"exr_bit_depth {o.exr_bit_depth} is not 16 (half) or 32 (float)")
         if o.exr_input_color_space not in ("srgb", "linear"):
             raise ValueError(f"exr_input_color_space {o.exr_input_color_space!r} is not srgb or linear")
+        if o.jxl_bit_depth not in (8, 16):
+            raise ValueError(
+                f"jxl_bit_depth {o.jxl_bit_depth} is not 8 or 16 (JPEG XL is saved losslessly at 8 or 16 bits per "
+                "sample)"
+            )
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
         paths.check_stem(self.filename)
@@ -151,6 +157,12 @@ class LocalSaver:
             notes.append(EXR_MISSING_NOTE)
         elif fmt == "png" and o.png_bit_depth == 16:
             fmt = "png16"
+        elif fmt == "jxl" and o.jxl_bit_depth == 16:
+            fmt, ext = "png16", "png"
+            notes.append(jxl.SIXTEEN_BIT_NOTE)
+        elif fmt == "jxl" and not jxl.available():
+            fmt, ext = "png", "png"
+            notes.append(jxl.MISSING_NOTE)
         pixels = to_uint8(task.pixels)
         verdict = gates.judge(pixels, o.quality_gate, o.min_quality_threshold)
         sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir, self.name_dir)
@@ -181,6 +193,8 @@ class LocalSaver:
             elif fmt == "png":
                 info = metadata.png_info(o.metadata, facts) if o.embed_metadata else None
                 image.save(out, "PNG", pnginfo=info, compress_level=o.png_compression)
+            elif fmt == "jxl":
+                jxl.write_jxl(out, image, metadata.build_exif(o.metadata, facts) if o.embed_metadata else None)
             elif fmt == "webp":
                 # exact: keep the colour of fully transparent pixels, so lossless decodes to the same samples.
                 kwargs: dict = {"lossless": o.lossless_webp, "exact": o.lossless_webp}

@@ -39,10 +39,11 @@ FALLBACK_MESSAGE = "[LunaMultiSaver] Daemon save selected but daemon not availab
 DEFAULT_FILENAME = "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%"
 AFFIX_DEFAULTS = ("ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5")
 # New formats are appended, so workflows saved with earlier versions keep their choices.
-FORMATS = ["png", "webp", "jpeg", "no save", "exr"]
+FORMATS = ["png", "webp", "jpeg", "no save", "exr", "jxl"]
 PNG_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
 EXR_BIT_DEPTHS = {"32-bit float": 32, "16-bit half": 16}
 EXR_COLOR_SPACES = {"sRGB": "srgb", "linear": "linear"}
+JXL_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
 SLOTS = 5
 CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
 PREVIEW_MAX_SIDE = 256
@@ -282,6 +283,16 @@ class LunaMultiSaver:
                         **_tip("Colour space of the input: sRGB is linearised for EXR; linear is written as is"),
                     },
                 ),
+                "jxl_bit_depth": (
+                    list(JXL_BIT_DEPTHS),
+                    {
+                        "default": "8-bit",
+                        **_tip(
+                            "JPEG XL bits per sample (always lossless); 16-bit is made from the float pixels and "
+                            "needs the daemon (a local save writes a 16-bit PNG instead)"
+                        ),
+                    },
+                ),
             }
         )
         return {
@@ -370,6 +381,7 @@ class LunaMultiSaver:
             png_bit_depth=PNG_BIT_DEPTHS[v["png_bit_depth"]],
             exr_bit_depth=EXR_BIT_DEPTHS[v["exr_bit_depth"]],
             exr_input_color_space=EXR_COLOR_SPACES[v["exr_color_space"]],
+            jxl_bit_depth=JXL_BIT_DEPTHS[v["jxl_bit_depth"]],
             quality_gate=v["quality_gate"],
             min_quality_threshold=float(v["min_quality_threshold"]),
             embed_metadata=embed,

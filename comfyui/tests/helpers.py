@@ -99,6 +99,33 @@ def webp_exif(path: str | Path) -> bytes:
     return next(body for kind, body in webp_chunks(path) if kind == b"EXIF")
 
 
+def jxl_boxes(path: str | Path) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every ISOBMFF box of a JPEG XL container; [] for a bare codestream."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\xff\x0a":
+        return []
+    assert data[:12] == b"\0\0\0\x0cJXL \r\n\x87\n", data[:12]
+    boxes, at = [], 0
+    while at < len(data):
+        (size,), kind, header = struct.unpack(">I", data[at : at + 4]), data[at + 4 : at + 8], 8
+        if size == 1:
+            (size,), header = struct.unpack(">Q", data[at + 8 : at + 16]), 16
+        size = size or len(data) - at
+        assert at + size <= len(data), f"box {kind!r} at {at} runs past the end"
+        boxes.append((kind, data[at + header : at + size]))
+        at += size
+    return boxes
+
+
+def jxl_exif(path: str | Path) -> bytes | None:
+    """The TIFF of a JPEG XL container's first ``Exif`` box (its 4-byte TIFF header offset applied), or None."""
+    body = next((body for kind, body in jxl_boxes(path) if kind == b"Exif"), None)
+    if body is None:
+        return None
+    (offset,) = struct.unpack(">I", body[:4])
+    return body[4 + offset :]
+
+
 def jpeg_exif(path: str | Path) -> bytes | None:
     """The APP1 Exif payload (with its ``Exif\\0\\0`` prefix), or None."""
     data = Path(path).read_bytes()

@@ -30,7 +30,7 @@ OPTIONAL = (
         for i, affix in enumerate(["ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5"], start=1)
     ]
     # Issue 15's formats are appended to the original choices, so saved workflows keep theirs.
-    + [(f"format_{i}", ["png", "webp", "jpeg", "no save", "exr"], "webp") for i in range(1, 6)]
+    + [(f"format_{i}", ["png", "webp", "jpeg", "no save", "exr", "jxl"], "webp") for i in range(1, 6)]
     + [(f"subdir_{i}", "BOOLEAN", True) for i in range(1, 6)]
     + [
         ("png_compression", "INT", 4),
@@ -53,6 +53,7 @@ OPTIONAL = (
         ("png_bit_depth", ["8-bit", "16-bit"], "8-bit"),
         ("exr_bit_depth", ["32-bit float", "16-bit half"], "32-bit float"),
         ("exr_color_space", ["sRGB", "linear"], "sRGB"),
+        ("jxl_bit_depth", ["8-bit", "16-bit"], "8-bit"),
     ]
 )
 

@@ -4,6 +4,7 @@
 mod exr_encoder;
 mod gate;
 mod jpeg_encoder;
+mod jxl_encoder;
 mod metadata;
 mod pixels;
 mod png_deflate;
@@ -19,6 +20,7 @@ use std::io::Write;
 pub use exr_encoder::{ExrInput, encode_exr, srgb_to_linear};
 pub use gate::{EDGE_SCALE, Scores, VARIANCE_SCALE, scores};
 pub use jpeg_encoder::encode_jpeg;
+pub use jxl_encoder::{JXL_MIN_SIDE, encode_jxl, encode_jxl16};
 pub use metadata::{MAX_APP1_PAYLOAD, Metadata, jpeg_app1};
 pub use pixels::{Image8, Pixels, RawImage, SampleFormat, Samples, append_samples, convert_row, u16_of_f32};
 pub use png_encoder::{PngOptions, encode_png, encode_png16};
@@ -57,12 +59,14 @@ pub enum Format {
     Png16 { compression: u8 },
     /// OpenEXR, 16-bit half or 32-bit float samples, from the samples as submitted.
     Exr { half: bool, input: ExrInput },
+    /// Lossless JPEG XL, 8 bits per sample or (`sixteen`) 16 from the samples as submitted.
+    Jxl { sixteen: bool },
 }
 
 impl Format {
     /// Whether the format keeps more than 8 bits, so the worker must hand it the samples as submitted.
     pub fn wants_raw(self) -> bool {
-        matches!(self, Self::Png16 { .. } | Self::Exr { .. })
+        matches!(self, Self::Png16 { .. } | Self::Exr { .. } | Self::Jxl { sixteen: true })
     }
 }
 
@@ -99,6 +103,11 @@ pub fn encode_pixels<W: Write>(
             encode_exr(&pixels.raw(), half, input, &text, out)?;
             Ok(Vec::new())
         }
+        Format::Jxl { sixteen: true } => {
+            let exif = metadata.map(|m| m.exif(true, &[]));
+            encode_jxl16(&pixels.raw(), exif.as_deref(), out)?;
+            Ok(Vec::new())
+        }
         _ => encode_eight(&pixels.image8(), format, metadata, out),
     }
 }
@@ -125,6 +134,11 @@ fn encode_eight<W: Write>(
             encode_jpeg(image, quality, app1.as_deref(), out)?;
             Ok(notes)
         }
-        Format::Png16 { .. } | Format::Exr { .. } => unreachable!("high-precision formats go through encode_pixels"),
+        Format::Jxl { sixteen: false } => {
+            let exif = metadata.map(|m| m.exif(true, &[]));
+            encode_jxl(image, exif.as_deref(), out)?;
+            Ok(Vec::new())
+        }
+        Format::Png16 { .. } | Format::Exr { .. } | Format::Jxl { sixteen: true } => unreachable!("high-precision formats go through encode_pixels"),
     }
 }

@@ -104,6 +104,8 @@ pub enum ImageFormat {
     Jpeg,
     /// OpenEXR, 32-bit float or 16-bit half (`exr_bit_depth`), metadata as string header attributes.
     Exr,
+    /// JPEG XL, lossless, 8 or 16 bits (`jxl_bit_depth`), metadata as an `Exif` box.
+    Jxl,
 }
 
 impl ImageFormat {
@@ -114,6 +116,7 @@ impl ImageFormat {
             Self::Webp => "webp",
             Self::Jpeg => "jpg",
             Self::Exr => "exr",
+            Self::Jxl => "jxl",
         }
     }
 }
@@ -316,6 +319,9 @@ pub struct SubmitJob {
     /// The colour space the submitted samples are in, for EXR.
     #[serde(default)]
     pub exr_input_color_space: ExrColorSpace,
+    /// Bits per sample of JPEG XL files (always lossless): 8, or 16 (from the samples as submitted).
+    #[serde(default = "default_jxl_bit_depth")]
+    pub jxl_bit_depth: u8,
 }
 
 impl SubmitJob {
@@ -348,11 +354,16 @@ impl SubmitJob {
             png_bit_depth: default_png_bit_depth(),
             exr_bit_depth: default_exr_bit_depth(),
             exr_input_color_space: ExrColorSpace::default(),
+            jxl_bit_depth: default_jxl_bit_depth(),
         }
     }
 }
 
 fn default_png_bit_depth() -> u8 {
+    8
+}
+
+fn default_jxl_bit_depth() -> u8 {
     8
 }
 

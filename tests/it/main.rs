@@ -7,6 +7,7 @@ mod crash;
 mod edges;
 mod fixtures;
 mod formats;
+mod jxl;
 mod hostile;
 mod lifecycle;
 mod props;
