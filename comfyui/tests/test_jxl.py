@@ -12,13 +12,12 @@ import pytest
 
 import helpers
 from conftest import folder_paths
-from helpers import comfy_frontend_exif, files_under, jxl_boxes, jxl_exif, noise
+from helpers import comfy_frontend_exif, files_under, jxl_boxes, jxl_exif, noise, read_png16
 from luna_multi_saver import jxl, templates
 from luna_multi_saver.pixels import to_uint8, to_uint16
-from test_formats import fine, read_png16
 
 pytest.importorskip("pillow_jxl")
-from PIL import Image  # noqa: E402 - after the plugin check
+from PIL import Image
 
 WHEN = templates.Timestamp(ms=1_741_334_704_000, utc_offset_s=0)
 PROMPT = {"3": {"class_type": "KSampler", "inputs": {"seed": 42}}}
@@ -28,6 +27,13 @@ EXTRA = {"workflow": {"nodes": [{"id": 1}], "extra": {"note": "ü 日本"}}}
 @pytest.fixture(autouse=True)
 def fixed_time(monkeypatch):
     monkeypatch.setattr(templates.Timestamp, "now", classmethod(lambda cls: WHEN))
+
+
+def fine(h: int = 24, w: int = 40, c: int = 3) -> np.ndarray:
+    """Floats 8 bits cannot tell apart, with values outside 0..1 and a NaN."""
+    x = np.random.default_rng(5).random((1, h, w, c), dtype=np.float32)
+    x[0, 0, 0, 0], x[0, 0, 1, 0], x[0, 1, 0, 0] = 1.5, -0.25, np.nan
+    return x
 
 
 def pixels(path) -> np.ndarray:
@@ -112,7 +118,7 @@ def test_parity_jxl_same_samples_and_metadata(daemon, comfy_dirs, monkeypatch):
 
 def test_daemon_refuses_a_one_pixel_wide_jxl_and_the_node_saves_it_locally(daemon, comfy_dirs, capsys):
     image = noise(1, 9, 1, 3)
-    saver, _ = helpers.run_node(True, image_1=image, format_1="jxl")
+    helpers.run_node(True, image_1=image, format_1="jxl")
     out = capsys.readouterr().out
     assert "JPEG XL needs at least 2x2 pixels, the image is 1x9" in out and "saving locally instead" in out, out
     (rel,) = files_under(comfy_dirs.output)

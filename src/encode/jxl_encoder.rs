@@ -34,7 +34,10 @@ pub fn encode_jxl<W: Write>(image: &Image8, exif: Option<&[u8]>, out: W) -> Resu
 pub fn encode_jxl16<W: Write>(image: &RawImage, exif: Option<&[u8]>, out: W) -> Result<(), EncodeError> {
     // zune-jpegxl reads 16-bit samples as native-endian byte pairs.
     let bytes: Vec<u8> = image.to_u16().iter().flat_map(|v| v.to_ne_bytes()).collect();
-    let codestream = codestream(&bytes, image.width, image.height, image.channels, BitDepth::Sixteen)?;
+    let mut codestream = codestream(&bytes, image.width, image.height, image.channels, BitDepth::Sixteen)?;
+    if image.channels == 4 {
+        codestream = with_sixteen_bit_alpha(codestream, image.width, image.height)?;
+    }
     write_file(&codestream, exif, out)
 }
 
@@ -57,6 +60,93 @@ fn codestream(data: &[u8], width: u32, height: u32, channels: u8, depth: BitDept
         other => EncodeError::Codec(format!("JPEG XL encoder: {}", format!("{other:?}").trim_end())),
     })?;
     Ok(codestream)
+}
+
+/// zune-jpegxl 0.5 declares the alpha channel of every image "all default", which means 8 bits, also in 16-bit
+/// images: a decoder then reads their 16-bit alpha samples as 8-bit ones (clamped, wrong). The image header ends
+/// on a byte boundary before the frame, so it is replaced by the same header with a 16-bit alpha channel. The
+/// header zune-jpegxl wrote is rebuilt first and must match the codestream's first bytes exactly; anything else
+/// is an error, never a wrong file.
+fn with_sixteen_bit_alpha(codestream: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>, EncodeError> {
+    let theirs = rgba16_image_header(width, height, false);
+    if !codestream.starts_with(&theirs) {
+        return Err(EncodeError::Codec(
+            "JPEG XL encoder: unexpected image header, so its 8-bit alpha declaration cannot be corrected".into(),
+        ));
+    }
+    let mut fixed = rgba16_image_header(width, height, true);
+    fixed.extend_from_slice(&codestream[theirs.len()..]);
+    Ok(fixed)
+}
+
+/// The image header (ISO/IEC 18181-1 section A) zune-jpegxl writes for a 16-bit RGBA image of this size, with
+/// the alpha channel's info "all default" (8 bits) or spelled out as 16 bits. Padded to a byte boundary.
+fn rgba16_image_header(width: u32, height: u32, alpha16: bool) -> Vec<u8> {
+    let mut w = Bits::default();
+    w.put(16, 0x0AFF); // signature FF 0A
+    w.put(1, 0); // SizeHeader: not small
+    for (size, ratio) in [(height, true), (width, false)] {
+        let v = u64::from(size - 1);
+        let (selector, bits) = match v {
+            _ if v < 1 << 9 => (0, 9),
+            _ if v < 1 << 13 => (1, 13),
+            _ if v < 1 << 18 => (2, 18),
+            _ => (3, 30),
+        };
+        w.put(2, selector);
+        w.put(bits, v);
+        if ratio {
+            w.put(3, 0); // no aspect ratio: the width follows
+        }
+    }
+    w.put(1, 0); // ImageMetadata: not all_default
+    w.put(1, 0); // no extra_fields
+    w.put(1, 0); // bit_depth: integer samples
+    w.put(2, 3); // bits_per_sample = 1 + u(6)
+    w.put(6, 15); // 16
+    w.put(1, 0); // modular_16_bit_buffer_sufficient: no
+    w.put(2, 1); // one extra channel
+    if alpha16 {
+        w.put(1, 0); // ExtraChannelInfo: not all_default
+        w.put(2, 0); // type: alpha
+        w.put(1, 0); // bit_depth: integer samples
+        w.put(2, 3); // bits_per_sample = 1 + u(6)
+        w.put(6, 15); // 16
+        w.put(2, 0); // dim_shift 0
+        w.put(2, 0); // no name
+        w.put(1, 0); // alpha_associated: no (straight alpha)
+    } else {
+        w.put(1, 1); // ExtraChannelInfo all_default: 8-bit straight alpha
+    }
+    w.put(1, 0); // not XYB
+    w.put(1, 1); // colour encoding all_default: sRGB
+    w.put(2, 0); // no extensions
+    w.put(1, 1); // transform data all_default
+    w.into_bytes()
+}
+
+/// A least-significant-bit-first bit writer, as JPEG XL packs its headers.
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl Bits {
+    fn put(&mut self, n: u32, value: u64) {
+        for i in 0..n {
+            if self.used % 8 == 0 {
+                self.bytes.push(0);
+            }
+            let bit = ((value >> i) & 1) as u8;
+            *self.bytes.last_mut().expect("pushed above") |= bit << (self.used % 8);
+            self.used += 1;
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Writes the bare codestream, or the container with an `Exif` box when there is metadata.
@@ -125,6 +215,26 @@ mod tests {
         assert_eq!(&bytes[32..48], b"\0\0\0\x14Exif\0\0\0\0MM\0*");
         let jxlc = u32::from_be_bytes(bytes[52..56].try_into().unwrap()) as usize;
         assert_eq!((&bytes[56..62], 52 + jxlc), (&b"jxlc\xff\x0a"[..], bytes.len()));
+    }
+
+    /// Regression: zune-jpegxl 0.5 declared the alpha of 16-bit images as 8 bits, so decoders clamped it.
+    #[test]
+    fn sixteen_bit_alpha_is_declared_16_bit_and_decodes_exactly() {
+        for (w, h) in [(3u32, 2u32), (600, 300), (9000, 2)] {
+            let samples: Vec<u16> = (0..w * h * 4).map(|i| (i.wrapping_mul(40_503) % 65_536) as u16).collect();
+            let image =
+                RawImage { width: w, height: h, channels: 4, samples: super::super::Samples::U16(samples.clone()) };
+            let mut bytes = Vec::new();
+            encode_jxl16(&image, None, &mut bytes).unwrap();
+            let decoded = jxl_oxide::JxlImage::builder().read(std::io::Cursor::new(&bytes)).unwrap();
+            let ec = &decoded.image_header().metadata.ec_info[0];
+            assert_eq!(ec.bit_depth.bits_per_sample(), 16, "{w}x{h}");
+            let render = decoded.render_frame(0).unwrap();
+            let mut stream = render.stream();
+            let mut got = vec![0u16; samples.len()];
+            stream.write_to_buffer(&mut got);
+            assert!(got == samples, "{w}x{h}: decoded samples differ");
+        }
     }
 
     #[test]

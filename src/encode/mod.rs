@@ -139,6 +139,8 @@ fn encode_eight<W: Write>(
             encode_jxl(image, exif.as_deref(), out)?;
             Ok(Vec::new())
         }
-        Format::Png16 { .. } | Format::Exr { .. } | Format::Jxl { sixteen: true } => unreachable!("high-precision formats go through encode_pixels"),
+        Format::Png16 { .. } | Format::Exr { .. } | Format::Jxl { sixteen: true } => {
+            unreachable!("high-precision formats go through encode_pixels")
+        }
     }
 }

@@ -186,7 +186,8 @@ fn submit_writes_lossless_jpeg_xl_at_8_and_16_bits_and_refuses_what_it_cannot_do
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("--quality 80 does not apply to jxl: JPEG XL is saved losslessly only (this build has no lossy"),
+        stderr
+            .contains("--quality 80 does not apply to jxl: JPEG XL is saved losslessly only (this build has no lossy"),
         "{stderr}"
     );
     let written: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -78,7 +78,8 @@ fn eight_bit_jxl_is_lossless_for_every_channel_count_and_carries_the_workflow() 
         let f = fine_floats((w * h) as usize * usize::from(channels));
         let mut options = jxl_options(&daemon, 8);
         options.filename = format!("eight_c{channels}");
-        let (path, bytes) = save(&daemon, &options, ImageRef { width: w, height: h, channels, pixels: Pixels::F32(&f) });
+        let (path, bytes) =
+            save(&daemon, &options, ImageRef { width: w, height: h, channels, pixels: Pixels::F32(&f) });
         assert!(path.ends_with(&format!("eight_c{channels}.jxl")), "{path}");
         let (bits, got_channels, got) = decode(&bytes);
         assert_eq!((bits, got_channels), (8, u32::from(channels)));
@@ -112,7 +113,8 @@ fn sixteen_bit_jxl_keeps_the_float_precision_and_u16_input_unchanged() {
     let mut options = jxl_options(&daemon, 16);
     options.embed_metadata = false;
     options.filename = "u16".to_owned();
-    let (_, bytes) = save(&daemon, &options, ImageRef { width: 8, height: 8, channels: 3, pixels: Pixels::U16(&samples) });
+    let (_, bytes) =
+        save(&daemon, &options, ImageRef { width: 8, height: 8, channels: 3, pixels: Pixels::U16(&samples) });
     assert_eq!(&bytes[..2], b"\xff\x0a", "no metadata: the bare codestream");
     assert_eq!(jxl_exif(&bytes), None);
     assert_eq!(decode(&bytes).2, samples);
@@ -127,16 +129,16 @@ fn jxl_options_and_images_it_cannot_take_are_refused_with_clear_errors() {
     let image = ImageRef { width: 3, height: 3, channels: 3, pixels: Pixels::U8(&pixels) };
     let err = client.submit(&options, &[image]).unwrap_err();
     assert!(
-        err.to_string().contains(
-            "jxl_bit_depth 10 is not 8 or 16 (JPEG XL is saved losslessly at 8 or 16 bits per sample)"
-        ),
+        err.to_string()
+            .contains("jxl_bit_depth 10 is not 8 or 16 (JPEG XL is saved losslessly at 8 or 16 bits per sample)"),
         "{err}"
     );
     options.jxl_bit_depth = 8;
     let thin = ImageRef { width: 1, height: 9, channels: 3, pixels: Pixels::U8(&pixels) };
     let err = client.submit(&options, &[thin]).unwrap_err();
     assert!(
-        err.to_string().contains("image 0: JPEG XL needs at least 2x2 pixels, the image is 1x9 (save it as PNG or WebP)"),
+        err.to_string()
+            .contains("image 0: JPEG XL needs at least 2x2 pixels, the image is 1x9 (save it as PNG or WebP)"),
         "{err}"
     );
     // Nothing was written for either refusal.
@@ -149,8 +151,13 @@ fn the_library_entry_point_encodes_jxl_with_the_same_exif_as_webp() {
     let image = Image8 { width: 16, height: 16, channels: 3, data: (0..768).map(|i| (i % 256) as u8).collect() };
     let metadata = Metadata { prompt: Some(PROMPT.to_owned()), ..Default::default() };
     let mut bytes = Vec::new();
-    luna_daemon::encode::encode(&image, luna_daemon::encode::Format::Jxl { sixteen: false }, Some(&metadata), &mut bytes)
-        .unwrap();
+    luna_daemon::encode::encode(
+        &image,
+        luna_daemon::encode::Format::Jxl { sixteen: false },
+        Some(&metadata),
+        &mut bytes,
+    )
+    .unwrap();
     assert_eq!(jxl_exif(&bytes).unwrap(), metadata.exif(true, &[]));
     let (_, _, got) = decode(&bytes);
     assert!(got == image.data.iter().map(|&v| u16::from(v)).collect::<Vec<_>>());
