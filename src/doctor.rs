@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::protocol::PROTOCOL_VERSION;
+use crate::s3::{ObjectRoot, ObjectStore, S3_SCHEME, S3Config};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +41,8 @@ const SPOOL_WARN_BYTES: u64 = 512 << 20;
 /// Docker's default `/dev/shm` size: too small for real use.
 const SPOOL_FAIL_BYTES: u64 = 64 << 20;
 
-/// Runs every check. `output_dir` and `client_protocol` are checked when given.
+/// Runs every check. `output_dir` and `client_protocol` are checked when given; an `output_dir` of the form
+/// `s3://bucket/prefix` is checked as an object-storage root ([`object_root`]).
 pub fn run(config: &Config, output_dir: Option<&Path>, client_protocol: Option<u32>) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(dir) = config.socket.parent().filter(|_| cfg!(unix)) {
@@ -51,8 +53,9 @@ pub fn run(config: &Config, output_dir: Option<&Path>, client_protocol: Option<u
     findings.push(private_dir("spool directory", &config.spool_dir));
     findings.extend(spool_space(&config.spool_dir));
     findings.push(private_dir("state directory", &config.state_dir));
-    if let Some(dir) = output_dir {
-        findings.push(output_writable(dir));
+    match output_dir.and_then(|d| d.to_str()).and_then(ObjectRoot::parse) {
+        Some(root) => findings.extend(object_root(config, root)),
+        None => findings.extend(output_dir.map(output_writable)),
     }
     if let Some(version) = client_protocol {
         findings.push(if version == PROTOCOL_VERSION {
@@ -289,5 +292,147 @@ fn output_writable(dir: &Path) -> Finding {
             format!("cannot write into {}: {e}", dir.display()),
             "fix its permissions (the daemon runs as you) or choose another output directory",
         ),
+    }
+}
+
+/// The checks of an `s3://bucket/prefix` output root, in order, each only when the one before passed:
+/// `s3 config` (S3 is configured and the root is valid), `s3 endpoint` (it answers), `s3 credentials` (it
+/// accepts them), `s3 bucket` (it exists), `s3 conditional create` (a probe object `<prefix>/.luna-doctor-<id>`
+/// is created with `If-None-Match: *`, created again, which must answer 412, and deleted).
+pub fn object_root(config: &Config, root: Result<ObjectRoot, String>) -> Vec<Finding> {
+    let root = match root {
+        Ok(root) => root,
+        Err(e) => return vec![finding("s3 config", Outcome::Fail, e, "fix the s3://bucket/prefix output root")],
+    };
+    let Some(s3) = &config.s3 else {
+        return vec![finding(
+            "s3 config",
+            Outcome::Fail,
+            format!(
+                "{S3_SCHEME}{} is an S3 output root, but no S3 endpoint or credentials are configured",
+                root.bucket
+            ),
+            "set AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_REGION), or s3_endpoint, \
+             s3_access_key_id, s3_secret_access_key in the config file, for the daemon and for doctor",
+        )];
+    };
+    let staging = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => return vec![finding("s3 config", Outcome::Fail, format!("cannot make a temp dir: {e}"), "")],
+    };
+    let store = match ObjectStore::new(s3.clone(), staging.path().join("uploads")) {
+        Ok(store) => store,
+        Err(e) => {
+            return vec![finding("s3 config", Outcome::Fail, e.to_string(), "fix s3_endpoint / AWS_ENDPOINT_URL")];
+        }
+    };
+    let mut out = vec![finding("s3 config", Outcome::Ok, s3_summary(s3, store.endpoint()), "")];
+    let endpoint = store.endpoint().to_owned();
+    let status = match store.head_bucket_status(&root) {
+        Ok(status) => status,
+        Err(e) => {
+            out.push(finding(
+                "s3 endpoint",
+                Outcome::Fail,
+                format!("cannot reach {endpoint}: {e}"),
+                "is the S3 server running and the endpoint right (AWS_ENDPOINT_URL / s3_endpoint)? Images to this \
+                 root stay `retrying` until it answers",
+            ));
+            return out;
+        }
+    };
+    out.push(finding("s3 endpoint", Outcome::Ok, format!("{endpoint} answers"), ""));
+    let bucket = format!("{S3_SCHEME}{}", root.bucket);
+    match status {
+        200 | 404 => out.push(finding("s3 credentials", Outcome::Ok, "the endpoint accepts the credentials", "")),
+        401 | 403 => {
+            out.push(finding(
+                "s3 credentials",
+                Outcome::Fail,
+                format!("{endpoint} refused the credentials for {bucket} (HTTP {status})"),
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or s3_access_key_id / s3_secret_access_key) and \
+                 the region; a bucket policy that forbids HEAD on the bucket also answers this",
+            ));
+            return out;
+        }
+        other => {
+            out.push(finding(
+                "s3 bucket",
+                Outcome::Warn,
+                format!("HEAD {bucket} answered HTTP {other}"),
+                "the endpoint may not be S3-compatible; see its log",
+            ));
+            return out;
+        }
+    }
+    if status == 404 {
+        out.push(finding(
+            "s3 bucket",
+            Outcome::Fail,
+            format!("the bucket {:?} does not exist at {endpoint}", root.bucket),
+            "create it (images to this root stay `retrying` until it exists)",
+        ));
+        return out;
+    }
+    out.push(finding("s3 bucket", Outcome::Ok, format!("{bucket} exists"), ""));
+    out.push(conditional_create(&store, &root));
+    out
+}
+
+fn s3_summary(s3: &S3Config, endpoint: &str) -> String {
+    let signed = if s3.credentials.is_some() { "signed" } else { "unsigned (no credentials)" };
+    let style = if s3.path_style { "path-style" } else { "virtual-host-style" };
+    format!("endpoint {endpoint}, region {}, {signed}, {style} URLs", s3.region)
+}
+
+/// Creates a probe object twice with `If-None-Match: *` (the second must be refused with 412) and deletes it.
+fn conditional_create(store: &ObjectStore, root: &ObjectRoot) -> Finding {
+    let check = "s3 conditional create";
+    let key = root.key("", &format!(".luna-doctor-{}", uuid::Uuid::new_v4().simple()));
+    let object = root.path_of(&key);
+    let body = b"luna-daemon doctor probe: safe to delete";
+    let first = match store.put_if_absent(root, &key, body) {
+        Ok((200, _)) => store.put_if_absent(root, &key, body),
+        Ok((status, code)) => {
+            let code = code.map(|c| format!(" {c}")).unwrap_or_default();
+            return finding(
+                check,
+                Outcome::Fail,
+                format!("cannot create {object}: HTTP {status}{code}"),
+                "the credentials need s3:PutObject on the bucket and prefix",
+            );
+        }
+        Err(e) => return finding(check, Outcome::Fail, e.to_string(), "see the endpoint's log"),
+    };
+    let deleted = store.delete(root, &key);
+    let left = match deleted {
+        Ok(200 | 204) => String::new(),
+        Ok(status) => format!("; the probe object {object} could not be deleted (HTTP {status}): delete it by hand"),
+        Err(e) => format!("; the probe object {object} could not be deleted ({e}): delete it by hand"),
+    };
+    match first {
+        Ok((412, _)) => finding(
+            check,
+            Outcome::Ok,
+            format!("If-None-Match: * is honoured (a second create of {object} got 412){left}"),
+            "",
+        ),
+        Ok((200, _)) => finding(
+            check,
+            Outcome::Fail,
+            format!("the endpoint ignores If-None-Match: * (a second create of {object} replaced it){left}"),
+            "this endpoint cannot guarantee that no object is overwritten: a name collision would replace an \
+             image. Use an endpoint with conditional writes (AWS S3, MinIO, Ceph RGW, R2, s3s)",
+        ),
+        Ok((status, code)) => finding(
+            check,
+            Outcome::Warn,
+            format!(
+                "a second create of {object} answered HTTP {status}{}, not 412{left}",
+                code.map(|c| format!(" {c}")).unwrap_or_default()
+            ),
+            "conditional creates could not be confirmed; see the endpoint's log",
+        ),
+        Err(e) => finding(check, Outcome::Warn, format!("{e}{left}"), "see the endpoint's log"),
     }
 }

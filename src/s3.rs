@@ -332,6 +332,52 @@ impl ObjectStore {
         S3Error::Unreachable { endpoint: self.endpoint.to_string(), object: root.path_of(key), reason: e.to_string() }
     }
 
+    /// `HEAD` on the root's bucket (what `doctor` asks first): the HTTP status, or why the endpoint did not
+    /// answer. 200: reachable, credentials accepted, bucket there; 404: no such bucket; 401/403: credentials
+    /// refused (or a policy that forbids `HEAD` on the bucket).
+    pub fn head_bucket_status(&self, root: &ObjectRoot) -> Result<u16, S3Error> {
+        let bucket = self.bucket(root)?;
+        let url = bucket.head_bucket(self.credentials.as_ref()).sign(SIGNATURE_TTL);
+        let response = self.agent.head(url.as_str()).call().map_err(|e| S3Error::Unreachable {
+            endpoint: self.endpoint.to_string(),
+            object: format!("{S3_SCHEME}{}", root.bucket),
+            reason: e.to_string(),
+        })?;
+        Ok(response.status().as_u16())
+    }
+
+    /// A conditional create (`PUT` with `If-None-Match: *`) of `body` at `key`, as every upload does: the HTTP
+    /// status (200 created, 412 the key exists) and, for any other, the endpoint's error code if it sent one.
+    pub fn put_if_absent(&self, root: &ObjectRoot, key: &str, body: &[u8]) -> Result<(u16, Option<String>), S3Error> {
+        let bucket = self.bucket(root)?;
+        let mut put = bucket.put_object(self.credentials.as_ref(), key);
+        put.headers_mut().insert("if-none-match", "*");
+        let url = put.sign(SIGNATURE_TTL);
+        let mut response = self
+            .agent
+            .put(url.as_str())
+            .header("if-none-match", "*")
+            .send(body)
+            .map_err(|e| self.unreachable(root, key, e))?;
+        let status = response.status().as_u16();
+        let code = match status {
+            200 | 412 => None,
+            _ => xml_field(
+                &response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default(),
+                "Code",
+            ),
+        };
+        Ok((status, code))
+    }
+
+    /// Deletes the object at `key` (`doctor`'s probe object); the HTTP status.
+    pub fn delete(&self, root: &ObjectRoot, key: &str) -> Result<u16, S3Error> {
+        let bucket = self.bucket(root)?;
+        let url = bucket.delete_object(self.credentials.as_ref(), key).sign(SIGNATURE_TTL);
+        let response = self.agent.delete(url.as_str()).call().map_err(|e| self.unreachable(root, key, e))?;
+        Ok(response.status().as_u16())
+    }
+
     /// Where the staged bytes of image `index` of `job_id` are kept until its upload succeeds.
     pub fn staging_path(&self, job_id: &str, index: usize) -> PathBuf {
         self.staging_dir.join(format!("{job_id}-{index}{STAGED_SUFFIX}"))

@@ -15,7 +15,6 @@ in one segment at 64-byte-aligned offsets, and only descriptors go over the sock
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -261,8 +260,8 @@ class Client:
         self.welcome: dict = {}
         self.pool: shm.SegmentPool | None = None
         self._conn = None
-        # Bytes of the last metadata blob: the room a segment keeps for the next one.
-        self._blob_hint = 0
+        # Packs each job's metadata into one buffer that grows to the largest blob and stays (Client._pack).
+        self._packer = msgpack.Packer(autoreset=False, use_bin_type=True)
 
     @classmethod
     def connect(cls, socket_path: str | None = None, client_name: str = DEFAULT_CLIENT_NAME, **kwargs) -> Client:
@@ -433,9 +432,10 @@ class Client:
         """Copies every image of every slot (and large metadata) into one warm segment and submits one job.
         Returns once the daemon has accepted it; from then on the daemon owns the segment.
 
-        The metadata is packed on a helper thread while this one copies the pixels (numpy releases the GIL for the
-        copy): packing a 178 KB workflow costs about as much as copying a 1024x1024 image, and the two overlap. A
-        value MessagePack cannot carry raises here (TypeError, ValueError, ...), before anything is sent."""
+        The metadata is packed first, on this thread, into the client's own reusable buffer (no bytes object per
+        job), so the segment is chosen knowing the blob's exact size and the buffer is copied into it once, after
+        the pixels. A value MessagePack cannot carry raises here (TypeError, ValueError, ...), before anything is
+        sent or any segment taken."""
         self.ensure_connected()
         layout = _Layout()
         for index, slot in enumerate(slots):
@@ -445,33 +445,26 @@ class Client:
                 layout.placed.append(_Placed(index, image, dtype, layout.add(length), length))
         if not layout.placed:
             raise ValueError("the job has no images")
-        packing = _METADATA_PACKER.submit(_pack_metadata, metadata) if metadata is not None else None
+        job = {"type": "submit", **constants.wire_options(options)}
+        packed = self._pack(metadata) if metadata is not None else None
         try:
-            # Room for the blob as large as the last one, so that it normally fits without a second copy.
-            segment = self.pool.acquire(layout.total + self._blob_hint)
-            wire_slots = self._copy_images(segment, slots, layout)
-            encoded = packing.result() if packing is not None else None
+            blob = packed if packed is not None and len(packed) > INLINE_METADATA_MAX else None
+            segment = self.pool.acquire(layout.total + (len(blob) if blob is not None else 0))
+            job["slots"] = [s for s in self._copy_images(segment, slots, layout) if s["images"]]
+            if blob is not None:
+                blob_offset = shm.HEADER_LEN + layout.total
+                segment.write(blob_offset, blob)
+                job["metadata_blob"] = {
+                    "segment": segment.name,
+                    "offset": blob_offset,
+                    "length": len(blob),
+                    "crc32": zlib.crc32(blob),
+                }
+            elif metadata is not None:
+                job["metadata"] = metadata
         finally:
-            if packing is not None and not packing.done():
-                packing.result()  # never leave the helper packing while the caller changes the metadata
-        job = {"type": "submit", **constants.wire_options(options), "slots": [s for s in wire_slots if s["images"]]}
-        if encoded is not None and len(encoded) > INLINE_METADATA_MAX:
-            self._blob_hint = shm.align(len(encoded))
-            blob_offset = shm.HEADER_LEN + layout.total
-            if layout.total + len(encoded) > segment.capacity:
-                # Larger than the room kept for it: a segment with room for both, the pixels copied again.
-                segment = self.pool.acquire(layout.total + len(encoded))
-                wire_slots = self._copy_images(segment, slots, layout)
-                job["slots"] = [s for s in wire_slots if s["images"]]
-            segment.write(blob_offset, encoded)
-            job["metadata_blob"] = {
-                "segment": segment.name,
-                "offset": blob_offset,
-                "length": len(encoded),
-                "crc32": zlib.crc32(encoded),
-            }
-        elif metadata is not None:
-            job["metadata"] = metadata
+            if packed is not None:
+                packed.release()  # the packer's buffer may be reset for the next job only once no view is left
         # A repeated submission with the same id is answered with the original job, never saved twice.
         job["submit_id"] = uuid.uuid4().hex
         self._send(job)
@@ -482,6 +475,17 @@ class Client:
         if reply["type"] != "accepted":
             raise ProtocolError(f"expected an accepted reply to submit, got {reply['type']!r}")
         return Accepted(job_id=str(reply["job_id"]), images=int(reply["images"]), segment=segment.name)
+
+    def _pack(self, metadata: dict) -> memoryview:
+        """``metadata`` as MessagePack in the client's packer buffer (reused from job to job: packing a 178 KB
+        workflow allocates nothing once the buffer has grown). The view must be released before the next call."""
+        self._packer.reset()
+        try:
+            self._packer.pack(metadata)
+        except BaseException:
+            self._packer.reset()
+            raise
+        return self._packer.getbuffer()
 
     def _copy_images(self, segment: shm.Segment, slots: Sequence[SlotImages], layout: _Layout) -> list[dict]:
         """Copies every placed image into ``segment``; returns the wire slots with their descriptors."""
@@ -561,14 +565,6 @@ class Client:
 def _refuse_if(problem: str | None) -> None:
     if problem is not None:
         raise UntrustedDaemon(problem)
-
-
-# One helper thread per process packs metadata while a client copies pixels (Client.submit).
-_METADATA_PACKER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="luna-pack")
-
-
-def _pack_metadata(metadata: dict) -> bytes:
-    return msgpack.packb(metadata, use_bin_type=True)
 
 
 def _expect(reply: dict, kind: str) -> dict:

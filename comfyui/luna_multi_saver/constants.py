@@ -24,6 +24,11 @@ MAX_FRAME_LEN: int = _DATA["protocol"]["max_frame_len"]
 SEGMENT: dict = dict(_DATA["segment"])
 INLINE_METADATA_MAX: int = _DATA["metadata"]["inline_max_bytes"]
 DAEMON_DEFAULTS: dict = dict(_DATA["daemon_defaults"])
+# Folder names and the thumbnails' WebP quality, as the daemon writes them (the local save writes the same).
+DISCARDED_DIR: str = _DATA["outputs"]["discarded_dir"]
+THUMBNAIL_DIR: str = _DATA["outputs"]["thumbnail_dir"]
+THUMBNAIL_QUALITY: int = _DATA["outputs"]["thumbnail_quality"]
+THUMBNAIL_SIZES: tuple[int, int] = tuple(_DATA["outputs"]["thumbnail_sizes"])  # smallest and largest, inclusive
 ERROR_NAMES: dict[int, str] = {e["code"]: e["name"] for e in _DATA["error_codes"]}
 ERROR_CODES: dict[str, int] = {name: code for code, name in ERROR_NAMES.items()}
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, make_dataclass
 import numpy as np
 from PIL import Image
 
-from . import constants, deep_formats, gates, jxl, metadata, paths, templates
+from . import constants, deep_formats, gates, jxl, local_extras, metadata, paths, templates
 from .pixels import images_of, to_uint8
 
 FORMATS = ("png", "webp", "jpeg", "exr", "jxl")
 EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr", "jxl": "jxl"}
 EXR_MISSING_NOTE = "EXR needs the OpenEXR package (pip install openexr) for local saves; saved as a 16-bit PNG instead"
-DISCARDED_DIR = "_discarded"
+DISCARDED_DIR = constants.DISCARDED_DIR
 MAX_PARALLEL = 4
 
 
@@ -67,6 +67,7 @@ class SavedImage:
     discarded: bool = False
     gate: gates.GateResult = field(default_factory=lambda: gates.GateResult(passed=True))
     notes: list[str] = field(default_factory=list)
+    thumbnail: str | None = None  # with thumbnails on (local_extras)
 
     def ui(self) -> dict:
         return {"filename": self.filename, "subfolder": self.subfolder, "type": "output"}
@@ -122,6 +123,7 @@ class LocalSaver:
                 f"jxl_bit_depth {o.jxl_bit_depth} is not 8 or 16 (JPEG XL is saved losslessly at 8 or 16 bits per "
                 "sample)"
             )
+        local_extras.check_options(o)
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
         paths.check_stem(self.filename)
@@ -145,8 +147,11 @@ class LocalSaver:
         tasks = self.plan(slots)
         if parallel and len(tasks) > 1:
             with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(tasks))) as pool:
-                return list(pool.map(self._save_one, tasks))
-        return [self._save_one(task) for task in tasks]
+                saved = list(pool.map(self._save_one, tasks))
+        else:
+            saved = [self._save_one(task) for task in tasks]
+        local_extras.after_job(self.options, saved)  # the batch's ZIP archive
+        return saved
 
     def _save_one(self, task: _Task) -> SavedImage:
         o = self.options
@@ -220,7 +225,7 @@ class LocalSaver:
         written = paths.write_new_file(directory, task.stem, ext, encode)
         real_root = os.path.realpath(o.output_dir)
         subfolder = os.path.relpath(os.path.dirname(written.path), real_root)
-        return SavedImage(
+        saved = SavedImage(
             slot=task.slot,
             batch_index=task.batch_index,
             path=written.path,
@@ -230,6 +235,8 @@ class LocalSaver:
             gate=verdict,
             notes=notes,
         )
+        local_extras.after_image(o, saved, pixels, facts)  # its thumbnail
+        return saved
 
 
 def _pil_image(pixels: np.ndarray) -> Image.Image:

@@ -239,7 +239,10 @@ class LunaMultiSaver:
                         "default": False,
                         "label_on": "Thumbnails",
                         "label_off": "None",
-                        **_tip("Daemon mode: also write a small WebP of each image into _thumbnails/ beside it."),
+                        **_tip(
+                            "Also write a small WebP of each image into _thumbnails/ beside it (daemon mode: the node "
+                            "previews it; history keeps the full file)."
+                        ),
                     },
                 ),
                 "thumbnail_size": (
@@ -264,7 +267,8 @@ class LunaMultiSaver:
                         "label_on": "ZIP",
                         "label_off": "No ZIP",
                         **_tip(
-                            "Daemon mode, with a batch_name: also add every image to <batch_name>.zip in the output."
+                            "With a batch_name: also add every image to <batch_name>.zip in the output (a local "
+                            "save uses an archive of its own beside the daemon's)."
                         ),
                     },
                 ),

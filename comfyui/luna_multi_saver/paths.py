@@ -29,6 +29,8 @@ WINDOWS_RESERVED = frozenset(
 )
 FORBIDDEN_CHARS = frozenset('<>"|?*')
 MAX_COUNTER = 99_999
+# Temp files: hidden, in the target directory (the daemon's janitor knows the pattern, src/output/write.rs).
+TEMP_PREFIX, TEMP_SUFFIX = ".luna-", ".tmp"
 # errno values meaning "this file system has no hard links".
 _NO_HARD_LINKS = frozenset([errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK])
 
@@ -116,7 +118,7 @@ class WrittenFile:
     bytes: int
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     if os.name != "posix":
         return
     fd = os.open(directory, os.O_RDONLY)
@@ -126,7 +128,7 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _publish(temp: str, final: str) -> bool:
+def publish(temp: str, final: str) -> bool:
     """Gives ``temp``'s content the name ``final`` unless that name exists. Returns False if it is taken."""
     try:
         os.link(temp, final)
@@ -148,7 +150,7 @@ def _publish(temp: str, final: str) -> bool:
 def write_new_file(directory: str, stem: str, ext: str, fill: Callable[[BinaryIO], None]) -> WrittenFile:
     """Writes ``<stem>.<ext>`` (or ``<stem>_00001.<ext>``...) in ``directory`` atomically, never overwriting."""
     check_stem(stem)
-    temp = os.path.join(directory, f".luna-{secrets.token_hex(8)}.tmp")
+    temp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(temp, flags, 0o666)
     try:
@@ -160,8 +162,8 @@ def write_new_file(directory: str, stem: str, ext: str, fill: Callable[[BinaryIO
         for counter in range(MAX_COUNTER + 1):
             name = f"{stem}.{ext}" if counter == 0 else f"{stem}_{counter:05d}.{ext}"
             final = os.path.join(directory, name)
-            if _publish(temp, final):
-                _fsync_dir(directory)
+            if publish(temp, final):
+                fsync_dir(directory)
                 return WrittenFile(path=final, bytes=size)
         raise FileExistsError(f"no free file name for {os.path.join(directory, stem)}.{ext} (counter exhausted)")
     finally:

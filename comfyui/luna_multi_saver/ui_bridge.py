@@ -10,6 +10,11 @@ frontend and ComfyUI's history learn what the daemon did.
   the prompt's history entry is updated the same way (the temp folder is deleted when ComfyUI starts; history
   then still points at real files). Per-image states (written, discarded, failed) ride along under
   :data:`UI_KEY`, which the extension uses to mark discarded and failed images.
+- With thumbnails (the daemon wrote ``_thumbnails/<name>.webp``, PROTOCOL.md section 12.8), the node's preview
+  shows the thumbnail (a few KB to load instead of the full file), while everything that stands for the image
+  itself points at the full file: the history entry (the queue panel, its lightbox, reloading a past prompt, the
+  API's ``/history``), and the node's *Open Image* / *Save Image* menu entries (the extension maps the thumbnail
+  back to its file). Saving or opening the preview therefore gives the real image, with its workflow.
 
 Only the newest job of a node (per browser) replaces the node's images; ComfyUI is imported lazily, so without
 ComfyUI (the stand-in tests) :func:`current_context` is None and nothing is followed.
@@ -90,9 +95,11 @@ def patch_history(server, prompt_id: str | None, node: str, output: dict) -> boo
     return True
 
 
-def final_output(event: dict) -> dict:
-    """The node's UI output once the job is final: the saved files in submission order, and the event."""
-    return {"images": [image["file"] for image in event["images"] if image["file"]], UI_KEY: [event]}
+def final_output(event: dict, thumbnails: bool = False) -> dict:
+    """The node's UI output once the job is final: the saved files in submission order, and the event. With
+    ``thumbnails`` (what the node previews), an image's thumbnail stands in for its file where there is one."""
+    images = [(thumbnails and image.get("thumbnail")) or image["file"] for image in event["images"]]
+    return {"images": [image for image in images if image], UI_KEY: [event]}
 
 
 class RecentEvents:
@@ -160,16 +167,16 @@ class ComfySink:
         server = self._server()
         if server is None:
             return True
-        output = final_output(event)
         if job.job_id not in self._shown:
             self._shown.add(job.job_id)
             for image in event["images"]:
                 if image["state"] == "failed":
                     self._log(f"{LOG_PREFIX} Job {job.job_id}: {image['label']} failed: {image['error']}")
             if newest and job.client_id is not None:
-                message = {"node": job.node, "display_node": job.display_node, "output": output}
+                preview = final_output(event, thumbnails=True)
+                message = {"node": job.node, "display_node": job.display_node, "output": preview}
                 server.send_sync("executed", {**message, "prompt_id": job.prompt_id}, job.client_id)
-        if not patch_history(server, job.prompt_id, job.node, output):
+        if not patch_history(server, job.prompt_id, job.node, final_output(event)):
             return False
         self._shown.discard(job.job_id)
         return True

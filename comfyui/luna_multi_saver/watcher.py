@@ -119,7 +119,7 @@ def _gate_text(scores: dict | None) -> str | None:
 
 def summarize(job: WatchedJob, status: dict) -> dict:
     """The event for one ``status`` reply: the job's state for the badge, per-state counts, and per image its
-    state, its file (``/view`` reference) once written or discarded, its error and its notes."""
+    state, its file and its thumbnail (``/view`` references) once written or discarded, its error and its notes."""
     counts = dict.fromkeys(IMAGE_STATES, 0)
     images = []
     for image in status.get("images") or []:
@@ -127,11 +127,14 @@ def summarize(job: WatchedJob, status: dict) -> dict:
         counts[state] = counts.get(state, 0) + 1
         slot = int(image.get("slot", 0))
         affix = job.affixes[slot] if slot < len(job.affixes) else f"slot {slot + 1}"
+        final_file = state in ("written", "discarded")
         entry = {
             "index": int(image.get("index", len(images))),
             "label": f"{affix} #{int(image.get('batch_index', 0))}",
             "state": state,
-            "file": ui_image(image.get("path"), job.output_dir) if state in ("written", "discarded") else None,
+            "file": ui_image(image.get("path"), job.output_dir) if final_file else None,
+            # The daemon's small WebP of the file (PROTOCOL.md section 12.8), when the job asked for thumbnails.
+            "thumbnail": ui_image(image.get("thumbnail"), job.output_dir) if final_file else None,
             "error": _error_text(image.get("error")),
             "scores": _gate_text(image.get("scores")),
             "notes": list(image.get("notes") or []),

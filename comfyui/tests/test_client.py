@@ -207,25 +207,46 @@ def test_small_metadata_is_inline_and_large_metadata_goes_into_the_segment(fake)
     assert blob["offset"] >= image["offset"] + image["length"], "the blob does not overlap the pixels"
 
 
-def test_a_blob_larger_than_the_room_kept_moves_the_job_to_a_segment_with_room_for_both(fake):
-    # The segment is chosen while the metadata is still being packed, with room for a blob as large as the last
-    # one. A first 1.5 MiB blob does not fit the 1 MiB segment an image of 36 KB gets: the pixels go again into a
-    # larger segment, with the blob after them. The next job of that size fits at once.
+def test_the_segment_has_room_for_the_pixels_and_the_blob_at_once_and_the_packer_buffer_is_reused(fake):
+    # The metadata is packed before the segment is chosen, so a 1.5 MiB blob with a 36 KB image takes one segment
+    # with room for both (the pixels are copied once), and the next job of that size reuses it.
     d = fake(on_submit=accept)
     image = noise()
     large = {"prompt": None, "extra_pnginfo": [["workflow", "w" * (3 << 19)]]}
     with client.Client.connect(d.socket) as c:
         first = c.submit(job_options(), [client.SlotImages(image)], metadata=large)
-        assert len(c.pool) == 2, "the small segment stayed in the pool, client-owned"
+        assert len(c.pool) == 1, "one segment with room for both"
         daemon_releases(d)
-        second = c.submit(job_options(), [client.SlotImages(image)], metadata=large)
-        assert len(c.pool) == 2, "the room kept for the blob made the second job fit one segment"
+        changed = {"prompt": None, "extra_pnginfo": [["workflow", "v" * (3 << 19)]]}
+        second = c.submit(job_options(), [client.SlotImages(image)], metadata=changed)
+        assert len(c.pool) == 1 and second.segment == first.segment
         raw = (d.spool / first.segment).read_bytes()
-    job = d.requests[-2]
+    job = d.requests[-1]
     desc, blob = job["slots"][0]["images"][0], job["metadata_blob"]
-    assert desc["segment"] == blob["segment"] == first.segment == second.segment
+    assert desc["segment"] == blob["segment"] == first.segment
     assert raw[desc["offset"] : desc["offset"] + desc["length"]] == image[0].astype("<f4").tobytes()
-    assert msgpack.unpackb(raw[blob["offset"] : blob["offset"] + blob["length"]]) == large
+    assert msgpack.unpackb(raw[blob["offset"] : blob["offset"] + blob["length"]]) == changed, "never the old blob"
+
+
+def test_each_submit_sends_the_metadata_as_it_is_then_even_after_in_place_changes(fake):
+    # Regression guard for reusing packed metadata: ComfyUI hands over new dicts per execution, but a caller (or
+    # another node) may change the same dict in place, deep inside; every job carries its values at submit time.
+    d = fake(on_submit=accept)
+    workflow = {"nodes": [{"id": 1, "widgets_values": [7, "x" * 70_000]}]}
+    meta = {"prompt_value": {"3": {"inputs": {"seed": 1}}}, "extra_pnginfo_values": [["workflow", workflow]]}
+    sent = []
+    with client.Client.connect(d.socket) as c:
+        for seed in (1, 2, 2.0, True):
+            meta["prompt_value"]["3"]["inputs"]["seed"] = seed
+            workflow["nodes"][0]["widgets_values"][0] = seed
+            accepted = c.submit(job_options(), [client.SlotImages(noise())], metadata=meta)
+            blob = d.requests[-1]["metadata_blob"]
+            raw = (d.spool / accepted.segment).read_bytes()
+            sent.append(msgpack.unpackb(raw[blob["offset"] : blob["offset"] + blob["length"]]))
+            daemon_releases(d)
+    seeds = [m["prompt_value"]["3"]["inputs"]["seed"] for m in sent]
+    assert [(s, type(s)) for s in seeds] == [(1, int), (2, int), (2.0, float), (True, bool)]
+    assert [m["extra_pnginfo_values"][0][1]["nodes"][0]["widgets_values"][0] for m in sent] == seeds
 
 
 def test_metadata_msgpack_cannot_carry_fails_the_submit_before_anything_is_sent(fake):
@@ -234,7 +255,10 @@ def test_metadata_msgpack_cannot_carry_fails_the_submit_before_anything_is_sent(
         with pytest.raises(OverflowError):
             c.submit(job_options(), [client.SlotImages(noise())], metadata={"prompt_value": 1 << 70})
         assert [r["type"] for r in d.requests] == ["hello"]
-        assert all(s.client_owned() for s in c.pool.segments), "the segment stays the client's, for reuse"
+        assert all(s.client_owned() for s in c.pool.segments), "no segment was taken from the client"
+        # The packer is usable again: the next job's metadata goes out whole.
+        c.submit(job_options(), [client.SlotImages(noise())], metadata={"prompt_value": 1 << 40})
+        assert d.requests[-1]["metadata"] == {"prompt_value": 1 << 40}
 
 
 def daemon_releases(d: FakeDaemon) -> None:

@@ -58,6 +58,46 @@ def test_written_images_become_view_references_under_the_output_dir():
     assert ui_bridge.final_output(event)["images"] == [i["file"] for i in event["images"]]
 
 
+def test_with_thumbnails_the_node_previews_them_and_history_keeps_the_full_files():
+    written = image(0, "written", path=f"{OUT}/ORIG/a_ORIG.png")
+    written["thumbnail"] = f"{OUT}/ORIG/_thumbnails/a_ORIG.png.webp"
+    gated = image(1, "discarded", slot=1, path=f"{OUT}/_discarded/b_UPSCALED.jpg", scores={"variance": 0.0})
+    gated["thumbnail"] = f"{OUT}/_discarded/_thumbnails/b_UPSCALED.jpg.webp"
+    no_thumbnail = image(2, "written", slot=1, batch=1, path=f"{OUT}/c.webp", notes=["thumbnail not written: full"])
+    failed = image(3, "failed", slot=1, batch=2, error={"message": "boom"})
+    failed["thumbnail"] = f"{OUT}/never.webp"  # a failed image has no file, so no preview, whatever it says
+    event = summarize(job(), status(True, written, gated, no_thumbnail, failed))
+    assert [i["thumbnail"] for i in event["images"]] == [
+        {"filename": "a_ORIG.png.webp", "subfolder": "ORIG/_thumbnails", "type": "output"},
+        {"filename": "b_UPSCALED.jpg.webp", "subfolder": "_discarded/_thumbnails", "type": "output"},
+        None,
+        None,
+    ]
+    full = [i["file"] for i in event["images"][:3]]
+    assert ui_bridge.final_output(event)["images"] == full, "history: the files"
+    assert ui_bridge.final_output(event, thumbnails=True)["images"] == [
+        event["images"][0]["thumbnail"],
+        event["images"][1]["thumbnail"],
+        full[2],
+    ], "the node's preview: each thumbnail, else the file"
+
+    server = FakeServer()
+    server.prompt_queue.history["p1"] = {"outputs": {}}
+    sink = ui_bridge.ComfySink(lambda: server, log=lambda _: None)
+    assert sink.finished(job(), event, newest=True)
+    (executed,) = [data for kind, data, _ in server.sent if kind == "executed"]
+    assert executed["output"]["images"] == ui_bridge.final_output(event, thumbnails=True)["images"]
+    assert server.prompt_queue.history["p1"]["outputs"]["9"]["images"] == full
+
+
+def test_a_thumbnail_outside_the_output_dir_is_not_previewed(tmp_path):
+    written = image(0, "written", path=f"{OUT}/a.png")
+    written["thumbnail"] = "/elsewhere/_thumbnails/a.png.webp"
+    event = summarize(job(images=1), status(True, written))
+    assert event["images"][0]["thumbnail"] is None
+    assert ui_bridge.final_output(event, thumbnails=True)["images"] == [event["images"][0]["file"]]
+
+
 def test_a_discarded_image_is_marked_with_its_scores_and_a_failed_one_with_its_error():
     failed = {"code": 16, "name": "save_failed", "message": "libwebp: dimension too large"}
     event = summarize(
@@ -404,6 +444,19 @@ def test_the_node_follows_its_job_on_the_real_daemon_until_the_files_are_written
         assert (comfy_dirs.output / i["file"]["subfolder"] / i["file"]["filename"]).is_file(), i
     assert event["images"][2]["file"]["subfolder"] == "_discarded/UPSCALED"
     assert event["message"] == "2/3 written, 1 discarded"
+
+
+def test_the_node_previews_the_thumbnails_the_real_daemon_wrote(daemon, comfy_dirs, recording_watcher):
+    _, sink = recording_watcher
+    helpers.run_node(True, image_1=noise(1), format_1="png", thumbnails=True, thumbnail_size=16)
+    assert sink.done.wait(60), "the watcher never saw the job finish"
+    _, state, event = sink.events[-1]
+    assert state == "written"
+    (shown,) = ui_bridge.final_output(event, thumbnails=True)["images"]
+    (full,) = ui_bridge.final_output(event)["images"]
+    assert shown["subfolder"] == f"{full['subfolder']}/_thumbnails" and shown["filename"] == f"{full['filename']}.webp"
+    thumbnail = helpers.decoded(comfy_dirs.output / shown["subfolder"] / shown["filename"])
+    assert max(thumbnail.shape[:2]) == 16
 
 
 def test_a_job_the_daemon_forgot_across_a_restart_ends_unknown(daemon, comfy_dirs, recording_watcher):

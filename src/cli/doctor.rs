@@ -11,7 +11,10 @@ use luna_daemon::doctor::{self, Outcome};
 pub struct DoctorArgs {
     #[command(flatten)]
     dirs: super::serve::DirArgs,
-    /// Also check that this output directory is writable.
+    #[command(flatten)]
+    s3: super::serve::S3Args,
+    /// Also check that this output directory is writable, or, for `s3://bucket/prefix`, that the S3 endpoint
+    /// answers, accepts the credentials, has the bucket and honours conditional creates.
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Also check a client's protocol version against the daemon's (the node pack passes its own).
@@ -25,7 +28,7 @@ pub struct DoctorArgs {
 pub fn run(args: DoctorArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let overrides =
         Settings { socket, spool_dir: args.dirs.spool_dir, state_dir: args.dirs.state_dir, ..Settings::default() };
-    let config = Config::load(args.dirs.config.as_deref(), overrides)?;
+    let config = Config::load(args.dirs.config.as_deref(), args.s3.apply(overrides))?;
     let findings = doctor::run(&config, args.output_dir.as_deref(), args.client_protocol);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);

@@ -55,6 +55,13 @@ pub struct ServeArgs {
     /// Seconds between janitor sweeps [default: 60].
     #[arg(long, env = "LUNA_DAEMON_JANITOR_INTERVAL")]
     janitor_interval: Option<u64>,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// The S3 settings of `serve` (and `doctor`, which checks what `serve` would use).
+#[derive(Debug, Args)]
+pub struct S3Args {
     /// S3-compatible endpoint for `s3://bucket/prefix` output roots, e.g. http://127.0.0.1:9000 [default: AWS].
     /// Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) or the config file.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
@@ -82,17 +89,27 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode>
         busy_wait_ms: args.busy_wait_ms,
         orphan_grace_secs: args.orphan_grace,
         janitor_interval_secs: args.janitor_interval,
-        s3_endpoint: args.s3_endpoint,
-        s3_region: args.s3_region.or_else(|| env("AWS_DEFAULT_REGION")),
-        // Secrets only from the environment or the config file, never from flags (visible in `ps`).
-        s3_access_key_id: env("AWS_ACCESS_KEY_ID"),
-        s3_secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
-        s3_session_token: env("AWS_SESSION_TOKEN"),
-        s3_url_style: args.s3_url_style,
+        ..Settings::default()
     };
-    let config = Config::load(args.dirs.config.as_deref(), overrides)?;
+    let config = Config::load(args.dirs.config.as_deref(), args.s3.apply(overrides))?;
     luna_daemon::daemon::run(&config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+impl S3Args {
+    /// `settings` with these flags and the AWS environment variables as the S3 settings.
+    pub fn apply(self, settings: Settings) -> Settings {
+        Settings {
+            s3_endpoint: self.s3_endpoint,
+            s3_region: self.s3_region.or_else(|| env("AWS_DEFAULT_REGION")),
+            // Secrets only from the environment or the config file, never from flags (visible in `ps`).
+            s3_access_key_id: env("AWS_ACCESS_KEY_ID"),
+            s3_secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+            s3_session_token: env("AWS_SESSION_TOKEN"),
+            s3_url_style: self.s3_url_style,
+            ..settings
+        }
+    }
 }
 
 fn env(name: &str) -> Option<String> {

@@ -10,6 +10,11 @@ mod pixels;
 mod png_deflate;
 mod png_encoder;
 mod png_fast;
+mod png_filter;
+// The one use of `unsafe` in encoding: unaligned vector loads (each with its `// SAFETY:`).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod png_filter_x86;
 mod png_huffman;
 pub mod pyjson;
 mod thumbnail;

@@ -46,70 +46,6 @@ fn unfiltered_rows(image: Rows<'_>) -> Vec<u8> {
     out
 }
 
-/// Filters every row (a leading filter-type byte per row, as PNG's IDAT expects), choosing per row the filter
-/// with the smallest sum of absolute residuals (libpng's and Pillow's heuristic). The loops are written over
-/// zipped slices without branches so that the compiler vectorises them; there is no separate SIMD path.
-pub(crate) fn filter_rows(image: Rows<'_>) -> Vec<u8> {
-    let bpp = image.bpp;
-    let row_len = image.width as usize * bpp;
-    let mut out = Vec::with_capacity((row_len + 1) * image.height as usize);
-    let zero = vec![0u8; row_len];
-    let mut candidates: [Vec<u8>; 5] = std::array::from_fn(|_| vec![0u8; row_len]);
-    for (y, row) in image.data.chunks_exact(row_len).enumerate() {
-        let prior = if y == 0 { &zero[..] } else { &image.data[(y - 1) * row_len..y * row_len] };
-        filter_row(row, prior, bpp, &mut candidates);
-        let best = (0..5).min_by_key(|&f| cost(&candidates[f])).expect("five candidates");
-        out.push(best as u8);
-        out.extend_from_slice(&candidates[best]);
-    }
-    out
-}
-
-/// Sum of the residuals read as signed bytes, in absolute value (`min(d, -d)` on bytes: a form the compiler
-/// turns into vector minimum and horizontal-add instructions).
-fn cost(residuals: &[u8]) -> u32 {
-    residuals.iter().map(|&d| u32::from(d.min(d.wrapping_neg()))).sum()
-}
-
-/// The five filters of one row into `out` (None, Sub, Up, Average, Paeth).
-fn filter_row(row: &[u8], prior: &[u8], bpp: usize, out: &mut [Vec<u8>; 5]) {
-    let n = row.len();
-    let [none, sub, up, avg, paeth_out] = out;
-    none.copy_from_slice(row);
-    for ((d, &x), &b) in up.iter_mut().zip(row).zip(prior) {
-        *d = x.wrapping_sub(b);
-    }
-    // The first pixel has no left neighbour (a = c = 0).
-    let head = bpp.min(n);
-    for i in 0..head {
-        sub[i] = row[i];
-        avg[i] = row[i].wrapping_sub(prior[i] >> 1);
-        paeth_out[i] = row[i].wrapping_sub(prior[i]);
-    }
-    let (x, a) = (&row[head..], &row[..n - head]);
-    let (b, c) = (&prior[head..], &prior[..n - head]);
-    for ((d, &x), &a) in sub[head..].iter_mut().zip(x).zip(a) {
-        *d = x.wrapping_sub(a);
-    }
-    for (((d, &x), &a), &b) in avg[head..].iter_mut().zip(x).zip(a).zip(b) {
-        *d = x.wrapping_sub(((u16::from(a) + u16::from(b)) >> 1) as u8);
-    }
-    for ((((d, &x), &a), &b), &c) in paeth_out[head..].iter_mut().zip(x).zip(a).zip(b).zip(c) {
-        *d = x.wrapping_sub(paeth(a, b, c));
-    }
-}
-
-/// The Paeth predictor, without branches (selects), in the order the PNG specification breaks ties.
-#[inline(always)]
-fn paeth(a: u8, b: u8, c: u8) -> u8 {
-    let (a16, b16, c16) = (i16::from(a), i16::from(b), i16::from(c));
-    let pa = (b16 - c16).abs();
-    let pb = (a16 - c16).abs();
-    let pc = (a16 + b16 - 2 * c16).abs();
-    let b_or_c = if pb <= pc { b } else { c };
-    if pa <= pb && pa <= pc { a } else { b_or_c }
-}
-
 /// A zlib stream of `data` at `level` with `strategy`.
 fn zlib(data: &[u8], level: u8, strategy: CompressionStrategy) -> Result<Vec<u8>, EncodeError> {
     let flags = create_comp_flags_from_zip_params(i32::from(level), 15, strategy as i32);
@@ -144,7 +80,7 @@ pub(crate) fn idat_rows(image: Rows<'_>, level: u8) -> Result<Vec<u8>, EncodeErr
     if level == 0 {
         return Ok(super::png_fast::zlib_stored(&unfiltered_rows(image)));
     }
-    let filtered = filter_rows(image);
+    let filtered = super::png_filter::filter_rows(image);
     let stride = image.width as usize * image.bpp + 1;
     let fast = super::png_fast::zlib(&filtered, stride);
     if level <= 4 {
@@ -167,63 +103,13 @@ pub(crate) fn idat_rows(image: Rows<'_>, level: u8) -> Result<Vec<u8>, EncodeErr
 mod tests {
     use super::*;
 
-    /// The PNG specification's filters, written plainly, against the vectorisable ones.
-    #[test]
-    fn filters_match_the_specification() {
-        let reference_paeth = |a: u8, b: u8, c: u8| {
-            let p = i16::from(a) + i16::from(b) - i16::from(c);
-            let (pa, pb, pc) = ((p - i16::from(a)).abs(), (p - i16::from(b)).abs(), (p - i16::from(c)).abs());
-            if pa <= pb && pa <= pc {
-                a
-            } else if pb <= pc {
-                b
-            } else {
-                c
-            }
-        };
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for bpp in [1usize, 3, 4] {
-            for width in [1usize, 2, 7, 33] {
-                let n = width * bpp;
-                let mut bytes = || {
-                    (0..n)
-                        .map(|_| {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
-                            (x >> 40) as u8
-                        })
-                        .collect::<Vec<u8>>()
-                };
-                let (row, prior) = (bytes(), bytes());
-                let mut out: [Vec<u8>; 5] = std::array::from_fn(|_| vec![0u8; n]);
-                filter_row(&row, &prior, bpp, &mut out);
-                for i in 0..n {
-                    let a = if i >= bpp { row[i - bpp] } else { 0 };
-                    let c = if i >= bpp { prior[i - bpp] } else { 0 };
-                    let b = prior[i];
-                    let want = [
-                        row[i],
-                        row[i].wrapping_sub(a),
-                        row[i].wrapping_sub(b),
-                        row[i].wrapping_sub(((u16::from(a) + u16::from(b)) / 2) as u8),
-                        row[i].wrapping_sub(reference_paeth(a, b, c)),
-                    ];
-                    for f in 0..5 {
-                        assert_eq!(out[f][i], want[f], "filter {f}, bpp {bpp}, width {width}, byte {i}");
-                    }
-                }
-            }
-        }
-    }
-
     /// Exploration aid, not a test of speed: `cargo test --release -- --ignored explore_strategies --nocapture`.
     #[test]
     #[ignore]
     fn explore_strategies() {
         let data = crate::synthetic::rgb_u8(1024, 1024, 7);
         let image = Image8 { width: 1024, height: 1024, channels: 3, data };
-        let filtered = filter_rows(Rows::of(&image));
+        let filtered = super::super::png_filter::filter_rows(Rows::of(&image));
         for (name, strategy) in [
             ("rle", CompressionStrategy::RLE),
             ("filtered", CompressionStrategy::Filtered),

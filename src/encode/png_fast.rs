@@ -504,7 +504,7 @@ mod tests {
         let image = super::super::Image8 { width: 1024, height: 1024, channels: 3, data };
         for _ in 0..3 {
             let t = std::time::Instant::now();
-            let filtered = super::super::png_deflate::filter_rows(super::super::png_deflate::Rows::of(&image));
+            let filtered = super::super::png_filter::filter_rows(super::super::png_deflate::Rows::of(&image));
             let f = t.elapsed();
             let t = std::time::Instant::now();
             let z = zlib(&filtered, 3073);

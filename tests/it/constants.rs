@@ -71,6 +71,21 @@ fn daemon_defaults_match() {
 }
 
 #[test]
+fn output_folder_names_and_thumbnail_quality_match() {
+    // The local save (comfyui/luna_multi_saver/local_save.py, local_extras.py) writes what the daemon writes.
+    let c = constants();
+    let o = &c["outputs"];
+    assert_eq!(o["discarded_dir"], luna_daemon::jobs::DISCARD_DIR);
+    assert_eq!(o["thumbnail_dir"], luna_daemon::jobs::THUMBNAIL_DIR);
+    assert_eq!(uint(&o["thumbnail_quality"]), u64::from(luna_daemon::encode::THUMBNAIL_QUALITY));
+    let sizes = luna_daemon::encode::THUMBNAIL_SIZES;
+    assert_eq!(
+        (uint(&o["thumbnail_sizes"][0]), uint(&o["thumbnail_sizes"][1])),
+        (u64::from(*sizes.start()), u64::from(*sizes.end()))
+    );
+}
+
+#[test]
 fn error_codes_match_and_none_is_missing() {
     let c = constants();
     let listed: BTreeMap<u16, &str> = c["error_codes"]

@@ -4,7 +4,9 @@
 //    "luna-multi-saver.job" websocket message whenever a daemon job changes, and, once every image is final, the
 //    node's "executed" message again with the real saved files, so the node's images become those files. Here:
 //    a badge on the node (pending / retrying / written / discarded / failed), a small panel listing the recent
-//    jobs with each discarded or failed image, and a toast when a save fails (or keeps retrying).
+//    jobs with each discarded or failed image, and a toast when a save fails (or keeps retrying). When the daemon
+//    wrote thumbnails (PROTOCOL.md section 12.8), the node previews those small WebPs, and its "Open Image",
+//    "Copy Image" and "Save Image" menu entries use the full file instead (the history keeps the full files).
 // 2. Workflows from our files: the core frontend 1.27 reads no JPEG at all, and its WebP reader skips no RIFF
 //    padding byte (an odd-sized chunk before EXIF hides the workflow, ComfyUI's own lossless files included).
 //    app.handleFile (what a drop on the canvas and Workflow > Open call) is wrapped: a JPEG's EXIF, or a WebP's
@@ -83,12 +85,83 @@ function notify(event) {
   toast?.add(options);
 }
 
+// What the node previews of a final job: each saved file's thumbnail where the daemon wrote one, else the file
+// (ui_bridge.final_output with thumbnails).
+export function previews(event) {
+  return (event.images || []).map((i) => i.thumbnail || i.file).filter(Boolean);
+}
+
+// The full file's /view URL for a preview's URL (a thumbnail of the node's job), or null for any other URL.
+export function fullFileUrl(event, src) {
+  let url;
+  try {
+    url = new URL(src, globalThis.location?.href);
+  } catch {
+    return null;
+  }
+  const q = url.searchParams;
+  const image = (event?.images || []).find(
+    (i) => i.thumbnail && i.file && i.thumbnail.filename === q.get("filename") &&
+      (i.thumbnail.subfolder || "") === (q.get("subfolder") || ""),
+  );
+  if (!image) return null;
+  q.set("filename", image.file.filename);
+  q.set("subfolder", image.file.subfolder || "");
+  q.set("type", image.file.type || "output");
+  q.delete("preview");
+  return url.toString();
+}
+
+// The full file on the clipboard, as the core's "Copy Image" does for the file it shows (Chrome writes only
+// PNG: anything else is drawn to a canvas of the file's own size first).
+async function copyFullFile(full) {
+  const blob = await (await fetch(full)).blob();
+  const write = (b) => navigator.clipboard.write([new ClipboardItem({ [b.type]: b })]);
+  try {
+    await write(blob);
+  } catch (error) {
+    if (blob.type === "image/png") throw error;
+    const bitmap = await createImageBitmap(blob);
+    const canvas = document.createElement("canvas");
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    canvas.getContext("2d").drawImage(bitmap, 0, 0);
+    bitmap.close();
+    await write(await new Promise((resolve) => canvas.toBlob(resolve, "image/png")));
+  }
+}
+
+// The core's "Open Image", "Copy Image" and "Save Image" (litegraphService's getExtraMenuOptions) act on the
+// previewed img's src: for a thumbnail they get the full file instead, so what is opened, copied or saved is the
+// real image.
+function fullFileMenu(node, options) {
+  const img = node.imgs?.[node.imageIndex ?? node.overIndex];
+  const full = img && fullFileUrl(node.lunaJob, img.src);
+  if (!full) return;
+  for (const option of options) {
+    if (option?.content === "Open Image") option.callback = () => window.open(full, "_blank");
+    else if (option?.content === "Copy Image") {
+      option.callback = () =>
+        copyFullFile(full).catch((e) => console.warn(`[LunaMultiSaver] could not copy ${full}`, e));
+    } else if (option?.content === "Save Image") {
+      option.callback = () => {
+        const a = document.createElement("a");
+        a.href = full;
+        a.setAttribute("download", new URL(full).searchParams.get("filename"));
+        document.body.append(a);
+        a.click();
+        requestAnimationFrame(() => a.remove());
+      };
+    }
+  }
+}
+
 // The node's own "executed" (the temp previews) came after the job had finished: show the saved files again,
 // once every listener has seen the current message.
 function showFiles(event) {
   if (!event.images?.some((i) => i.file)) return;
   if (nodeForExecutionId(event.display_node || event.node)?.lunaJobId !== event.job_id) return; // a newer job shows
-  const files = { images: event.images.filter((i) => i.file).map((i) => i.file), [UI_KEY]: [event] };
+  const files = { images: previews(event), [UI_KEY]: [event] };
   const detail = { node: event.node, display_node: event.display_node, output: files, prompt_id: event.prompt_id };
   setTimeout(() => api.dispatchCustomEvent("executed", detail), 0);
 }
@@ -341,6 +414,12 @@ app.registerExtension({
         else if (!known) askServer(sent); // a page reload, or a cached output naming a job this page never saw
       }
       this.setDirtyCanvas?.(true, true);
+      return result;
+    };
+    const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
+    nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+      const result = getExtraMenuOptions?.apply(this, arguments);
+      fullFileMenu(this, options);
       return result;
     };
     const onDrawForeground = nodeType.prototype.onDrawForeground;

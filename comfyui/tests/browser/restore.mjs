@@ -12,27 +12,13 @@
 // (or "workflow": one workflow for every file). Prints one JSON object: {"extension": bool, "references":
 // [<graph per workflow>], "reference": <the first>, "results": [{"path", "nodes", "graph", "core_nodes",
 // "core_graph"}]}.
-import { chromium } from "playwright-core";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, basename } from "node:path";
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
+import { commandLine, withComfyPage } from "./comfy_page.mjs";
 
-const [url, requestPath] = process.argv.slice(2);
-const request = JSON.parse(readFileSync(requestPath, "utf8"));
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "luna-chromium-")), {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-});
-try {
-  const page = browser.pages()[0] || (await browser.newPage());
-  page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e}\n`));
-  await page.goto(url, { waitUntil: "load", timeout: 120000 });
-  await page.waitForFunction(() => window.app && window.app.graph && window.app.canvasEl, null, { timeout: 120000 });
-
+const { url, request } = commandLine();
+const ready = () => window.app && window.app.graph && window.app.canvasEl;
+const report = await withComfyPage(url, ready, async (page) => {
   const clear = () => page.evaluate(async () => {
     await window.app.loadGraphData({ nodes: [], links: [], groups: [], version: 0.4 }, true, false);
     return window.app.graph.serialize().nodes.length;
@@ -92,7 +78,6 @@ try {
       core_graph: restored.core,
     });
   }
-  process.stdout.write(JSON.stringify({ extension, references, reference: references[0], results }));
-} finally {
-  await browser.close();
-}
+  return { extension, references, reference: references[0], results };
+});
+process.stdout.write(JSON.stringify(report));

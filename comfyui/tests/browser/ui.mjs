@@ -7,32 +7,15 @@
 // request.json: {"workflow": <UI workflow with node 9>, "runs": [{"name": ..., "prompt": <API graph>, "toast": text
 // to wait for (optional)}]}
 // Prints one JSON object: {"extension": bool, "runs": [{"name", "prompt_id", "executed": [...], "events": [...],
-// "job": <node.lunaJob>, "imgs": [src...], "row": {...}, "toasts": [text...]}]}.
-import { chromium } from "playwright-core";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+// "job": <node.lunaJob>, "imgs": [src...], "menu": {"opened": [Open Image URL, Save Image URL], "copied":
+// [width, height] of what Copy Image copies}, "row": {...},
+// "toasts": [text...]}]}.
 import { join } from "node:path";
+import { DEADLINE_MS, commandLine, withComfyPage } from "./comfy_page.mjs";
 
-const [url, requestPath] = process.argv.slice(2);
-const request = JSON.parse(readFileSync(requestPath, "utf8"));
-// Only guards against a page that never gets there; the waits below end as soon as their condition holds.
-const DEADLINE_MS = 180000;
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "luna-chromium-")), {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-});
-try {
-  const page = browser.pages()[0] || (await browser.newPage());
-  page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e}\n`));
-  page.on("console", (m) => m.type() === "error" && process.stderr.write(`console: ${m.text()}\n`));
-  await page.goto(url, { waitUntil: "load", timeout: DEADLINE_MS });
-  await page.waitForFunction(() => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId, null, {
-    timeout: DEADLINE_MS,
-  });
+const { url, request } = commandLine();
+const ready = () => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId;
+const report = await withComfyPage(url, ready, async (page) => {
   await page.setViewportSize({ width: 1280, height: 900 });
   // Every message the page gets for node 9, recorded from the start.
   const extension = await page.evaluate(async (workflow) => {
@@ -70,16 +53,17 @@ try {
       const node = window.app.graph.getNodeById(9);
       const job = node?.lunaJob;
       if (!job?.finished) return false;
-      const files = (job.images || []).filter((i) => i.file).map((i) => `filename=${encodeURIComponent(i.file.filename)}`);
-      const srcs = (node.imgs || []).map((img) => img.src);
-      return files.every((f) => srcs.some((s) => s.includes(f)));
+      // What the node previews: each file's thumbnail where the daemon wrote one, else the file.
+      const shown = (job.images || []).map((i) => i.thumbnail || i.file).filter(Boolean);
+      const srcs = (node.imgs || []).map((img) => new URL(img.src).searchParams);
+      return shown.every((f) => srcs.some((q) => q.get("filename") === f.filename && q.get("subfolder") === f.subfolder));
     }, null, { timeout: DEADLINE_MS, polling: 50 });
     if (run.toast) {
       // PrimeVue renders a toast on its next tick: wait for the text the run expects.
       await page.waitForFunction((text) => [...document.querySelectorAll(".p-toast-message")]
         .some((t) => t.textContent.includes(text)), run.toast, { timeout: DEADLINE_MS, polling: 50 });
     }
-    const seen = await page.evaluate((id) => {
+    const seen = await page.evaluate(async (id) => {
       const node = window.app.graph.getNodeById(9);
       const row = document.querySelector(`#luna-multi-saver-jobs .luna-job[data-job-id="${node.lunaJob.job_id}"]`);
       return {
@@ -87,6 +71,40 @@ try {
         events: structuredClone(window.__luna.events),
         job: structuredClone(node.lunaJob),
         imgs: (node.imgs || []).map((img) => img.src),
+        // What the node's "Open Image" and "Save Image" menu entries open and download for its first image, and
+        // the size of the image "Copy Image" puts on the clipboard.
+        menu: await (async () => {
+          if (!node.imgs?.length) return null;
+          node.imageIndex = 0;
+          const options = [];
+          node.getExtraMenuOptions(window.app.canvas, options);
+          const opened = [];
+          let copied = null;
+          const open = window.open;
+          const click = HTMLAnchorElement.prototype.click;
+          const write = navigator.clipboard?.write;
+          window.open = (u) => opened.push(String(u));
+          HTMLAnchorElement.prototype.click = function () { opened.push(this.href); };
+          if (navigator.clipboard) {
+            navigator.clipboard.write = async (items) => {
+              const blob = await items[0].getType(items[0].types[0]);
+              const bitmap = await createImageBitmap(blob);
+              copied = [bitmap.width, bitmap.height];
+            };
+          }
+          try {
+            for (const name of ["Open Image", "Save Image"]) options.find((o) => o?.content === name)?.callback();
+            const copy = options.find((o) => o?.content === "Copy Image");
+            // Both the core's callback and the extension's await the clipboard write.
+            if (copy && navigator.clipboard) await copy.callback();
+          } finally {
+            window.open = open;
+            HTMLAnchorElement.prototype.click = click;
+            if (navigator.clipboard) navigator.clipboard.write = write;
+            node.imageIndex = null;
+          }
+          return { opened, copied };
+        })(),
         row: row && {
           state: row.dataset.state,
           text: row.textContent,
@@ -103,7 +121,6 @@ try {
       await page.screenshot({ path: join(process.env.LUNA_UI_SCREENSHOTS, `${run.name}.png`) });
     }
   }
-  process.stdout.write(JSON.stringify({ extension, runs }));
-} finally {
-  await browser.close();
-}
+  return { extension, runs };
+});
+process.stdout.write(JSON.stringify(report));

@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
+import zipfile
 from pathlib import Path
 
 import comfyui_server as cs
@@ -157,6 +159,23 @@ def history_images(server: cs.ComfyServer, prompt_id: str) -> list[dict]:
         time.sleep(0.05)
 
 
+def saved_files(
+    server: cs.ComfyServer,
+    saver: dict,
+    where: str,
+    socket_path: str | None = None,
+    graph: dict | None = None,
+    workflow: dict | None = None,
+) -> tuple[cs.Execution, list[str]]:
+    """Runs ``graph`` (the default source graph) with ``saver``, which must succeed, waits for the daemon's jobs
+    when ``socket_path`` is given, and returns the execution and the files under ``output/<where>``."""
+    run = server.run({**(graph or cs.source_graph()), **saver}, workflow)
+    assert run.ok, run.error()
+    if socket_path is not None:
+        wait_jobs(server, socket_path)
+    return run, relative(server.output / where)
+
+
 # -- tests, in the order they run ---------------------------------------------------------------------------------
 
 
@@ -225,10 +244,8 @@ def test_quality_gates_put_flat_images_under_discarded(server, daemon_up, daemon
     saver = cs.saver_node(save_path=where, daemon_save=daemon_save, autostart_daemon=False, quality_gate="variance")
     saver["9"]["inputs"]["image_1"] = ["1", 0]  # EmptyImage: one flat colour, variance 0
     saver["9"]["inputs"]["image_2"] = ["2", 0]  # noisy: passes
-    run = server.run({**cs.source_graph(), **saver})
-    assert run.ok, run.error()
-    wait_jobs(server, daemon_up)
-    assert relative(server.output / where) == ["UPSCALED/img_UPSCALED.webp", "_discarded/ORIG/img_ORIG.webp"]
+    _, names = saved_files(server, saver, where, daemon_up)
+    assert names == ["UPSCALED/img_UPSCALED.webp", "_discarded/ORIG/img_ORIG.webp"]
 
 
 @pytest.mark.parametrize("daemon_save", [True, False])
@@ -237,10 +254,7 @@ def test_a_date_template_with_colons_saves_with_underscores(server, daemon_up, d
     saver = cs.saver_node(
         save_path=f"{where}/%date:yyyy%", filename="%date:yyyy-MM-dd hh:mm:ss%_%model_name%", daemon_save=daemon_save
     )
-    run = server.run({**cs.source_graph(), **saver})
-    assert run.ok, run.error()
-    wait_jobs(server, daemon_up)
-    (name,) = relative(server.output / where)
+    _, (name,) = saved_files(server, saver, where, daemon_up)
     assert re.fullmatch(r"\d{4}/ORIG/\d{4}-\d\d-\d\d \d\d_\d\d_\d\d_UnknownModel_ORIG\.webp", name), name
 
 
@@ -256,57 +270,46 @@ BROWSER = Path(__file__).resolve().parents[1] / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
-def big_workflow() -> dict:
-    """A UI workflow of about 200 KB the frontend knows every node of, with non-ASCII text, quotes, a backslash."""
-    text = 'Ünïcødé ✓ 非ASCII テキスト "quoted" back\\slash\n' * 4000
-    nodes = [
-        {
-            "id": 1,
-            "type": "EmptyImage",
-            "pos": [0, 0],
-            "size": [300, 130],
-            "flags": {},
-            "order": 0,
-            "mode": 0,
-            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
-            "properties": {},
-            "widgets_values": [64, 48, 1, 3355545],
-        },
-        {
-            "id": 2,
-            "type": "ImageAddNoise",
-            "pos": [350, 0],
-            "size": [300, 110],
-            "flags": {},
-            "order": 1,
-            "mode": 0,
-            "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
-            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}],
-            "properties": {},
-            "widgets_values": [1, "fixed", 0.5],
-        },
-        {
-            "id": 10,
-            "type": "Note",
-            "pos": [0, 200],
-            "size": [400, 200],
-            "flags": {},
-            "order": 2,
-            "mode": 0,
-            "properties": {},
-            "widgets_values": [text],
-        },
+def ui_node(node_id: int, kind: str, x: int, size: list[int], order: int, **fields) -> dict:
+    """One node of a UI workflow as the frontend saves it."""
+    node = {"id": node_id, "type": kind, "pos": [x, 0], "size": size, "flags": {}, "order": order, "mode": 0}
+    return {**node, **fields, "properties": {}}
+
+
+def ui_workflow(nodes: list[dict]) -> dict:
+    """A UI workflow: EmptyImage (node 1) -> ImageAddNoise (node 2), then ``nodes``."""
+    source = [
+        ui_node(1, "EmptyImage", 0, [300, 130], 0, outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}]),
+        ui_node(
+            2,
+            "ImageAddNoise",
+            350,
+            [300, 110],
+            1,
+            inputs=[{"name": "image", "type": "IMAGE", "link": 1}],
+            outputs=[{"name": "IMAGE", "type": "IMAGE", "links": []}],
+        ),
     ]
     return {
-        "last_node_id": 10,
+        "last_node_id": max(n["id"] for n in nodes),
         "last_link_id": 1,
-        "nodes": nodes,
+        "nodes": source + nodes,
         "links": [[1, 1, 0, 2, 0, "IMAGE"]],
         "groups": [],
         "config": {},
         "extra": {},
         "version": 0.4,
     }
+
+
+def big_workflow() -> dict:
+    """A UI workflow of about 200 KB the frontend knows every node of, with non-ASCII text, quotes, a backslash."""
+    text = 'Ünïcødé ✓ 非ASCII テキスト "quoted" back\\slash\n' * 4000
+    workflow = ui_workflow([ui_node(10, "Note", 0, [400, 200], 2, widgets_values=[text])])
+    workflow["nodes"][2]["pos"] = [0, 200]
+    workflow["nodes"][0]["widgets_values"] = [64, 48, 1, 3355545]
+    workflow["nodes"][1]["widgets_values"] = [1, "fixed", 0.5]
+    return workflow
 
 
 def essentials(graph: dict) -> dict:
@@ -350,14 +353,19 @@ def restore_in_browser(server, tmp_path, workflows: list[dict], files: list[tupl
         "workflows": workflows,
         "files": [{"path": str(p), "mime": mime[p.suffix], "workflow": w} for p, w in files],
     }
+    return in_browser("restore.mjs", server, tmp_path, request)
+
+
+def in_browser(script: str, server, tmp_path: Path, request: dict) -> dict:
+    """Runs ``browser/<script>`` on ``request`` against the server in headless chromium; its JSON report."""
     (tmp_path / "request.json").write_text(json.dumps(request))
     out = subprocess.run(
-        ["node", str(BROWSER / "restore.mjs"), server.url, str(tmp_path / "request.json")],
+        ["node", str(BROWSER / script), server.url, str(tmp_path / "request.json")],
         check=False,
         cwd=BROWSER,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         env={**os.environ, "CHROMIUM": CHROMIUM},
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -386,10 +394,7 @@ def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server,
             for seed in range(1, 33 if lossless else 2):
                 where = f"fe_{daemon_save}_{fmt}_{lossless}_{workflow is small}_{seed}"
                 saver = cs.saver_node(save_path=where, daemon_save=daemon_save, format_1=fmt, lossless_webp=lossless)
-                run = server.run({**cs.source_graph(seed=seed), **saver}, workflow)
-                assert run.ok, run.error()
-                wait_jobs(server, daemon_up)
-                (name,) = relative(server.output / where)
+                _, (name,) = saved_files(server, saver, where, daemon_up, cs.source_graph(seed=seed), workflow)
                 files[(daemon_save, fmt, lossless, workflow is small)] = path = server.output / where / name
                 if not lossless or odd_image_chunk(path):
                     break
@@ -397,8 +402,7 @@ def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server,
                 raise AssertionError("no seed gave an odd-sized lossless image chunk")
     for fmt in ("png", "jpeg"):
         bare = cs.saver_node(save_path=f"fe_bare_{fmt}", format_1=fmt, embed_workflow=False)
-        assert server.run({**cs.source_graph(), **bare}, small).ok
-        (name,) = relative(server.output / f"fe_bare_{fmt}")
+        _, (name,) = saved_files(server, bare, f"fe_bare_{fmt}", workflow=small)
         files[f"bare_{fmt}"] = server.output / f"fe_bare_{fmt}" / name
     files["pillow_lossless_webp"] = pillow_lossless_webp(tmp_path / "comfyui_style.webp", small)
 
@@ -434,50 +438,7 @@ def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server,
                 assert key == "pillow_lossless_webp" or [c[0] for c in chunks[:2]] == [b"VP8X", b"EXIF"], chunks
 
 
-UI_WORKFLOW = {
-    "last_node_id": 9,
-    "last_link_id": 1,
-    "nodes": [
-        {
-            "id": 1,
-            "type": "EmptyImage",
-            "pos": [0, 0],
-            "size": [300, 130],
-            "flags": {},
-            "order": 0,
-            "mode": 0,
-            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
-            "properties": {},
-        },
-        {
-            "id": 2,
-            "type": "ImageAddNoise",
-            "pos": [350, 0],
-            "size": [300, 110],
-            "flags": {},
-            "order": 1,
-            "mode": 0,
-            "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
-            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}],
-            "properties": {},
-        },
-        {
-            "id": 9,
-            "type": "LunaMultiSaver",
-            "pos": [700, 0],
-            "size": [400, 700],
-            "flags": {},
-            "order": 2,
-            "mode": 0,
-            "properties": {},
-        },
-    ],
-    "links": [[1, 1, 0, 2, 0, "IMAGE"]],
-    "groups": [],
-    "config": {},
-    "extra": {},
-    "version": 0.4,
-}
+UI_WORKFLOW = ui_workflow([ui_node(9, "LunaMultiSaver", 700, [400, 700], 2)])
 
 
 @needs_chromium
@@ -503,21 +464,27 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
             },
             "toast": "save failed",
         },
+        # Thumbnails: the node previews the daemon's small WebPs; history and the menu give the full files.
+        {
+            "name": "thumbnails",
+            "prompt": {
+                **cs.source_graph(seed=22),
+                **cs.saver_node(
+                    save_path="ui_thumbs",
+                    daemon_save=True,
+                    format_1="png",
+                    image_2=["2", 0],
+                    format_2="jpeg",
+                    affix_2="UPSCALED",
+                    thumbnails=True,
+                    thumbnail_size=32,
+                ),
+            },
+        },
     ]
-    (tmp_path / "request.json").write_text(json.dumps({"workflow": UI_WORKFLOW, "runs": runs}))
-    out = subprocess.run(
-        ["node", str(BROWSER / "ui.mjs"), server.url, str(tmp_path / "request.json")],
-        check=False,
-        cwd=BROWSER,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "CHROMIUM": CHROMIUM},
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    report = json.loads(out.stdout)
+    report = in_browser("ui.mjs", server, tmp_path, {"workflow": UI_WORKFLOW, "runs": runs})
     assert report["extension"], "the pack's frontend extension did not load"
-    written, discarded, failed = report["runs"]
+    written, discarded, failed, thumbs = report["runs"]
 
     # The node first shows the temp previews with a pending badge, then the real saved files.
     first, last = written["executed"][0]["output"], written["executed"][-1]["output"]
@@ -528,6 +495,9 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert len(written["imgs"]) == 1 and "type=output" in written["imgs"][0] and Path(name).name in written["imgs"][0]
     assert written["row"]["state"] == "written" and written["row"]["visible"]
     assert written["toasts"] == []
+    # Without thumbnails the core's menu entries are untouched: they open and save the previewed file.
+    assert [view_file(u) for u in written["menu"]["opened"]] == [("ui_written/ORIG", Path(name).name)] * 2
+    assert written["menu"]["copied"] == [64, 48]
     # ComfyUI's history points at the saved file too (the temp preview is gone when ComfyUI restarts).
     assert history_images(server, written["prompt_id"]) == last["images"]
 
@@ -549,16 +519,65 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert server.get(f"/luna_multi_saver/jobs/{written['job']['job_id']}") == written["job"]
     with pytest.raises(urllib.error.HTTPError, match="404"):
         server.get("/luna_multi_saver/jobs/000000000000")
+
+    # Thumbnails: the node's preview loads _thumbnails/<name>.webp; history, Open Image and Save Image the file.
+    assert sorted(relative(server.output / "ui_thumbs")) == [
+        "ORIG/_thumbnails/img_ORIG.png.webp",
+        "ORIG/img_ORIG.png",
+        "UPSCALED/_thumbnails/img_UPSCALED.jpg.webp",
+        "UPSCALED/img_UPSCALED.jpg",
+    ]
+    shown = thumbs["executed"][-1]["output"]["images"]
+    assert shown == [
+        {"filename": "img_ORIG.png.webp", "subfolder": "ui_thumbs/ORIG/_thumbnails", "type": "output"},
+        {"filename": "img_UPSCALED.jpg.webp", "subfolder": "ui_thumbs/UPSCALED/_thumbnails", "type": "output"},
+    ]
+    assert [view_file(src) for src in thumbs["imgs"]] == [
+        ("ui_thumbs/ORIG/_thumbnails", "img_ORIG.png.webp"),
+        ("ui_thumbs/UPSCALED/_thumbnails", "img_UPSCALED.jpg.webp"),
+    ], "the img elements the node draws load the thumbnails"
+    assert history_images(server, thumbs["prompt_id"]) == [
+        {"filename": "img_ORIG.png", "subfolder": "ui_thumbs/ORIG", "type": "output"},
+        {"filename": "img_UPSCALED.jpg", "subfolder": "ui_thumbs/UPSCALED", "type": "output"},
+    ]
+    assert [view_file(u) for u in thumbs["menu"]["opened"]] == [("ui_thumbs/ORIG", "img_ORIG.png")] * 2
+    assert thumbs["menu"]["copied"] == [64, 48], "Copy Image copies the full image, not the 32x24 thumbnail"
+    assert decoded(server.output / "ui_thumbs/ORIG/_thumbnails/img_ORIG.png.webp").shape[:2] == (24, 32)
     wait_jobs(server, daemon_up)
+
+
+def view_file(src: str) -> tuple[str, str]:
+    """The (subfolder, filename) a ``/view`` URL asks for (type output)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(src).query)
+    assert urllib.parse.urlsplit(src).path.endswith("/view") and query["type"] == ["output"], src
+    return query.get("subfolder", [""])[0], query["filename"][0]
 
 
 def test_daemon_down_means_a_local_save_with_the_reason(server, env):
     stop_daemon(env["LUNA_DAEMON_SOCKET"])
-    run = server.run({**cs.source_graph(), **cs.saver_node(save_path="down", daemon_save=True, autostart_daemon=False)})
-    assert run.ok, run.error()
+    run, names = saved_files(server, cs.saver_node(save_path="down", daemon_save=True, autostart_daemon=False), "down")
     assert "Daemon save selected but daemon not available... saving locally instead. Reason:" in server.logs()
     assert [i["type"] for i in run.images()] == ["output"]
-    assert relative(server.output / "down") == ["ORIG/img_ORIG.webp"]
+    assert names == ["ORIG/img_ORIG.webp"]
+
+
+def test_daemon_down_the_local_save_writes_the_thumbnails_and_the_batchs_archive(server, env):
+    assert not answers(env["LUNA_DAEMON_SOCKET"])
+    extras = {"thumbnails": True, "thumbnail_size": 32, "batch_name": "down_batch", "zip_archive": True}
+    saver = cs.saver_node(save_path="down_x", daemon_save=True, autostart_daemon=False, **extras)
+    for _ in range(2):
+        _, names = saved_files(server, saver, "down_x")
+    assert names == [
+        "ORIG/_thumbnails/img_ORIG.webp.webp",
+        "ORIG/_thumbnails/img_ORIG_00001.webp.webp",
+        "ORIG/img_ORIG.webp",
+        "ORIG/img_ORIG_00001.webp",
+    ]
+    assert decoded(server.output / "down_x/ORIG/_thumbnails/img_ORIG.webp.webp").shape[:2] == (24, 32)
+    with zipfile.ZipFile(server.output / "down_batch.zip") as z:
+        assert z.testzip() is None
+        assert sorted(z.namelist()) == [f"down_x/{n}" for n in names if "_thumbnails" not in n], "each image once"
+    assert "Batch down_batch: 1 image(s) added to" in server.logs()
 
 
 def test_disable_metadata_embeds_nothing_on_or_off(env, tmp_path):
@@ -569,10 +588,7 @@ def test_disable_metadata_embeds_nothing_on_or_off(env, tmp_path):
             where = f"nometa_{daemon_save}"
             saver = five_slots(where, daemon_save)
             saver["9"]["inputs"]["autostart_daemon"] = True
-            run = s.run({**cs.source_graph(), **saver}, WORKFLOW)
-            assert run.ok, run.error()
-            wait_jobs(s, env["LUNA_DAEMON_SOCKET"])
-            names[daemon_save] = relative(s.output / where)
+            _, names[daemon_save] = saved_files(s, saver, where, env["LUNA_DAEMON_SOCKET"], workflow=WORKFLOW)
             for name in names[daemon_save]:
                 assert metadata_of(s.output / where / name) == {}, name
         assert names[True] == names[False] and len(names[True]) == 5
