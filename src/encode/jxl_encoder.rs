@@ -135,7 +135,7 @@ struct Bits {
 impl Bits {
     fn put(&mut self, n: u32, value: u64) {
         for i in 0..n {
-            if self.used % 8 == 0 {
+            if self.used.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             let bit = ((value >> i) & 1) as u8;
