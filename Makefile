@@ -52,8 +52,9 @@ python-deps:
 wheel:
 	$(PYTHON) -m maturin build --release
 
-## Benchmarks against PIL and the physical floor (release build, ~5 min on 2 cores; not part of test or CI).
-## Writes docs/BENCHMARKS.md and docs/bench/. `python3 scripts/bench.py --quick` is a ~1 min smoke run (report in target/bench-quick/).
+## Benchmarks against PIL and its plugins and the physical floor, every format, the batch features (release build,
+## ~25 min on 2 shared cores; not part of test or CI). Writes docs/BENCHMARKS.md and docs/bench/.
+## `python3 scripts/bench.py --quick` is a smoke run of every section (report in target/bench-quick/).
 bench:
 	CARGO=$(CARGO) $(PYTHON) scripts/bench.py
 

@@ -1,4 +1,5 @@
-//! The Rust side of `make bench` (see docs/BENCHMARKS.md): encoder speed and size per format and level, the
+//! The Rust side of `make bench` (see docs/BENCHMARKS.md): encoder speed and size per format and level (every
+//! format against Pillow and its plugins in save/formats.rs, PNG on a corpus of real content in save/corpus.rs), the
 //! client's submit blocking time against a plain memcpy, worker scaling against a pure-CPU control, daemon
 //! memory under a full queue, and an end-to-end "generate then save" loop. Every figure is meant to be read as a
 //! ratio against a baseline measured in the same run; nothing here passes or fails.
@@ -52,6 +53,9 @@ fn main() {
     if opts.wants("codecs") {
         results.insert("codecs".to_owned(), bench_codecs(&opts, &scratch));
     }
+    if opts.wants("formats") {
+        results.insert("formats".to_owned(), formats::bench_formats(&opts));
+    }
     if opts.wants("submit") {
         results.insert("submit".to_owned(), bench_submit(&opts, &scratch));
     }
@@ -73,6 +77,8 @@ fn main() {
 
 #[path = "save/corpus.rs"]
 mod corpus;
+#[path = "save/formats.rs"]
+mod formats;
 
 /// Command-line options.
 struct Opts {

@@ -3,8 +3,11 @@
     python3 scripts/bench.py [--quick] [--keep DIR] [--docs docs]
     python3 scripts/bench.py --report-only docs/bench/results.json   # re-render the report from saved results
 
-Steps: build the daemon (release), run `cargo bench --bench save` (writes the shared test images and
-rust.json), run scripts/bench_pil.py on the same images (pil.json), merge both with a description of the
+Steps: build the daemon (release), write the corpus (scripts/bench_corpus.py), run `cargo bench --bench save`
+(writes the shared test images and rust.json; its corpus and formats sections time Pillow interleaved through
+`scripts/bench_pil.py --serve`), run scripts/bench_pil.py on the same images (pil.json), scripts/bench_node.py
+(node.json), `cargo bench --bench batch` (thumbnails and ZIP archives, batch.json) and scripts/bench_s3.py
+(uploads/s against a local s3s-fs, or "skipped" without it: s3.json), merge them with a description of the
 machine into docs/bench/results.json, and render docs/BENCHMARKS.md and docs/bench/*.svg from it. Every figure is
 a ratio against a baseline measured in the same run; the verdicts compare them with SPEC §7's targets.
 """
@@ -111,6 +114,8 @@ def run_all(quick: bool, work: Path) -> dict:
     run([sys.executable, str(ROOT / "scripts/bench_pil.py"), *pil_args])
     node_args = ["--json", str(work / "node.json"), "--runs", "10" if quick else "30"]
     run([sys.executable, str(ROOT / "scripts/bench_node.py"), *node_args])
+    batch_args = ["--bench", "--json", str(work / "batch.json"), *(["--quick"] if quick else [])]
+    run([cargo, "bench", "--bench", "batch", "--", *batch_args], stdout=sys.stderr)
     s3_args = ["--daemon-bin", str(ROOT / "target/release/luna-daemon"), "--json", str(work / "s3.json")]
     run([sys.executable, str(ROOT / "scripts/bench_s3.py"), *s3_args, *(["--rounds", "3"] if quick else [])])
     after = cpu_times()
@@ -126,6 +131,7 @@ def run_all(quick: bool, work: Path) -> dict:
         "rust": json.loads((work / "rust.json").read_text()),
         "pil": json.loads((work / "pil.json").read_text()),
         "node": json.loads((work / "node.json").read_text()),
+        "batch": json.loads((work / "batch.json").read_text()),
         "s3": json.loads((work / "s3.json").read_text()),
     }
 

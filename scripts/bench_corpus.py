@@ -2,7 +2,10 @@
 
     python3 scripts/bench_corpus.py --out DIR [--cache DIR] [--quick]
 
-Writes `DIR/<name>.npy` (uint8, HxWxC) and `DIR/manifest.json` (name, class, file, width, height, channels).
+Writes `DIR/<name>.npy` (uint8, HxWxC) and `DIR/manifest.json` (name, class, file, width, height, channels), and
+for the formats section (AVIF, JPEG XL, 16-bit PNG, EXR... against Pillow: a few images, each encoded many ways)
+`DIR/formats.json` (name, class, file): some of the photos, and one upscaled in float32 (`DIR/<name>_f32.npy`),
+since the 16-bit and float formats keep what 8 bits drop.
 Photographs nobody here generated come from scikit-image's bundled sample data: the wheel of a pinned version is
 fetched with `pip download` into the cache (not committed) and read as a zip file, so nothing of scikit-image is
 installed or imported. The other classes are made here from fixed seeds: flat and near-flat frames (ComfyUI's
@@ -46,6 +49,9 @@ SAMPLES = [
     ("horse.png", "rgba"),
 ]
 QUICK = {"astronaut.png", "coffee.png", "camera.png", "logo.png"}
+# The formats section's real content (the generated image is added by benches/save/formats.rs).
+FORMATS = ["astronaut", "coffee", "chelsea"]
+FORMATS_QUICK = ["astronaut"]
 
 
 def fetch_wheel(cache: Path) -> Path:
@@ -150,6 +156,33 @@ def generated_classes(photos: dict[str, np.ndarray], quick: bool) -> list[tuple[
     ]
 
 
+def upscaled_f32(photo: np.ndarray, factor: int) -> np.ndarray:
+    """What an upscaler model hands SaveImage before any 8-bit conversion: the photo resized (Lanczos) in float32,
+    clipped to [0, 1], so its samples fall between the 8-bit steps."""
+    x = photo.astype(np.float32) / 255.0
+    h, w = x.shape[:2]
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(x[:, :, c]), mode="F").resize((w * factor, h * factor), Image.LANCZOS)
+        )
+        for c in range(x.shape[2])
+    ]
+    return np.clip(np.dstack(planes), 0.0, 1.0).astype(np.float32)
+
+
+def write_formats(out: Path, entries: list[dict], photos: dict[str, np.ndarray], quick: bool) -> list[dict]:
+    """formats.json: the photos of FORMATS (as in the corpus) and the first of them upscaled 2x in float32."""
+    by_name = {e["name"]: e for e in entries}
+    names = FORMATS_QUICK if quick else FORMATS
+    chosen = [{k: by_name[n][k] for k in ("name", "class", "file")} for n in names]
+    if not quick:
+        name = f"{names[1]}_upscaled_f32"
+        np.save(out / f"{name}.npy", upscaled_f32(photos[names[1]], 2))
+        chosen.append({"name": name, "class": "photo (float32)", "file": f"{name}.npy"})
+    (out / "formats.json").write_text(json.dumps(chosen, indent=1))
+    return chosen
+
+
 def write_corpus(out: Path, cache: Path, quick: bool) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     real = samples(fetch_wheel(cache), quick)
@@ -171,6 +204,7 @@ def write_corpus(out: Path, cache: Path, quick: bool) -> list[dict]:
             }
         )
     (out / "manifest.json").write_text(json.dumps(entries, indent=1))
+    write_formats(out, entries, photos, quick)
     return entries
 
 

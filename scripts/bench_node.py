@@ -35,7 +35,12 @@ def install_comfyui_stand_ins(output: Path, temp: Path) -> None:
     cli_args = types.ModuleType("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(disable_metadata=False)
     comfy.cli_args = cli_args
-    sys.modules.update({"folder_paths": folder_paths, "comfy": comfy, "comfy.cli_args": cli_args})
+    # ComfyUI's server module is always imported; without a stand-in the node's UI bridge would look for it on
+    # sys.path on every call (a failed import is not cached), a cost ComfyUI never pays. No server instance: the
+    # node follows no job in a UI, as before.
+    server = types.ModuleType("server")
+    server.PromptServer = types.SimpleNamespace(instance=None)
+    sys.modules.update({"folder_paths": folder_paths, "comfy": comfy, "comfy.cli_args": cli_args, "server": server})
 
 
 def realistic_image(size: int, seed: int) -> np.ndarray:

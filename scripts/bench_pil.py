@@ -9,7 +9,9 @@ does today with Pillow: PNG at compress_level 0..9, JPEG and WebP, to memory and
 
 In `--serve` mode each stdin line is a JSON request {"file": NPY, "level": N, "reps": R}; the answer on stdout
 is {"cpu_ms": median thread CPU time of encoding the image as PNG into memory, "bytes": size}, so that the Rust
-side can time Pillow and itself interleaved, image by image.
+side can time Pillow and itself interleaved, image by image. A request with a "case" instead of a "level" is one
+of the formats section's (scripts/bench_formats.py: AVIF, JPEG XL, 16-bit PNG, EXR, JPEG, WebP), answered by
+`bench_formats.measure`.
 """
 
 from __future__ import annotations
@@ -181,10 +183,15 @@ def bench_e2e(images: Path, quick: bool, scratch: Path, batch: int = 1) -> dict:
 
 
 def serve() -> int:
-    """Answers corpus requests (see the module doc) until stdin closes."""
+    """Answers corpus and formats requests (see the module doc) until stdin closes."""
     cached: tuple[str, Image.Image] | None = None
     for line in sys.stdin:
         request = json.loads(line)
+        if "case" in request:
+            import bench_formats  # the formats section only: it imports the node pack's local fallback
+
+            print(json.dumps(bench_formats.measure(request)), flush=True)
+            continue
         if cached is None or cached[0] != request["file"]:
             array = np.load(request["file"])
             if array.shape[2] == 1:  # grey: Pillow's mode L wants 2-D

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use luna_daemon::encode::{Format, Image8, encode};
+use luna_daemon::encode::{Format, Image8, RawImage, Samples, encode};
 
 use super::{Json, Opts, median, thread_cpu_ms, write_npy_shape};
 
@@ -21,14 +21,14 @@ struct Entry {
 }
 
 /// The PIL side, one request per line on its stdin, one JSON answer per line on its stdout.
-struct Pillow {
+pub(crate) struct Pillow {
     child: std::process::Child,
     input: std::process::ChildStdin,
     output: BufReader<std::process::ChildStdout>,
 }
 
 impl Pillow {
-    fn start(python: &str) -> Self {
+    pub(crate) fn start(python: &str) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_pil.py");
         let mut child = Command::new(python)
             .arg(script)
@@ -42,14 +42,18 @@ impl Pillow {
         Self { child, input, output }
     }
 
-    /// Pillow's median CPU ms and bytes for `file` at `level`.
-    fn png(&mut self, file: &Path, level: u8, min_reps: usize) -> (f64, usize) {
-        let request = serde_json::json!({"file": file, "level": level, "reps": min_reps});
+    /// One request, one JSON answer.
+    pub(crate) fn ask(&mut self, request: &serde_json::Value) -> serde_json::Value {
         writeln!(self.input, "{request}").expect("write to bench_pil.py");
         self.input.flush().expect("flush");
         let mut line = String::new();
         self.output.read_line(&mut line).expect("read from bench_pil.py");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("bench_pil.py answers JSON");
+        serde_json::from_str(&line).expect("bench_pil.py answers JSON")
+    }
+
+    /// Pillow's median CPU ms and bytes for `file` at `level`.
+    fn png(&mut self, file: &Path, level: u8, min_reps: usize) -> (f64, usize) {
+        let v = self.ask(&serde_json::json!({"file": file, "level": level, "reps": min_reps}));
         (v["cpu_ms"].as_f64().expect("cpu_ms"), v["bytes"].as_u64().expect("bytes") as usize)
     }
 }
@@ -152,16 +156,30 @@ fn load(opts: &Opts) -> Vec<Entry> {
 
 /// A uint8 `.npy` (version 1.0, C order) of shape (h, w, c) as an image.
 fn read_npy_u8(path: &Path) -> Image8 {
+    let raw = read_npy(path);
+    assert!(matches!(raw.samples, Samples::U8(_)), "{}: want uint8", path.display());
+    raw.to_image8()
+}
+
+/// A uint8 or little-endian float32 `.npy` (version 1.0, C order) of shape (h, w[, c]) as the samples it holds.
+pub(crate) fn read_npy(path: &Path) -> RawImage {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"), "{}: not an .npy 1.0 file", path.display());
     let header_len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).expect("ASCII header");
-    assert!(header.contains("'|u1'") && header.contains("False"), "{}: want uint8, C order: {header}", path.display());
+    assert!(header.contains("False"), "{}: want C order: {header}", path.display());
     let shape = &header[header.find("'shape': (").expect("shape") + 10..];
     let dims: Vec<usize> =
         shape[..shape.find(')').expect(")")].split(',').filter_map(|d| d.trim().parse().ok()).collect();
     let (h, w, c) = (dims[0], dims[1], dims.get(2).copied().unwrap_or(1));
-    let data = bytes[10 + header_len..].to_vec();
-    assert_eq!(data.len(), h * w * c, "{}: size does not match the shape", path.display());
-    Image8 { width: w as u32, height: h as u32, channels: c as u8, data }
+    let data = &bytes[10 + header_len..];
+    let samples = if header.contains("'|u1'") {
+        Samples::U8(data.to_vec())
+    } else if header.contains("'<f4'") {
+        Samples::F32(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    } else {
+        panic!("{}: want uint8 or little-endian float32: {header}", path.display())
+    };
+    assert_eq!(samples.len(), h * w * c, "{}: size does not match the shape", path.display());
+    RawImage { width: w as u32, height: h as u32, channels: c as u8, samples }
 }

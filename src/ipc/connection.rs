@@ -3,7 +3,9 @@
 //! Time limits (docs/PROTOCOL.md, "Connections"): the hello must arrive complete within the frame timeout of
 //! connecting, and every later frame within the frame timeout of its first byte, so a half-sent frame cannot
 //! hold a connection. Between requests an authenticated connection may stay idle as long as it likes, but it
-//! is the first to be closed when all slots are taken ([`super::slots`]).
+//! is the first to be closed when all slots are taken ([`super::slots`]). A reply must be written within the
+//! frame timeout too, so a client that stops reading its replies cannot park the connection's thread: on Unix
+//! the socket's send timeout, on Windows (named pipes have none) the slots' watchdog, as for reads.
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -89,7 +91,8 @@ impl Drop for Timed<'_> {
 }
 
 pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, admission: Admission) {
-    // A client that stops reading its replies cannot park this thread either.
+    // A client that stops reading its replies cannot park this thread either (Windows: `send`'s deadline).
+    #[cfg(not(windows))]
     let _ = stream.set_send_timeout(Some(frame_timeout()));
     // Refusals are answered after the client's first frame has been read, so the client is not writing into a
     // closed socket and always gets to read why.
@@ -113,7 +116,7 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, a
             Err(FrameError::Closed) => return,
             Err(e @ FrameError::TooLarge { .. }) => {
                 // The oversized body is not read, so the stream cannot be resynchronised: reply and hang up.
-                let _ = send(&mut stream, &error(ErrorCode::FrameTooLarge, e.to_string()));
+                let _ = send(&mut stream, &slot, &error(ErrorCode::FrameTooLarge, e.to_string()));
                 return;
             }
             Err(e) => {
@@ -124,7 +127,7 @@ pub(crate) fn handle_connection(mut stream: Stream, ctx: &Context, slot: Slot, a
         let stop_after = matches!(reply, Response::Stopping(_));
         // Idle from before the reply goes out, so a client that has read it finds the connection evictable.
         slot.set_idle(true);
-        if send(&mut stream, &reply).is_err() {
+        if send(&mut stream, &slot, &reply).is_err() {
             return;
         }
         if stop_after {
@@ -141,29 +144,29 @@ fn handshake(stream: &mut Stream, slot: &Slot, ctx: &Context, refusal: Option<Re
     let body = match frame {
         Ok(body) => body,
         Err(e @ FrameError::TooLarge { .. }) => {
-            let _ = send(stream, &error(ErrorCode::FrameTooLarge, e.to_string()));
+            let _ = send(stream, slot, &error(ErrorCode::FrameTooLarge, e.to_string()));
             return None;
         }
         Err(_) => return None,
     };
     if let Some(refusal) = refusal {
-        let _ = send(stream, &refusal);
+        let _ = send(stream, slot, &refusal);
         return None;
     }
     let hello = match protocol::decode_message::<Request>(&body) {
         Ok(Request::Hello(hello)) => hello,
         Ok(_) => {
-            let _ = send(stream, &error(ErrorCode::HandshakeRequired, "the first message must be a hello"));
+            let _ = send(stream, slot, &error(ErrorCode::HandshakeRequired, "the first message must be a hello"));
             return None;
         }
         Err(e) => {
-            let _ = send(stream, &error(ErrorCode::MalformedFrame, format!("bad handshake: {e}")));
+            let _ = send(stream, slot, &error(ErrorCode::MalformedFrame, format!("bad handshake: {e}")));
             return None;
         }
     };
     if hello.protocol != PROTOCOL_NAME {
         let msg = format!("unknown protocol {:?}; this is a {PROTOCOL_NAME} socket", hello.protocol);
-        let _ = send(stream, &error(ErrorCode::VersionMismatch, msg));
+        let _ = send(stream, slot, &error(ErrorCode::VersionMismatch, msg));
         return None;
     }
     if hello.version != PROTOCOL_VERSION {
@@ -178,11 +181,11 @@ fn handshake(stream: &mut Stream, slot: &Slot, ctx: &Context, refusal: Option<Re
         );
         reply.supported_versions = vec![PROTOCOL_VERSION];
         tracing::warn!(client = %hello.client, "refused handshake: {}", reply.message);
-        let _ = send(stream, &Response::Error(reply));
+        let _ = send(stream, slot, &Response::Error(reply));
         return None;
     }
     slot.set_idle(true);
-    send(stream, &Response::Welcome(ctx.welcome())).ok()?;
+    send(stream, slot, &Response::Welcome(ctx.welcome())).ok()?;
     Some(hello)
 }
 
@@ -213,8 +216,15 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(ErrorReply::new(code, message))
 }
 
-fn send(stream: &mut Stream, reply: &Response) -> Result<(), FrameError> {
+/// Writes one reply within the frame timeout: on Unix the socket's send timeout bounds every write; named pipes
+/// have no write timeouts, so on Windows the slot's deadline makes the watchdog disconnect a client that has not
+/// taken the whole reply in time (which fails the write blocked here).
+fn send(stream: &mut Stream, slot: &Slot, reply: &Response) -> Result<(), FrameError> {
     let body = protocol::encode_message(reply)?;
+    #[cfg(windows)]
+    let _deadline = slot.deadline_until_dropped(Instant::now() + frame_timeout());
+    #[cfg(not(windows))]
+    let _ = slot;
     match protocol::write_frame(stream, &body) {
         // A reply that cannot be framed is replaced by an error saying so, never by silence.
         Err(FrameError::TooLarge { len, max }) => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::jobs::{ClientKey, JobPlan, JobTable, new_job_id, plan_job};
+use crate::jobs::{ClientKey, JobPlan, JobTable, new_job_id, plan_job, with_acceptance_time};
 use crate::protocol::{
     Accepted, BatchQuery, CancelReply, DaemonStats, Empty, ErrorCode, ErrorReply, Hello, MAX_FRAME_LEN, PROTOCOL_NAME,
     PROTOCOL_VERSION, Request, Response, StatusQuery, SubmitJob, Welcome,
@@ -182,6 +182,9 @@ impl Context {
         if let Some(e) = self.table.journal_error() {
             return Err(Response::Error(crate::jobs::InsertError::JournalUnavailable(e).to_reply()));
         }
+        // Without a client timestamp the job is stamped now and journaled so: recovery names it the same.
+        let stamped = with_acceptance_time(job);
+        let job = stamped.as_ref();
         let plan = plan_job(job, &self.spool_dir).map_err(|e| error(e.code, e.message))?;
         if plan.tasks.first().is_some_and(|t| t.settings.object_root.is_some()) && !self.pool.has_object_store() {
             return Err(error(

@@ -3,8 +3,9 @@
 //! room, so idle clients can never lock real ones out; only when no connection is idle (all are mid-handshake
 //! or mid-request, both bounded by the frame timeout) is a newcomer refused with `busy`.
 //!
-//! On Windows, where named pipes have no read timeouts, the frame timeout is enforced here too: a connection
-//! reading a frame records its deadline in its slot, and a watchdog thread closes the connections past theirs.
+//! On Windows, where named pipes have no read or write timeouts, the frame timeout is enforced here too: a
+//! connection reading a frame or writing a reply records its deadline in its slot, and a watchdog thread closes
+//! the connections past theirs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +33,8 @@ struct Entry {
     idle_since: Option<u64>,
     /// Closes the connection from outside (a duplicate of its descriptor); taken when it is evicted.
     closer: Option<Closer>,
-    /// Windows: when the frame being read must have arrived (the watchdog closes the connection after it).
+    /// Windows: when the frame being read must have arrived, or the reply being written must be out (the
+    /// watchdog closes the connection after it).
     #[cfg(windows)]
     deadline: Option<std::time::Instant>,
 }
@@ -123,11 +125,28 @@ impl Slot {
 
 #[cfg(windows)]
 impl Slot {
-    /// Records when the frame being read must have arrived (`None`: no frame is being read).
+    /// Records when the frame being read must have arrived (`None`: no frame is being read or reply written).
     pub(crate) fn set_deadline(&self, deadline: Option<std::time::Instant>) {
         if let Some(entry) = self.slots.inner.lock().open.get_mut(&self.id) {
             entry.deadline = deadline;
         }
+    }
+
+    /// Records that the reply being written must be out by `deadline`, until the returned guard is dropped.
+    pub(crate) fn deadline_until_dropped(&self, deadline: std::time::Instant) -> DeadlineGuard<'_> {
+        self.set_deadline(Some(deadline));
+        DeadlineGuard(self)
+    }
+}
+
+/// Windows: clears a slot's deadline when dropped (see [`Slot::deadline_until_dropped`]).
+#[cfg(windows)]
+pub(crate) struct DeadlineGuard<'a>(&'a Slot);
+
+#[cfg(windows)]
+impl Drop for DeadlineGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set_deadline(None);
     }
 }
 
@@ -182,7 +201,7 @@ impl Closer {
     }
 }
 
-/// Windows: the frame timeout's enforcement (named pipes have no read timeouts).
+/// Windows: the frame timeout's enforcement (named pipes have no read or write timeouts).
 #[cfg(windows)]
 mod windows {
     use std::sync::{Arc, Weak};
@@ -215,7 +234,7 @@ mod windows {
                 if entry.deadline.is_some_and(|deadline| deadline <= now) {
                     entry.deadline = None;
                     if let Some(closer) = entry.closer.take() {
-                        tracing::debug!("closing a connection whose frame did not arrive in time");
+                        tracing::debug!("closing a connection whose frame (or reply) did not get through in time");
                         closer.close();
                     }
                 }

@@ -415,7 +415,12 @@ fn unfinished(records: Vec<Record>) -> Vec<Unfinished> {
     let mut jobs: BTreeMap<String, Unfinished> = BTreeMap::new();
     for record in records {
         match record {
-            Record::Accepted { job_id, client, pid, job, .. } => {
+            Record::Accepted { job_id, client, pid, mut job, at_ms } => {
+                // Accepted without a client timestamp by a daemon that did not stamp it into the job yet: its
+                // acceptance time names it, as the daemon accepting it would have (not the recovery's clock).
+                if job.timestamp_ms.is_none() {
+                    job.timestamp_ms = at_ms;
+                }
                 // A segment a later job names was handed back before that job was accepted: an earlier job
                 // must never release it again, whatever its own records say.
                 let named = job_segments(&job);
@@ -587,6 +592,19 @@ mod tests {
         let ids: Vec<&str> = pending.iter().map(|p| p.job_id.as_str()).collect();
         assert_eq!(ids, ["b"], "a is complete: its segment was handed back before b could name it");
         assert!(pending[0].released.is_empty());
+    }
+
+    /// Regression: a job journaled without a client timestamp (by a daemon that did not stamp it into the job)
+    /// is recovered with its acceptance time, not the restart's clock; a client's own timestamp wins.
+    #[test]
+    fn a_job_without_a_timestamp_is_recovered_with_its_acceptance_time() {
+        let untimed = |id: &str, at_ms| {
+            let job = Box::new(SubmitJob { timestamp_ms: None, ..job_in(&format!("seg-{id}")) });
+            Record::Accepted { job_id: id.to_owned(), client: "c".to_owned(), pid: Some(1), job, at_ms }
+        };
+        let pending = replay(&[untimed("a", Some(1_700_000_000_123)), untimed("b", None), accepted("c")]);
+        let times: Vec<Option<i64>> = pending.iter().map(|p| p.job.timestamp_ms).collect();
+        assert_eq!(times, [Some(1_700_000_000_123), None, Some(1)]);
     }
 
     #[test]

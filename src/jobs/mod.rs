@@ -14,7 +14,7 @@ mod task;
 
 pub use batch::{BatchRecord, MAX_BATCH_NAME, validate_batch_name};
 pub use journal::Journal;
-pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job};
+pub use plan::{JobPlan, PlanError, Recovered, plan_job, recover_job, with_acceptance_time};
 pub use recover::{RecoveredJob, recover};
 pub use release::Release;
 pub use table::{ArchiveWork, ClientKey, Counters, InsertError, JobTable, SavedImage};

@@ -2,6 +2,7 @@
 //! every option, every path part. Either the whole job is valid, or nothing is accepted and the error names
 //! the offending image and field.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -354,6 +355,22 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// `job` with the daemon's clock at acceptance as its `timestamp_ms` when the client sent none (and the daemon's
+/// UTC offset at that moment when it sent no `utc_offset_s` either). The stamped job is what is planned and
+/// journaled, so a job recovered after a restart is named and stamped with the time it was accepted, exactly as
+/// it would have been without the restart, not with the time of the recovery.
+pub fn with_acceptance_time(job: &SubmitJob) -> Cow<'_, SubmitJob> {
+    if job.timestamp_ms.is_some() {
+        return Cow::Borrowed(job);
+    }
+    let now = Local::now();
+    Cow::Owned(SubmitJob {
+        timestamp_ms: Some(now.timestamp_millis()),
+        utc_offset_s: job.utc_offset_s.or(Some(now.offset().local_minus_utc())),
+        ..job.clone()
+    })
+}
+
 /// The node's run time in its own time zone: the client's timestamp and offset, else the daemon's clock and zone.
 fn job_time(timestamp_ms: Option<i64>, utc_offset_s: Option<i32>) -> Result<DateTime<FixedOffset>, PlanError> {
     let utc = match timestamp_ms {
@@ -426,5 +443,26 @@ fn sample_format(dtype: SampleType) -> SampleFormat {
         SampleType::U8 => SampleFormat::U8,
         SampleType::U16 => SampleFormat::U16,
         SampleType::F32 => SampleFormat::F32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_job_without_a_timestamp_is_stamped_and_a_given_offset_is_kept() {
+        let timed = SubmitJob { timestamp_ms: Some(5), ..SubmitJob::new("/out", Vec::new()) };
+        assert!(matches!(with_acceptance_time(&timed), Cow::Borrowed(_)));
+        let before = Utc::now().timestamp_millis();
+        let untimed = SubmitJob { utc_offset_s: Some(3600), ..SubmitJob::new("/out", Vec::new()) };
+        let stamped = with_acceptance_time(&untimed);
+        let at = stamped.timestamp_ms.expect("stamped");
+        assert!(at >= before && at <= Utc::now().timestamp_millis(), "{at}");
+        assert_eq!(stamped.utc_offset_s, Some(3600));
+        assert_eq!(SubmitJob { timestamp_ms: None, ..stamped.into_owned() }, untimed, "nothing else changes");
+        let bare = SubmitJob::new("/out", Vec::new());
+        let zoned = with_acceptance_time(&bare);
+        assert!(zoned.utc_offset_s.is_some(), "the daemon's zone at acceptance is kept with the time");
     }
 }

@@ -123,6 +123,50 @@ fn a_job_whose_segment_is_gone_after_a_restart_is_reported_lost() {
     }
 }
 
+/// Regression: a job submitted without `timestamp_ms` was re-stamped with the clock of its recovery, so a
+/// `%time%` (or `%date%`) template named a recovered image differently from how it would have been named. Pass:
+/// killed before the save and restarted seconds later, the image is named with the second it was accepted in.
+#[test]
+fn a_recovered_job_without_a_timestamp_is_named_with_its_acceptance_time() {
+    use crate::support::rgb_u8_4x4;
+    use luna_daemon::protocol::{ImageFormat, Request, Response, Slot, SubmitJob};
+    use luna_daemon::shm::SegmentWriter;
+    let mut daemon = TestDaemon::start();
+    daemon.hooks().hold("worker.before_save");
+    let mut segment = SegmentWriter::create(&daemon.spool, "untimed", 48).unwrap();
+    segment.data_mut().unwrap()[..48].fill(77);
+    let slots = vec![Slot {
+        affix: String::new(),
+        format: ImageFormat::Png,
+        subdir: false,
+        images: vec![rgb_u8_4x4("untimed")],
+    }];
+    // No timestamp_ms; UTC, so that the test can name the second without a time-zone library.
+    let job = SubmitJob {
+        filename: "at_%time:HHMMSS%".to_owned(),
+        utc_offset_s: Some(0),
+        ..SubmitJob::new(daemon.output.to_string_lossy(), slots)
+    };
+    let epoch_s = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let before = epoch_s();
+    let reply = crate::support::RawConn::handshaken(&daemon.socket).request(&Request::Submit(Box::new(job)));
+    let after = epoch_s();
+    let Response::Accepted(accepted) = reply else { panic!("not accepted: {reply:?}") };
+    daemon.hooks().wait_reached("worker.before_save", 1);
+    daemon.kill();
+    daemon.hooks().release("worker.before_save");
+    // The recovery runs in a later second than the acceptance could have (a clock condition, not a sleep).
+    wait_until("the clock has passed the acceptance second", || epoch_s() > after);
+    daemon.restart();
+    let status = daemon.client().wait(&accepted.job_id, |_| {}).unwrap();
+    assert_eq!(status.images[0].state, ImageState::Written, "{:?}", status.images[0]);
+    let name = |s: u64| format!("at_{:02}{:02}{:02}.png", s / 3600 % 24, s / 60 % 60, s % 60);
+    let expected: Vec<String> = (before..=after).map(name).collect();
+    let path = status.images[0].path.clone().unwrap();
+    let file = Path::new(&path).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(expected.contains(&file), "{file} is not named with its acceptance second ({expected:?})");
+}
+
 /// Pass: SIGTERM (Windows: `stop`) with a queue finishes it and exits 0; the next start recovers nothing and serves normally.
 #[test]
 fn sigterm_with_a_queue_then_restart() {

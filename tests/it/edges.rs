@@ -1,8 +1,9 @@
 //! Issue 11's edge failures against a real daemon: temp files of a killed daemon (4), names too long (6), a
-//! squatted socket (7), connection slots and half-sent frames (8), a spool and socket removed at logout (9),
-//! dead clients' segments (11). The temp files, long names, dead clients' segments, connection slots and
-//! half-sent frames run on every platform (on Windows the frame timeout is the slots' watchdog: named pipes
-//! have no read timeouts); the rest are Unix-only (`mod unix`).
+//! squatted socket (7), connection slots, half-sent frames and clients that never read their replies (8), a
+//! spool and socket removed at logout (9), dead clients' segments (11). The temp files, long names, dead clients'
+//! segments, connection slots, half-sent frames and unread replies run on every platform (on Windows the frame
+//! timeout is the slots' watchdog: named pipes have no read or write timeouts); the rest are Unix-only
+//! (`mod unix`).
 
 use luna_daemon::client::{ImageRef, JobOptions, Pixels};
 use luna_daemon::protocol::{Empty, ErrorCode, Request, Response};
@@ -126,6 +127,35 @@ fn half_sent_frames_time_out() {
     let mut idle = RawConn::handshaken(&daemon.socket);
     let _ = daemon.client().stats().unwrap();
     assert!(matches!(idle.request(&Request::Stats(Empty {})), Response::Stats(_)));
+}
+
+/// Failure 8 (#10's follow-up): a client that sends requests but never reads the replies cannot park its
+/// connection's thread in a reply write: once the replies fill the socket (the pipe's buffer on Windows) and the
+/// daemon stops reading, the daemon cuts the connection after the frame timeout (Unix: the send timeout;
+/// Windows: the slots' watchdog, since named pipes have no write timeouts), which fails the client's blocked
+/// write. Without that bound both sides would wait for each other forever.
+#[test]
+fn a_client_that_never_reads_its_replies_is_cut_off() {
+    let daemon = TestDaemon::start_with_env(&[], &[("LUNA_DAEMON_FRAME_TIMEOUT_MS", "300")]);
+    let mut deaf = RawConn::handshaken(&daemon.socket).stream;
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let body = luna_daemon::protocol::encode_message(&Request::Stats(Empty {})).unwrap();
+        let mut sent = 0u64;
+        let error = loop {
+            match luna_daemon::protocol::write_frame(&mut deaf, &body) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        let _ = done.send((sent, error));
+    });
+    // A bound on the wait, not a synchronisation: the write fails as soon as the daemon hangs up.
+    let (sent, error) =
+        ended.recv_timeout(std::time::Duration::from_secs(60)).expect("the daemon cut off the client that never reads");
+    assert!(sent > 0, "requests were sent and answered before the replies backed up ({error})");
+    // The daemon itself is fine and serves other clients.
+    assert!(matches!(RawConn::handshaken(&daemon.socket).request(&Request::Stats(Empty {})), Response::Stats(_)));
 }
 
 /// Unix-only, each for its reason:

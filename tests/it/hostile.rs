@@ -5,7 +5,7 @@ use luna_daemon::protocol::{
 };
 use luna_daemon::shm::{HEADER_LEN, Segment, SegmentState, SegmentWriter};
 
-use crate::support::{RawConn, TestDaemon, file_names, hello};
+use crate::support::{RawConn, TestDaemon, file_names, hello, rgb_u8_4x4};
 
 fn expect_error(reply: Response, code: ErrorCode, needle: &str) -> String {
     match reply {
@@ -38,21 +38,6 @@ fn job_with(descriptor: ImageDescriptor, output: &std::path::Path) -> Request {
         filename: "hostile".to_owned(),
         ..SubmitJob::new(output.to_string_lossy(), slots)
     }))
-}
-
-/// A 4x4 RGB u8 descriptor for a segment.
-fn rgb_u8_4x4(segment: &str) -> ImageDescriptor {
-    ImageDescriptor {
-        segment: segment.to_owned(),
-        offset: HEADER_LEN,
-        length: 48,
-        width: 4,
-        height: 4,
-        channels: 3,
-        dtype: SampleType::U8,
-        row_stride: 12,
-        crc32: None,
-    }
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use interprocess::local_socket::{Stream, prelude::*};
 use luna_daemon::client::Client;
 use luna_daemon::ipc::connect_name;
-use luna_daemon::protocol::{self, Hello, PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response};
+use luna_daemon::protocol::{
+    self, Hello, ImageDescriptor, PROTOCOL_NAME, PROTOCOL_VERSION, Request, Response, SampleType,
+};
 
 /// The daemon binary built by cargo for these tests.
 pub fn daemon_exe() -> &'static str {
@@ -270,6 +272,21 @@ impl RawConn {
             Err(protocol::FrameError::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
             _ => false,
         }
+    }
+}
+
+/// A 4x4 RGB u8 image at the start of `segment`'s data (for hand-made submissions).
+pub fn rgb_u8_4x4(segment: &str) -> ImageDescriptor {
+    ImageDescriptor {
+        segment: segment.to_owned(),
+        offset: luna_daemon::shm::HEADER_LEN,
+        length: 48,
+        width: 4,
+        height: 4,
+        channels: 3,
+        dtype: SampleType::U8,
+        row_stride: 12,
+        crc32: None,
     }
 }
 
