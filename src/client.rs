@@ -170,6 +170,12 @@ pub struct JobOptions {
     pub exr_bit_depth: u8,
     /// The colour space of the submitted samples, for EXR.
     pub exr_input_color_space: ExrColorSpace,
+    /// AVIF quality, 1..=100.
+    pub avif_quality: u8,
+    /// AVIF encoder speed, 1..=10.
+    pub avif_speed: u8,
+    /// AVIF bits per sample: 10 or 8.
+    pub avif_bit_depth: u8,
     /// JPEG XL bits per sample (always lossless): 8 or 16.
     pub jxl_bit_depth: u8,
 }
@@ -185,6 +191,8 @@ impl JobOptions {
             Some(url) if url.starts_with(crate::s3::S3_SCHEME) => url.to_owned(),
             _ => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()).to_string_lossy().into_owned(),
         };
+        // The protocol's defaults for the options added with AVIF (one place: protocol/messages.rs).
+        let defaults = SubmitJob::new(String::new(), Vec::new());
         Self {
             output_dir,
             save_path: String::new(),
@@ -209,6 +217,9 @@ impl JobOptions {
             png_bit_depth: 8,
             exr_bit_depth: 32,
             exr_input_color_space: ExrColorSpace::Srgb,
+            avif_quality: defaults.avif_quality,
+            avif_speed: defaults.avif_speed,
+            avif_bit_depth: defaults.avif_bit_depth,
             jxl_bit_depth: 8,
         }
     }
@@ -408,6 +419,9 @@ impl Client {
             png_bit_depth: options.png_bit_depth,
             exr_bit_depth: options.exr_bit_depth,
             exr_input_color_space: options.exr_input_color_space,
+            avif_quality: options.avif_quality,
+            avif_speed: options.avif_speed,
+            avif_bit_depth: options.avif_bit_depth,
             jxl_bit_depth: options.jxl_bit_depth,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };

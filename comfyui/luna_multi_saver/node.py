@@ -29,7 +29,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from . import autostart, local_save, shm, templates, ui_bridge
+from . import autostart, constants, local_save, shm, templates, ui_bridge
 from . import client as daemon
 from .metadata import JobMetadata
 from .pixels import images_of, to_uint8
@@ -39,10 +39,11 @@ FALLBACK_MESSAGE = "[LunaMultiSaver] Daemon save selected but daemon not availab
 DEFAULT_FILENAME = "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%"
 AFFIX_DEFAULTS = ("ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5")
 # New formats are appended, so workflows saved with earlier versions keep their choices.
-FORMATS = ["png", "webp", "jpeg", "no save", "exr", "jxl"]
+FORMATS = ["png", "webp", "jpeg", "no save", "exr", "avif", "jxl"]
 PNG_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
 EXR_BIT_DEPTHS = {"32-bit float": 32, "16-bit half": 16}
 EXR_COLOR_SPACES = {"sRGB": "srgb", "linear": "linear"}
+AVIF_BIT_DEPTHS = {"10-bit": 10, "8-bit": 8}
 JXL_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
 SLOTS = 5
 CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
@@ -155,6 +156,11 @@ def start_prewarm() -> threading.Thread | None:
     thread = threading.Thread(target=warm, name="luna-prewarm", daemon=True)
     thread.start()
     return thread
+
+
+def _job_default(name: str):
+    """A job option's default, from constants.json (the one place it is written)."""
+    return next(o.default for o in constants.JOB_OPTIONS if o.name == name)
 
 
 def _tip(text: str) -> dict:
@@ -287,6 +293,31 @@ class LunaMultiSaver:
                         **_tip("Colour space of the input: sRGB is linearised for EXR; linear is written as is"),
                     },
                 ),
+                "avif_quality": (
+                    "INT",
+                    {
+                        "default": _job_default("avif_quality"),
+                        "min": 1,
+                        "max": 100,
+                        **_tip("AVIF quality; 100 is best"),
+                    },
+                ),
+                "avif_speed": (
+                    "INT",
+                    {
+                        "default": _job_default("avif_speed"),
+                        "min": 1,
+                        "max": 10,
+                        **_tip("AVIF encoder speed: 1 is slowest (smallest files), 10 fastest"),
+                    },
+                ),
+                "avif_bit_depth": (
+                    list(AVIF_BIT_DEPTHS),
+                    {
+                        "default": "10-bit",
+                        **_tip("AVIF bits per sample; 10-bit is made from the float pixels (the daemon's; local is 8)"),
+                    },
+                ),
                 "jxl_bit_depth": (
                     list(JXL_BIT_DEPTHS),
                     {
@@ -385,6 +416,9 @@ class LunaMultiSaver:
             png_bit_depth=PNG_BIT_DEPTHS[v["png_bit_depth"]],
             exr_bit_depth=EXR_BIT_DEPTHS[v["exr_bit_depth"]],
             exr_input_color_space=EXR_COLOR_SPACES[v["exr_color_space"]],
+            avif_quality=int(v["avif_quality"]),
+            avif_speed=int(v["avif_speed"]),
+            avif_bit_depth=AVIF_BIT_DEPTHS[v["avif_bit_depth"]],
             jxl_bit_depth=JXL_BIT_DEPTHS[v["jxl_bit_depth"]],
             quality_gate=v["quality_gate"],
             min_quality_threshold=float(v["min_quality_threshold"]),

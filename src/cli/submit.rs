@@ -35,14 +35,20 @@ pub struct SubmitArgs {
     #[arg(long)]
     lossless: bool,
     /// Bits per sample where the format has a choice: PNG 8 or 16, EXR 16 (half) or 32 (float, the default),
-    /// JPEG XL 8 or 16. 16-bit PNG and JPEG XL and EXR are made from the samples as submitted (float or 16-bit),
-    /// never from 8 bits.
+    /// AVIF 8 or 10 (the default), JPEG XL 8 or 16. 16-bit PNG, EXR, 10-bit AVIF and 16-bit JPEG XL are made from
+    /// the samples as submitted (float or 16-bit), never from 8 bits.
     #[arg(long, value_parser = clap::value_parser!(u8).range(8..=32))]
     bit_depth: Option<u8>,
     /// Colour space of the submitted samples, for EXR: srgb (linearised before writing; ComfyUI's images) or
     /// linear (written unchanged).
     #[arg(long, value_enum, default_value_t = ColorSpaceArg::Srgb)]
     exr_color_space: ColorSpaceArg,
+    /// AVIF quality, 1..100 (100 is the best; default 80).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    avif_quality: Option<u8>,
+    /// AVIF encoder speed, 1 (slowest, smallest files) ..10 (fastest; default 6).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=10))]
+    avif_speed: Option<u8>,
     /// Affix appended to file names (and the sub-folder name unless --no-subdir).
     #[arg(long, default_value = "")]
     affix: String,
@@ -112,6 +118,7 @@ enum FormatArg {
     Webp,
     Jpeg,
     Exr,
+    Avif,
     Jxl,
 }
 
@@ -205,17 +212,19 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
         FormatArg::Webp => ImageFormat::Webp,
         FormatArg::Jpeg => ImageFormat::Jpeg,
         FormatArg::Exr => ImageFormat::Exr,
+        FormatArg::Avif => ImageFormat::Avif,
         FormatArg::Jxl => ImageFormat::Jxl,
     };
     match (args.format, args.bit_depth) {
         (_, None) => {}
         (FormatArg::Png, Some(bits @ (8 | 16))) => o.png_bit_depth = bits,
         (FormatArg::Exr, Some(bits @ (16 | 32))) => o.exr_bit_depth = bits,
+        (FormatArg::Avif, Some(bits @ (8 | 10))) => o.avif_bit_depth = bits,
         (FormatArg::Jxl, Some(bits @ (8 | 16))) => o.jxl_bit_depth = bits,
         (FormatArg::Webp | FormatArg::Jpeg, Some(8)) => {}
         (format, Some(bits)) => bail!(
-            "--bit-depth {bits} is not available for {}: PNG and JPEG XL take 8 or 16, EXR 16 or 32, WebP and \
-             JPEG only 8",
+            "--bit-depth {bits} is not available for {}: PNG and JPEG XL take 8 or 16, EXR 16 or 32, AVIF 8 or 10, \
+             WebP and JPEG only 8",
             format.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
         ),
     }
@@ -223,6 +232,8 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
         ColorSpaceArg::Srgb => ExrColorSpace::Srgb,
         ColorSpaceArg::Linear => ExrColorSpace::Linear,
     };
+    o.avif_quality = args.avif_quality.unwrap_or(o.avif_quality);
+    o.avif_speed = args.avif_speed.unwrap_or(o.avif_speed);
     o.png_compression = args.png_compression;
     if let (FormatArg::Jxl, Some(quality)) = (args.format, args.quality) {
         bail!(

@@ -1,6 +1,7 @@
 //! Pure encoding: sample conversion to 8 bits, quality-gate scores, metadata layout, and pixels + options to
 //! image bytes through any `Write`. No sockets, no shared memory, no file names.
 
+mod avif_encoder;
 mod exr_encoder;
 mod gate;
 mod jpeg_encoder;
@@ -22,6 +23,7 @@ mod webp_encoder;
 
 use std::io::Write;
 
+pub use avif_encoder::{AVIF_QUALITY, AVIF_SPEED, AvifOptions, alpha_code, encode_avif, encode_avif_image8, ycbcr};
 pub use exr_encoder::{ExrInput, encode_exr, srgb_to_linear};
 pub use gate::{EDGE_SCALE, Scores, VARIANCE_SCALE, scores};
 pub use jpeg_encoder::encode_jpeg;
@@ -64,6 +66,9 @@ pub enum Format {
     Png16 { compression: u8 },
     /// OpenEXR, 16-bit half or 32-bit float samples, from the samples as submitted.
     Exr { half: bool, input: ExrInput },
+    /// AVIF at a quality (1..=100) and speed (1..=10), 8-bit from the 8-bit image or 10-bit from the samples as
+    /// submitted.
+    Avif(AvifOptions),
     /// Lossless JPEG XL, 8 bits per sample or (`sixteen`) 16 from the samples as submitted.
     Jxl { sixteen: bool },
 }
@@ -71,7 +76,13 @@ pub enum Format {
 impl Format {
     /// Whether the format keeps more than 8 bits, so the worker must hand it the samples as submitted.
     pub fn wants_raw(self) -> bool {
-        matches!(self, Self::Png16 { .. } | Self::Exr { .. } | Self::Jxl { sixteen: true })
+        matches!(
+            self,
+            Self::Png16 { .. }
+                | Self::Exr { .. }
+                | Self::Avif(AvifOptions { ten_bit: true, .. })
+                | Self::Jxl { sixteen: true }
+        )
     }
 }
 
@@ -84,7 +95,8 @@ pub fn encode<W: Write>(
     metadata: Option<&Metadata>,
     out: W,
 ) -> Result<Vec<String>, EncodeError> {
-    if format.wants_raw() {
+    // AVIF builds its 10-bit planes from the 8-bit values directly; the others take widened samples.
+    if format.wants_raw() && !matches!(format, Format::Avif(_)) {
         return encode_pixels(&Pixels::Eight(image.clone()), format, metadata, out);
     }
     encode_eight(image, format, metadata, out)
@@ -106,6 +118,11 @@ pub fn encode_pixels<W: Write>(
         Format::Exr { half, input } => {
             let text = metadata.map(Metadata::png_text).unwrap_or_default();
             encode_exr(&pixels.raw(), half, input, &text, out)?;
+            Ok(Vec::new())
+        }
+        Format::Avif(options) => {
+            let exif = metadata.map(|m| m.exif(true, &[]));
+            encode_avif(pixels, options, exif.as_deref(), out)?;
             Ok(Vec::new())
         }
         Format::Jxl { sixteen: true } => {
@@ -138,6 +155,11 @@ fn encode_eight<W: Write>(
             let (app1, notes) = metadata.map(jpeg_app1).unwrap_or((None, Vec::new()));
             encode_jpeg(image, quality, app1.as_deref(), out)?;
             Ok(notes)
+        }
+        Format::Avif(options) => {
+            let exif = metadata.map(|m| m.exif(true, &[]));
+            encode_avif_image8(image, options, exif.as_deref(), out)?;
+            Ok(Vec::new())
         }
         Format::Jxl { sixteen: false } => {
             let exif = metadata.map(|m| m.exif(true, &[]));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::encode::SampleFormat;
+use crate::encode::{AVIF_QUALITY, AVIF_SPEED, SampleFormat};
 use chrono::{DateTime, FixedOffset, Local, Utc};
 
 use super::task::{ImageTask, JobSettings, MetadataSource, SegmentRef, check_metadata_blob};
@@ -317,6 +317,15 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     }
     if !matches!(job.exr_bit_depth, 16 | 32) {
         return Err(invalid_job(format!("exr_bit_depth {} is not 16 (half) or 32 (float)", job.exr_bit_depth)));
+    }
+    if !matches!(job.avif_bit_depth, 8 | 10) {
+        return Err(invalid_job(format!("avif_bit_depth {} is not 8 or 10", job.avif_bit_depth)));
+    }
+    if !AVIF_QUALITY.contains(&job.avif_quality) {
+        return Err(invalid_job(format!("avif_quality {} is outside 1..=100", job.avif_quality)));
+    }
+    if !AVIF_SPEED.contains(&job.avif_speed) {
+        return Err(invalid_job(format!("avif_speed {} is outside 1..=10", job.avif_speed)));
     }
     if !matches!(job.jxl_bit_depth, 8 | 16) {
         return Err(invalid_job(format!(

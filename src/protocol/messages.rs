@@ -104,6 +104,8 @@ pub enum ImageFormat {
     Jpeg,
     /// OpenEXR, 32-bit float or 16-bit half (`exr_bit_depth`), metadata as string header attributes.
     Exr,
+    /// AVIF at `avif_quality` and `avif_speed`, 8 or 10 bits (`avif_bit_depth`), metadata as an Exif item.
+    Avif,
     /// JPEG XL, lossless, 8 or 16 bits (`jxl_bit_depth`), metadata as an `Exif` box.
     Jxl,
 }
@@ -116,6 +118,7 @@ impl ImageFormat {
             Self::Webp => "webp",
             Self::Jpeg => "jpg",
             Self::Exr => "exr",
+            Self::Avif => "avif",
             Self::Jxl => "jxl",
         }
     }
@@ -319,6 +322,15 @@ pub struct SubmitJob {
     /// The colour space the submitted samples are in, for EXR.
     #[serde(default)]
     pub exr_input_color_space: ExrColorSpace,
+    /// AVIF quality, 1..=100 (ravif's scale; 100 is the best).
+    #[serde(default = "default_avif_quality")]
+    pub avif_quality: u8,
+    /// AVIF encoder speed, 1 (slowest, smallest) ..= 10 (fastest).
+    #[serde(default = "default_avif_speed")]
+    pub avif_speed: u8,
+    /// Bits per sample of AVIF files: 10 (from the samples as submitted) or 8 (from the 8-bit image).
+    #[serde(default = "default_avif_bit_depth")]
+    pub avif_bit_depth: u8,
     /// Bits per sample of JPEG XL files (always lossless): 8, or 16 (from the samples as submitted).
     #[serde(default = "default_jxl_bit_depth")]
     pub jxl_bit_depth: u8,
@@ -354,9 +366,24 @@ impl SubmitJob {
             png_bit_depth: default_png_bit_depth(),
             exr_bit_depth: default_exr_bit_depth(),
             exr_input_color_space: ExrColorSpace::default(),
+            avif_quality: default_avif_quality(),
+            avif_speed: default_avif_speed(),
+            avif_bit_depth: default_avif_bit_depth(),
             jxl_bit_depth: default_jxl_bit_depth(),
         }
     }
+}
+
+fn default_avif_quality() -> u8 {
+    80
+}
+
+fn default_avif_speed() -> u8 {
+    6
+}
+
+fn default_avif_bit_depth() -> u8 {
+    10
 }
 
 fn default_png_bit_depth() -> u8 {

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::encode::{
-    EncodeError, ExrInput, Format, Image8, Metadata, Pixels, RawImage, append_samples, convert_row, encode_pixels,
-    encode_thumbnail, scores, thumbnail_metadata,
+    AvifOptions, EncodeError, ExrInput, Format, Image8, Metadata, Pixels, RawImage, append_samples, convert_row,
+    encode_pixels, encode_thumbnail, scores, thumbnail_metadata,
 };
 use crate::jobs::{ImageTask, THUMBNAIL_DIR};
 use crate::output::{self, OutputDirs, OutputError, Written};
@@ -182,6 +182,7 @@ fn content_type(format: ImageFormat) -> &'static str {
         ImageFormat::Webp => "image/webp",
         ImageFormat::Jpeg => "image/jpeg",
         ImageFormat::Exr => "image/x-exr",
+        ImageFormat::Avif => "image/avif",
         ImageFormat::Jxl => "image/jxl",
     }
 }
@@ -258,6 +259,11 @@ fn encoder_format(format: ImageFormat, job: &SubmitJob) -> Format {
                 ExrColorSpace::Linear => ExrInput::Linear,
             },
         },
+        ImageFormat::Avif => Format::Avif(AvifOptions {
+            quality: job.avif_quality,
+            speed: job.avif_speed,
+            ten_bit: job.avif_bit_depth == 10,
+        }),
     }
 }
 

@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 30] = [
+const FIXTURES: [&str; 31] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -37,6 +37,7 @@ const FIXTURES: [&str; 30] = [
     "status_retrying",
     "submit_batch",
     "submit_deep",
+    "submit_avif",
     "batch_status_request",
     "batch_status_reply",
     "submit_thumbnails",
@@ -597,6 +598,19 @@ fn a_submit_asking_for_16_bit_png_and_half_exr_from_linear_samples() {
         (8, 32, ExrColorSpace::Srgb),
         "the defaults"
     );
+}
+
+#[test]
+fn a_submit_asking_for_avif_at_its_own_quality_speed_and_depth() {
+    use luna_daemon::protocol::ImageFormat;
+    let Request::Submit(job) = request("submit_avif") else { panic!("not a submit") };
+    assert_eq!((job.avif_quality, job.avif_speed, job.avif_bit_depth), (55, 9, 8));
+    assert_eq!(
+        job.slots.iter().map(|s| (s.format, s.affix.as_str())).collect::<Vec<_>>(),
+        [(ImageFormat::Avif, "SMALL")]
+    );
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!((minimal.avif_quality, minimal.avif_speed, minimal.avif_bit_depth), (80, 6, 10), "the defaults");
 }
 
 #[test]

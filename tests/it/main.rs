@@ -1,5 +1,6 @@
 //! Integration tests: one binary, each module against real daemon processes in temp dirs.
 
+mod avif;
 mod batch;
 mod cli;
 mod constants;

@@ -348,7 +348,7 @@ def pillow_lossless_webp(path: Path, workflow: dict) -> Path:
 def restore_in_browser(server, tmp_path, workflows: list[dict], files: list[tuple[Path, int]]) -> dict:
     """Drops each file on the real frontend (browser/restore.mjs); ``files`` pairs a path with the index of the
     workflow it embeds, whose frontend-built graph is the reference."""
-    mime = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg"}
+    mime = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".avif": "image/avif"}
     request = {
         "workflows": workflows,
         "files": [{"path": str(p), "mime": mime[p.suffix], "workflow": w} for p, w in files],
@@ -389,6 +389,8 @@ def test_the_real_frontend_restores_the_embedded_workflow_from_our_files(server,
             ("webp", True, small),  # the layout is what matters here, not the size
             ("jpeg", False, big),
             ("jpeg", False, small),
+            # Issue 15: the 200 KB workflow in an AVIF Exif item (daemon: rav1e, 10-bit; local: Pillow, 8-bit).
+            ("avif", False, big),
         ):
             # Lossless: the first seed whose image chunk has an odd size (the case frontend 1.27 used to miss).
             for seed in range(1, 33 if lossless else 2):
