@@ -223,8 +223,8 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
         (FormatArg::Jxl, Some(bits @ (8 | 16))) => o.jxl_bit_depth = bits,
         (FormatArg::Webp | FormatArg::Jpeg, Some(8)) => {}
         (format, Some(bits)) => bail!(
-            "--bit-depth {bits} is not available for {}: PNG and JPEG XL take 8 or 16, EXR 16 or 32, AVIF 8 or 10, \
-             WebP and JPEG only 8",
+            "--bit-depth {bits} is not available for {}: PNG takes 8 or 16, EXR 16 or 32, AVIF 8 or 10, JPEG XL 8 \
+             or 16, WebP and JPEG only 8",
             format.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
         ),
     }

@@ -181,7 +181,7 @@ fn submit_writes_lossless_jpeg_xl_at_8_and_16_bits_and_refuses_what_it_cannot_do
     let o = cli(&daemon, &[&base[..], &["--bit-depth", "10"]].concat());
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("--bit-depth 10 is not available for jxl: PNG and JPEG XL take 8 or 16"), "{stderr}");
+    assert!(stderr.contains("--bit-depth 10 is not available for jxl: PNG takes 8 or 16, EXR 16 or 32, AVIF 8 or 10, JPEG XL 8 or 16, WebP"), "{stderr}");
     let o = cli(&daemon, &[&base[..], &["--quality", "80"]].concat());
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
