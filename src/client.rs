@@ -176,6 +176,8 @@ pub struct JobOptions {
     pub avif_speed: u8,
     /// AVIF bits per sample: 10 or 8.
     pub avif_bit_depth: u8,
+    /// JPEG XL bits per sample (always lossless): 8 or 16.
+    pub jxl_bit_depth: u8,
 }
 
 impl JobOptions {
@@ -218,6 +220,7 @@ impl JobOptions {
             avif_quality: defaults.avif_quality,
             avif_speed: defaults.avif_speed,
             avif_bit_depth: defaults.avif_bit_depth,
+            jxl_bit_depth: 8,
         }
     }
 }
@@ -419,6 +422,7 @@ impl Client {
             avif_quality: options.avif_quality,
             avif_speed: options.avif_speed,
             avif_bit_depth: options.avif_bit_depth,
+            jxl_bit_depth: options.jxl_bit_depth,
             ..SubmitJob::new(options.output_dir.clone(), slots)
         };
         let request = Request::Submit(Box::new(job));

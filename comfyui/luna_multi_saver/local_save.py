@@ -1,8 +1,9 @@
 """The in-process save (daemon_save OFF, and the fallback when the daemon cannot take a job), with SPEC section 4
 semantics: templates, confinement, never-overwriting atomic files, per-image quality gates, PNG (8 or 16 bits),
-WebP, JPEG, EXR and AVIF with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it the image
-is saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image. AVIF needs a
-Pillow with AVIF (:mod:`.avif_format`); without it the image is saved as a PNG, with a note.
+WebP, JPEG, EXR, AVIF and JPEG XL with the metadata ComfyUI writes. EXR needs the ``OpenEXR`` package; without it
+the image is saved as a 16-bit PNG instead and the image's notes (and the log) say so: never a lost image. AVIF
+needs a Pillow with AVIF (:mod:`.avif_format`); without it the image is saved as a PNG, with a note. JPEG XL needs
+``pillow-jxl-plugin`` and is 8-bit only here (:mod:`.jxl`); otherwise a PNG with a note, likewise.
 
 Every path and name of the job is expanded and checked before the first byte is written, so a refused template
 leaves nothing behind.
@@ -20,11 +21,11 @@ from dataclasses import dataclass, field, make_dataclass
 import numpy as np
 from PIL import Image
 
-from . import avif_format, constants, deep_formats, gates, local_extras, metadata, paths, templates
+from . import avif_format, constants, deep_formats, gates, jxl, local_extras, metadata, paths, templates
 from .pixels import images_of, to_uint8
 
-FORMATS = ("png", "webp", "jpeg", "exr", "avif")
-EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr", "avif": "avif"}
+FORMATS = ("png", "webp", "jpeg", "exr", "avif", "jxl")
+EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg", "exr": "exr", "avif": "avif", "jxl": "jxl"}
 EXR_MISSING_NOTE = "EXR needs the OpenEXR package (pip install openexr) for local saves; saved as a 16-bit PNG instead"
 DISCARDED_DIR = constants.DISCARDED_DIR
 MAX_PARALLEL = 4
@@ -119,6 +120,11 @@ class LocalSaver:
         if o.exr_input_color_space not in ("srgb", "linear"):
             raise ValueError(f"exr_input_color_space {o.exr_input_color_space!r} is not srgb or linear")
         avif_format.check_options(o.avif_quality, o.avif_speed, o.avif_bit_depth)
+        if o.jxl_bit_depth not in (8, 16):
+            raise ValueError(
+                f"jxl_bit_depth {o.jxl_bit_depth} is not 8 or 16 (JPEG XL is saved losslessly at 8 or 16 bits per "
+                "sample)"
+            )
         local_extras.check_options(o)
         paths.split_sub_path(self.save_path)
         paths.split_sub_path(self.name_dir)
@@ -163,6 +169,12 @@ class LocalSaver:
             notes.append(avif_format.MISSING_NOTE)
         elif fmt == "avif" and o.avif_bit_depth == 10:
             notes.append(avif_format.EIGHT_BIT_NOTE)
+        elif fmt == "jxl" and o.jxl_bit_depth == 16:
+            fmt, ext = "png16", "png"
+            notes.append(jxl.SIXTEEN_BIT_NOTE)
+        elif fmt == "jxl" and not jxl.available():
+            fmt, ext = "png", "png"
+            notes.append(jxl.MISSING_NOTE)
         pixels = to_uint8(task.pixels)
         verdict = gates.judge(pixels, o.quality_gate, o.min_quality_threshold)
         sub_path = _join(self.save_path, None if verdict.passed else DISCARDED_DIR, task.affix_dir, self.name_dir)
@@ -196,6 +208,8 @@ class LocalSaver:
             elif fmt == "png":
                 info = metadata.png_info(o.metadata, facts) if o.embed_metadata else None
                 image.save(out, "PNG", pnginfo=info, compress_level=o.png_compression)
+            elif fmt == "jxl":
+                jxl.write_jxl(out, image, metadata.build_exif(o.metadata, facts) if o.embed_metadata else None)
             elif fmt == "webp":
                 # exact: keep the colour of fully transparent pixels, so lossless decodes to the same samples.
                 kwargs: dict = {"lossless": o.lossless_webp, "exact": o.lossless_webp}

@@ -39,11 +39,12 @@ FALLBACK_MESSAGE = "[LunaMultiSaver] Daemon save selected but daemon not availab
 DEFAULT_FILENAME = "%time:YYYY_mm_dd.HH.MM.SS%_%model_name%"
 AFFIX_DEFAULTS = ("ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5")
 # New formats are appended, so workflows saved with earlier versions keep their choices.
-FORMATS = ["png", "webp", "jpeg", "no save", "exr", "avif"]
+FORMATS = ["png", "webp", "jpeg", "no save", "exr", "avif", "jxl"]
 PNG_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
 EXR_BIT_DEPTHS = {"32-bit float": 32, "16-bit half": 16}
 EXR_COLOR_SPACES = {"sRGB": "srgb", "linear": "linear"}
 AVIF_BIT_DEPTHS = {"10-bit": 10, "8-bit": 8}
+JXL_BIT_DEPTHS = {"8-bit": 8, "16-bit": 16}
 SLOTS = 5
 CLIENT_NAME = "comfyui-luna-multi-saver/0.1.0"
 PREVIEW_MAX_SIDE = 256
@@ -317,6 +318,16 @@ class LunaMultiSaver:
                         **_tip("AVIF bits per sample; 10-bit is made from the float pixels (the daemon's; local is 8)"),
                     },
                 ),
+                "jxl_bit_depth": (
+                    list(JXL_BIT_DEPTHS),
+                    {
+                        "default": "8-bit",
+                        **_tip(
+                            "JPEG XL bits per sample (always lossless); 16-bit is made from the float pixels and "
+                            "needs the daemon (a local save writes a 16-bit PNG instead)"
+                        ),
+                    },
+                ),
             }
         )
         return {
@@ -408,6 +419,7 @@ class LunaMultiSaver:
             avif_quality=int(v["avif_quality"]),
             avif_speed=int(v["avif_speed"]),
             avif_bit_depth=AVIF_BIT_DEPTHS[v["avif_bit_depth"]],
+            jxl_bit_depth=JXL_BIT_DEPTHS[v["jxl_bit_depth"]],
             quality_gate=v["quality_gate"],
             min_quality_threshold=float(v["min_quality_threshold"]),
             embed_metadata=embed,

@@ -10,6 +10,7 @@ import socket
 import struct
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,72 @@ def comfy_frontend_exif(tiff: bytes) -> dict[str, str]:
 def webp_exif(path: str | Path) -> bytes:
     """The first EXIF chunk's payload."""
     return next(body for kind, body in webp_chunks(path) if kind == b"EXIF")
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """A plain 16-bit PNG decoder (all five filters), independent of both writers."""
+    data = path.read_bytes()
+    at, idat = 8, b""
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        at += 12 + length
+    assert depth == 16
+    channels = {0: 1, 2: 3, 6: 4}[color]
+    bpp, stride = 2 * channels, 2 * channels * width
+    raw = zlib.decompress(idat)
+    prior = bytearray(stride)
+    rows = []
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prior[i]
+            c = prior[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prior = line
+    return np.frombuffer(b"".join(rows), ">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def jxl_boxes(path: str | Path) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every ISOBMFF box of a JPEG XL container; [] for a bare codestream."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\xff\x0a":
+        return []
+    assert data[:12] == b"\0\0\0\x0cJXL \r\n\x87\n", data[:12]
+    boxes, at = [], 0
+    while at < len(data):
+        (size,), kind, header = struct.unpack(">I", data[at : at + 4]), data[at + 4 : at + 8], 8
+        if size == 1:
+            (size,), header = struct.unpack(">Q", data[at + 8 : at + 16]), 16
+        size = size or len(data) - at
+        assert at + size <= len(data), f"box {kind!r} at {at} runs past the end"
+        boxes.append((kind, data[at + header : at + size]))
+        at += size
+    return boxes
+
+
+def jxl_exif(path: str | Path) -> bytes | None:
+    """The TIFF of a JPEG XL container's first ``Exif`` box (its 4-byte TIFF header offset applied), or None."""
+    body = next((body for kind, body in jxl_boxes(path) if kind == b"Exif"), None)
+    if body is None:
+        return None
+    (offset,) = struct.unpack(">I", body[:4])
+    return body[4 + offset :]
 
 
 def jpeg_exif(path: str | Path) -> bytes | None:

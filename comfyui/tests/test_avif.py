@@ -25,8 +25,9 @@ pytestmark = pytest.mark.skipif(not avif_format.available(), reason="this Pillow
 WHEN = templates.Timestamp(ms=1_741_334_704_000, utc_offset_s=0)
 PROMPT = {"3": {"class_type": "KSampler", "inputs": {"text": "a: b", "seed": 42}}}
 EXTRA = {"workflow": {"nodes": [{"id": 3}], "links": []}}
-# Decoded 8-bit pixels against the source, per channel: mean absolute error and the largest error, for a smooth
-# test image at the default quality (80). Both encoders stay well inside (measured: see the assertions' messages).
+# Decoded 8-bit pixels against the source, per sample: mean absolute error and the largest error, for the smooth
+# test image at the default quality (80). Measured: daemon (rav1e) mean 0.72-1.17, max 5-14 (8-bit is the worse);
+# local (Pillow's libavif) mean 0.70-0.85, max 5-6. Local against daemon: within twice these bounds.
 MEAN_TOLERANCE = 2.0
 MAX_TOLERANCE = 24
 

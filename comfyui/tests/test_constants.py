@@ -47,6 +47,7 @@ def test_the_node_carries_every_option_to_the_daemon():
     changed |= {"zip": True}
     changed |= {"png_bit_depth": 16, "exr_bit_depth": 16, "exr_input_color_space": "linear"}
     changed |= {"avif_quality": 55, "avif_speed": 9, "avif_bit_depth": 8}
+    changed |= {"jxl_bit_depth": 16}
     assert set(changed) | {"output_dir", "timestamp_ms", "utc_offset_s"} == {o["name"] for o in DATA["job_options"]}
     save = local_save.SaveOptions(output_dir="/out", timestamp=when, **changed)
     wire = constants.wire_options(node.daemon_job_options(save))

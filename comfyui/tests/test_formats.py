@@ -6,8 +6,6 @@ the OpenEXR package becomes a 16-bit PNG with a note, never a lost image."""
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 
 import helpers
 from conftest import folder_paths
-from helpers import files_under, noise, png_text
+from helpers import files_under, noise, png_text, read_png16
 from luna_multi_saver import deep_formats, local_save, templates
 from luna_multi_saver.pixels import srgb_to_linear, to_uint16
 
@@ -36,45 +34,6 @@ def fine(h: int = 24, w: int = 40, c: int = 3, seed: int = 3) -> np.ndarray:
     x = np.random.default_rng(seed).random((1, h, w, c), dtype=np.float32)
     x[0, 0, 0, 0], x[0, 0, 1, 0], x[0, 1, 0, 0] = 1.5, -0.25, np.nan
     return x
-
-
-def read_png16(path: Path) -> np.ndarray:
-    """A plain 16-bit PNG decoder (all five filters), independent of both writers."""
-    data = path.read_bytes()
-    at, idat = 8, b""
-    while at < len(data):
-        (length,) = struct.unpack(">I", data[at : at + 4])
-        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, color = struct.unpack(">IIBB", body[:10])
-        elif kind == b"IDAT":
-            idat += body
-        at += 12 + length
-    assert depth == 16
-    channels = {0: 1, 2: 3, 6: 4}[color]
-    bpp, stride = 2 * channels, 2 * channels * width
-    raw = zlib.decompress(idat)
-    prior = bytearray(stride)
-    rows = []
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prior[i]
-            c = prior[i - bpp] if i >= bpp else 0
-            if kind == 1:
-                line[i] = (line[i] + a) & 255
-            elif kind == 2:
-                line[i] = (line[i] + b) & 255
-            elif kind == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(bytes(line))
-        prior = line
-    return np.frombuffer(b"".join(rows), ">u2").reshape(height, width, channels).astype(np.uint16)
 
 
 def read_exr(path: Path) -> tuple[dict, dict]:

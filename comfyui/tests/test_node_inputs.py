@@ -30,7 +30,7 @@ OPTIONAL = (
         for i, affix in enumerate(["ORIG", "UPSCALED", "DETAILED", "FINAL", "IMAGE5"], start=1)
     ]
     # Issue 15's formats are appended to the original choices, so saved workflows keep theirs.
-    + [(f"format_{i}", ["png", "webp", "jpeg", "no save", "exr", "avif"], "webp") for i in range(1, 6)]
+    + [(f"format_{i}", ["png", "webp", "jpeg", "no save", "exr", "avif", "jxl"], "webp") for i in range(1, 6)]
     + [(f"subdir_{i}", "BOOLEAN", True) for i in range(1, 6)]
     + [
         ("png_compression", "INT", 4),
@@ -56,6 +56,8 @@ OPTIONAL = (
     ]
     # Issue 15: AVIF.
     + [("avif_quality", "INT", 80), ("avif_speed", "INT", 6), ("avif_bit_depth", ["10-bit", "8-bit"], "10-bit")]
+    # Issue 15: JPEG XL (always lossless).
+    + [("jxl_bit_depth", ["8-bit", "16-bit"], "8-bit")]
 )
 
 

@@ -28,15 +28,15 @@ pub struct SubmitArgs {
     /// PNG compression level 0..9 (ComfyUI's default is 4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=9))]
     png_compression: u8,
-    /// JPEG and lossy WebP quality, 70..100.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(70..=100))]
-    quality: u8,
-    /// Lossless WebP.
+    /// JPEG and lossy WebP quality, 70..100 [default: 90]. Not for JPEG XL, which is always lossless.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(70..=100))]
+    quality: Option<u8>,
+    /// Lossless WebP (JPEG XL is always lossless: accepted there, changes nothing).
     #[arg(long)]
     lossless: bool,
     /// Bits per sample where the format has a choice: PNG 8 or 16, EXR 16 (half) or 32 (float, the default),
-    /// AVIF 8 or 10 (the default). 16-bit PNG, EXR and 10-bit AVIF are made from the samples as submitted (float
-    /// or 16-bit), never from 8 bits.
+    /// AVIF 8 or 10 (the default), JPEG XL 8 or 16. 16-bit PNG, EXR, 10-bit AVIF and 16-bit JPEG XL are made from
+    /// the samples as submitted (float or 16-bit), never from 8 bits.
     #[arg(long, value_parser = clap::value_parser!(u8).range(8..=32))]
     bit_depth: Option<u8>,
     /// Colour space of the submitted samples, for EXR: srgb (linearised before writing; ComfyUI's images) or
@@ -119,6 +119,7 @@ enum FormatArg {
     Jpeg,
     Exr,
     Avif,
+    Jxl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -212,16 +213,18 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
         FormatArg::Jpeg => ImageFormat::Jpeg,
         FormatArg::Exr => ImageFormat::Exr,
         FormatArg::Avif => ImageFormat::Avif,
+        FormatArg::Jxl => ImageFormat::Jxl,
     };
     match (args.format, args.bit_depth) {
         (_, None) => {}
         (FormatArg::Png, Some(bits @ (8 | 16))) => o.png_bit_depth = bits,
         (FormatArg::Exr, Some(bits @ (16 | 32))) => o.exr_bit_depth = bits,
         (FormatArg::Avif, Some(bits @ (8 | 10))) => o.avif_bit_depth = bits,
+        (FormatArg::Jxl, Some(bits @ (8 | 16))) => o.jxl_bit_depth = bits,
         (FormatArg::Webp | FormatArg::Jpeg, Some(8)) => {}
         (format, Some(bits)) => bail!(
-            "--bit-depth {bits} is not available for {}: PNG takes 8 or 16, EXR 16 or 32, AVIF 8 or 10, WebP and JPEG \
-             only 8",
+            "--bit-depth {bits} is not available for {}: PNG takes 8 or 16, EXR 16 or 32, AVIF 8 or 10, JPEG XL 8 \
+             or 16, WebP and JPEG only 8",
             format.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
         ),
     }
@@ -232,7 +235,13 @@ fn job_options(args: &SubmitArgs) -> anyhow::Result<JobOptions> {
     o.avif_quality = args.avif_quality.unwrap_or(o.avif_quality);
     o.avif_speed = args.avif_speed.unwrap_or(o.avif_speed);
     o.png_compression = args.png_compression;
-    o.lossy_quality = args.quality;
+    if let (FormatArg::Jxl, Some(quality)) = (args.format, args.quality) {
+        bail!(
+            "--quality {quality} does not apply to jxl: JPEG XL is saved losslessly only (this build has no lossy \
+             JPEG XL encoder; docs/ARCHITECTURE.md says why); drop --quality, or use --format webp or jpeg"
+        );
+    }
+    o.lossy_quality = args.quality.unwrap_or(90);
     o.lossless_webp = args.lossless;
     o.affix = args.affix.clone();
     o.subdir = !args.no_subdir;

@@ -5,6 +5,7 @@ mod avif_encoder;
 mod exr_encoder;
 mod gate;
 mod jpeg_encoder;
+mod jxl_encoder;
 mod metadata;
 mod pixels;
 mod png_deflate;
@@ -26,6 +27,7 @@ pub use avif_encoder::{AVIF_QUALITY, AVIF_SPEED, AvifOptions, alpha_code, encode
 pub use exr_encoder::{ExrInput, encode_exr, srgb_to_linear};
 pub use gate::{EDGE_SCALE, Scores, VARIANCE_SCALE, scores};
 pub use jpeg_encoder::encode_jpeg;
+pub use jxl_encoder::{JXL_MIN_SIDE, encode_jxl, encode_jxl16};
 pub use metadata::{MAX_APP1_PAYLOAD, Metadata, jpeg_app1};
 pub use pixels::{Image8, Pixels, RawImage, SampleFormat, Samples, append_samples, convert_row, u16_of_f32};
 pub use png_encoder::{PngOptions, encode_png, encode_png16};
@@ -67,12 +69,20 @@ pub enum Format {
     /// AVIF at a quality (1..=100) and speed (1..=10), 8-bit from the 8-bit image or 10-bit from the samples as
     /// submitted.
     Avif(AvifOptions),
+    /// Lossless JPEG XL, 8 bits per sample or (`sixteen`) 16 from the samples as submitted.
+    Jxl { sixteen: bool },
 }
 
 impl Format {
     /// Whether the format keeps more than 8 bits, so the worker must hand it the samples as submitted.
     pub fn wants_raw(self) -> bool {
-        matches!(self, Self::Png16 { .. } | Self::Exr { .. } | Self::Avif(AvifOptions { ten_bit: true, .. }))
+        matches!(
+            self,
+            Self::Png16 { .. }
+                | Self::Exr { .. }
+                | Self::Avif(AvifOptions { ten_bit: true, .. })
+                | Self::Jxl { sixteen: true }
+        )
     }
 }
 
@@ -115,6 +125,11 @@ pub fn encode_pixels<W: Write>(
             encode_avif(pixels, options, exif.as_deref(), out)?;
             Ok(Vec::new())
         }
+        Format::Jxl { sixteen: true } => {
+            let exif = metadata.map(|m| m.exif(true, &[]));
+            encode_jxl16(&pixels.raw(), exif.as_deref(), out)?;
+            Ok(Vec::new())
+        }
         _ => encode_eight(&pixels.image8(), format, metadata, out),
     }
 }
@@ -146,6 +161,13 @@ fn encode_eight<W: Write>(
             encode_avif_image8(image, options, exif.as_deref(), out)?;
             Ok(Vec::new())
         }
-        Format::Png16 { .. } | Format::Exr { .. } => unreachable!("high-precision formats go through encode_pixels"),
+        Format::Jxl { sixteen: false } => {
+            let exif = metadata.map(|m| m.exif(true, &[]));
+            encode_jxl(image, exif.as_deref(), out)?;
+            Ok(Vec::new())
+        }
+        Format::Png16 { .. } | Format::Exr { .. } | Format::Jxl { sixteen: true } => {
+            unreachable!("high-precision formats go through encode_pixels")
+        }
     }
 }

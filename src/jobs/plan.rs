@@ -12,7 +12,7 @@ use chrono::{DateTime, FixedOffset, Local, Utc};
 
 use super::task::{ImageTask, JobSettings, MetadataSource, SegmentRef, check_metadata_blob};
 use crate::output::{self, ModelInfo, TemplateContext};
-use crate::protocol::{ErrorCode, ErrorReply, ImageDescriptor, SampleType, Slot, SubmitJob};
+use crate::protocol::{ErrorCode, ErrorReply, ImageDescriptor, ImageFormat, SampleType, Slot, SubmitJob};
 use crate::s3::ObjectRoot;
 use crate::shm::{Layout, LayoutError, Segment, SegmentOpenError, SegmentState};
 
@@ -234,6 +234,13 @@ impl Planner {
         }
         output::check_file_name_fits(&stem, slot.format.extension())
             .map_err(|e| invalid_job(format!("{what}: {e}")))?;
+        let min = crate::encode::JXL_MIN_SIDE;
+        if slot.format == ImageFormat::Jxl && (desc.width < min || desc.height < min) {
+            return Err(invalid_job(format!(
+                "{what}: JPEG XL needs at least {min}x{min} pixels, the image is {}x{} (save it as PNG or WebP)",
+                desc.width, desc.height
+            )));
+        }
         Ok(ImageTask {
             segment: SegmentRef::new(Arc::clone(&self.spool_dir), desc.segment.clone()),
             layout,
@@ -319,6 +326,12 @@ fn check_options(job: &SubmitJob) -> Result<(), PlanError> {
     }
     if !AVIF_SPEED.contains(&job.avif_speed) {
         return Err(invalid_job(format!("avif_speed {} is outside 1..=10", job.avif_speed)));
+    }
+    if !matches!(job.jxl_bit_depth, 8 | 16) {
+        return Err(invalid_job(format!(
+            "jxl_bit_depth {} is not 8 or 16 (JPEG XL is saved losslessly at 8 or 16 bits per sample)",
+            job.jxl_bit_depth
+        )));
     }
     if !(1..=100).contains(&job.lossy_quality) {
         return Err(invalid_job(format!("lossy_quality {} is outside 1..=100", job.lossy_quality)));

@@ -106,6 +106,8 @@ pub enum ImageFormat {
     Exr,
     /// AVIF at `avif_quality` and `avif_speed`, 8 or 10 bits (`avif_bit_depth`), metadata as an Exif item.
     Avif,
+    /// JPEG XL, lossless, 8 or 16 bits (`jxl_bit_depth`), metadata as an `Exif` box.
+    Jxl,
 }
 
 impl ImageFormat {
@@ -117,6 +119,7 @@ impl ImageFormat {
             Self::Jpeg => "jpg",
             Self::Exr => "exr",
             Self::Avif => "avif",
+            Self::Jxl => "jxl",
         }
     }
 }
@@ -328,6 +331,9 @@ pub struct SubmitJob {
     /// Bits per sample of AVIF files: 10 (from the samples as submitted) or 8 (from the 8-bit image).
     #[serde(default = "default_avif_bit_depth")]
     pub avif_bit_depth: u8,
+    /// Bits per sample of JPEG XL files (always lossless): 8, or 16 (from the samples as submitted).
+    #[serde(default = "default_jxl_bit_depth")]
+    pub jxl_bit_depth: u8,
 }
 
 impl SubmitJob {
@@ -363,6 +369,7 @@ impl SubmitJob {
             avif_quality: default_avif_quality(),
             avif_speed: default_avif_speed(),
             avif_bit_depth: default_avif_bit_depth(),
+            jxl_bit_depth: default_jxl_bit_depth(),
         }
     }
 }
@@ -380,6 +387,10 @@ fn default_avif_bit_depth() -> u8 {
 }
 
 fn default_png_bit_depth() -> u8 {
+    8
+}
+
+fn default_jxl_bit_depth() -> u8 {
     8
 }
 

@@ -183,6 +183,7 @@ fn content_type(format: ImageFormat) -> &'static str {
         ImageFormat::Jpeg => "image/jpeg",
         ImageFormat::Exr => "image/x-exr",
         ImageFormat::Avif => "image/avif",
+        ImageFormat::Jxl => "image/jxl",
     }
 }
 
@@ -250,6 +251,7 @@ fn encoder_format(format: ImageFormat, job: &SubmitJob) -> Format {
         ImageFormat::Png => Format::Png { compression: job.png_compression },
         ImageFormat::Webp => Format::Webp { lossless: job.lossless_webp, quality: job.lossy_quality },
         ImageFormat::Jpeg => Format::Jpeg { quality: job.lossy_quality },
+        ImageFormat::Jxl => Format::Jxl { sixteen: job.jxl_bit_depth == 16 },
         ImageFormat::Exr => Format::Exr {
             half: job.exr_bit_depth == 16,
             input: match job.exr_input_color_space {

@@ -161,3 +161,35 @@ fn submit_writes_16_bit_png_and_exr_and_refuses_a_bit_depth_the_format_lacks() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("--bit-depth 16 is not available for jpeg"), "{stderr}");
 }
+
+#[test]
+fn submit_writes_lossless_jpeg_xl_at_8_and_16_bits_and_refuses_what_it_cannot_do() {
+    let daemon = TestDaemon::start();
+    let out = daemon.dir.path().join("jxl");
+    let dir = out.to_str().unwrap();
+    let base = ["submit", "--synthetic", "1", "--size", "24x16", "--wait", "--output-dir", dir, "--format", "jxl"];
+    let o = cli(&daemon, &[&base[..], &["--filename", "j8", "--lossless"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = cli(&daemon, &[&base[..], &["--filename", "j16", "--bit-depth", "16"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (name, bits) in [("j8", 8), ("j16", 16)] {
+        let bytes = std::fs::read(out.join(format!("{name}.jxl"))).unwrap();
+        let image = jxl_oxide::JxlImage::builder().read(std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!((image.width(), image.height()), (24, 16));
+        assert_eq!(image.image_header().metadata.bit_depth.bits_per_sample(), bits, "{name}");
+    }
+    let o = cli(&daemon, &[&base[..], &["--bit-depth", "10"]].concat());
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--bit-depth 10 is not available for jxl: PNG takes 8 or 16, EXR 16 or 32, AVIF 8 or 10, JPEG XL 8 or 16, WebP"), "{stderr}");
+    let o = cli(&daemon, &[&base[..], &["--quality", "80"]].concat());
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr
+            .contains("--quality 80 does not apply to jxl: JPEG XL is saved losslessly only (this build has no lossy"),
+        "{stderr}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(written.len(), 2, "the refused runs wrote nothing: {written:?}");
+}

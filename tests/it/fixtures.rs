@@ -15,7 +15,7 @@ use luna_daemon::protocol::{
 
 /// Every fixture file this module checks; a `.msgpack` file in the folder that is not listed here fails
 /// `every_fixture_is_checked`.
-const FIXTURES: [&str; 30] = [
+const FIXTURES: [&str; 31] = [
     "hello",
     "welcome",
     "welcome_features",
@@ -46,6 +46,7 @@ const FIXTURES: [&str; 30] = [
     "status_s3",
     "submit_zip",
     "batch_status_zip",
+    "submit_jxl",
 ];
 
 const JOB_ID: &str = "3f9a1c0b7d2e";
@@ -610,4 +611,13 @@ fn a_submit_asking_for_avif_at_its_own_quality_speed_and_depth() {
     );
     let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
     assert_eq!((minimal.avif_quality, minimal.avif_speed, minimal.avif_bit_depth), (80, 6, 10), "the defaults");
+}
+
+#[test]
+fn a_submit_asking_for_16_bit_jpeg_xl() {
+    let Request::Submit(job) = request("submit_jxl") else { panic!("not a submit") };
+    assert_eq!(job.jxl_bit_depth, 16);
+    assert_eq!((job.slots[0].format, job.slots[0].format.extension()), (ImageFormat::Jxl, "jxl"));
+    let Request::Submit(minimal) = request("submit_minimal") else { panic!("not a submit") };
+    assert_eq!(minimal.jxl_bit_depth, 8, "the default");
 }

@@ -9,6 +9,7 @@ mod edges;
 mod fixtures;
 mod formats;
 mod hostile;
+mod jxl;
 mod lifecycle;
 mod props;
 mod races;

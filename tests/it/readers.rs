@@ -1,6 +1,6 @@
 //! Metadata readers written independently of the daemon's writers, the way ComfyUI reads files back:
-//! PNG text chunks in order, and for WebP and JPEG the first EXIF block's IFD0 ASCII entries split at the first
-//! colon (ComfyUI's frontend), plus the Exif UserComment.
+//! PNG text chunks in order, and for WebP, JPEG and JPEG XL the first EXIF block's IFD0 ASCII entries split at
+//! the first colon (ComfyUI's frontend), plus the Exif UserComment.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +49,35 @@ pub fn webp_exif(bytes: &[u8]) -> Option<Vec<u8>> {
         at += 8 + len + (len & 1);
     }
     None
+}
+
+/// The TIFF bytes of a JPEG XL container's first `Exif` box (ISO/IEC 18181-2: a 4-byte big-endian offset to the
+/// TIFF header, then the TIFF), with every box's size checked to end inside the file. `None` for a bare
+/// codestream or a container without one.
+pub fn jxl_exif(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.starts_with(b"\xff\x0a") {
+        return None;
+    }
+    assert_eq!(&bytes[..12], b"\0\0\0\x0cJXL \r\n\x87\n", "JPEG XL container signature");
+    let mut at = 0;
+    let mut found = None;
+    while at < bytes.len() {
+        let mut len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+        let mut header = 8;
+        if len == 1 {
+            len = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+            header = 16;
+        }
+        let len = if len == 0 { (bytes.len() - at) as u64 } else { len } as usize;
+        assert!(at + len <= bytes.len(), "box at {at} runs past the end");
+        if &bytes[at + 4..at + 8] == b"Exif" && found.is_none() {
+            let data = &bytes[at + header..at + len];
+            let offset = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            found = Some(data[4 + offset..].to_vec());
+        }
+        at += len;
+    }
+    found
 }
 
 /// The TIFF bytes of a JPEG's APP1 Exif segment.
