@@ -364,3 +364,29 @@ def run_node(daemon_save: bool = False, **inputs):
     }
     saver = LunaMultiSaver()
     return saver, saver.save_images(**{**base, **inputs})
+
+
+def save_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs) -> tuple[Path, Path, dict]:
+    """Runs the node twice on the same inputs: saving locally into ``output/local``, then through the daemon into
+    ``output/daemon``; returns both roots and the daemon job's final status."""
+    from conftest import folder_paths
+
+    roots = comfy_dirs.output / "local", comfy_dirs.output / "daemon"
+    for daemon_save, root in zip((False, True), roots, strict=True):
+        monkeypatch.setattr(folder_paths, "output_directory", str(root))
+        saver, _ = run_node(daemon_save, **inputs)
+    assert saver.last_job is not None, "the daemon must take the job"
+    with daemon.client("test-waiter") as c:
+        status = c.wait(saver.last_job.job_id)
+    return *roots, status
+
+
+def same_files_in_both_modes(
+    daemon, comfy_dirs, monkeypatch, settled: tuple[str, ...] = ("written",), **inputs
+) -> tuple[Path, Path]:
+    """`save_in_both_modes`, checking that every image ended in one of the ``settled`` states and that both modes
+    wrote the same file names."""
+    local, remote, status = save_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs)
+    assert all(i["state"] in settled for i in status["images"]), status
+    assert files_under(local) == files_under(remote)
+    return local, remote

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 import helpers
-from conftest import folder_paths
 from helpers import files_under
 from luna_multi_saver import avif_format, local_save, templates
 from luna_multi_saver.pixels import to_uint8
@@ -200,25 +199,11 @@ def test_the_exif_item_holds_the_tags_and_values_of_the_webp_exif():
     assert ifd0 == dict(theirs) and ours.get_ifd(0x8769) == theirs.get_ifd(0x8769)
 
 
-def both_modes(daemon, comfy_dirs, monkeypatch, **inputs) -> tuple[Path, Path]:
-    roots = comfy_dirs.output / "local", comfy_dirs.output / "daemon"
-    for daemon_save, root in zip((False, True), roots, strict=True):
-        monkeypatch.setattr(folder_paths, "output_directory", str(root))
-        saver, _ = helpers.run_node(daemon_save, **inputs)
-        if daemon_save:
-            assert saver.last_job is not None, "the daemon must take the job"
-            with daemon.client("test-waiter") as c:
-                status = c.wait(saver.last_job.job_id)
-            assert all(i["state"] == "written" for i in status["images"]), status
-    assert files_under(roots[0]) == files_under(roots[1])
-    return roots
-
-
 @pytest.mark.parametrize(("channels", "depth"), [(3, "8-bit"), (4, "8-bit"), (3, "10-bit")])
 def test_parity_same_exif_item_and_pixels_within_tolerance(daemon, comfy_dirs, monkeypatch, channels, depth):
     images = smooth(b=2, c=channels)
     inputs = {"image_1": images, "format_1": "avif", "avif_bit_depth": depth, "prompt": PROMPT}
-    local, remote = both_modes(daemon, comfy_dirs, monkeypatch, **inputs, extra_pnginfo=EXTRA)
+    local, remote = helpers.same_files_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs, extra_pnginfo=EXTRA)
     rels = files_under(local)
     assert len(rels) == 2 and all(r.endswith(".avif") for r in rels)
     for b, rel in enumerate(rels):

@@ -259,17 +259,10 @@ EXTRA = {"workflow": {"nodes": [{"title": 'Ünïcode "q" \\ x'}]}, "luna_extra":
 
 
 def both_modes(daemon, comfy_dirs, monkeypatch, **inputs) -> tuple[Path, Path]:
-    local_root = comfy_dirs.output / "local"
-    daemon_root = comfy_dirs.output / "daemon"
-    monkeypatch.setattr(folder_paths, "output_directory", str(local_root))
-    run_node(False, **inputs)
-    monkeypatch.setattr(folder_paths, "output_directory", str(daemon_root))
-    saver, _ = run_node(True, **inputs)
-    assert saver.last_job is not None, "the daemon must take the job"
-    status = wait_for(daemon, saver.last_job.job_id)
-    assert all(i["state"] in ("written", "discarded") for i in status["images"]), status
-    assert files_under(local_root) == files_under(daemon_root)
-    return local_root, daemon_root
+    # PNG unless a test says otherwise, like run_node; some executions gate images out: discarded is settled too.
+    settled = ("written", "discarded")
+    inputs = {"format_1": "png", **inputs}
+    return helpers.same_files_in_both_modes(daemon, comfy_dirs, monkeypatch, settled, **inputs)
 
 
 def same_pixels(a: Path, b: Path) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import helpers
-from conftest import folder_paths
 from helpers import files_under, noise, png_text, read_png16
 from luna_multi_saver import deep_formats, local_save, templates
 from luna_multi_saver.pixels import srgb_to_linear, to_uint16
@@ -96,23 +95,9 @@ def test_local_exr_without_openexr_is_a_16_bit_png_with_a_note(comfy_dirs, monke
     assert (read_png16(comfy_dirs.output / rel) == to_uint16(fine()[0])).all()
 
 
-def both_modes(daemon, comfy_dirs, monkeypatch, **inputs) -> tuple[Path, Path]:
-    roots = comfy_dirs.output / "local", comfy_dirs.output / "daemon"
-    for daemon_save, root in zip((False, True), roots, strict=True):
-        monkeypatch.setattr(folder_paths, "output_directory", str(root))
-        saver, _ = helpers.run_node(daemon_save, **inputs)
-        if daemon_save:
-            assert saver.last_job is not None, "the daemon must take the job"
-            with daemon.client("test-waiter") as c:
-                status = c.wait(saver.last_job.job_id)
-            assert all(i["state"] == "written" for i in status["images"]), status
-    assert files_under(roots[0]) == files_under(roots[1])
-    return roots
-
-
 def test_parity_16_bit_png(daemon, comfy_dirs, monkeypatch):
     inputs = {"image_1": fine(c=3), "format_1": "png", "png_bit_depth": "16-bit", "prompt": PROMPT}
-    local, remote = both_modes(daemon, comfy_dirs, monkeypatch, **inputs, extra_pnginfo=EXTRA)
+    local, remote = helpers.same_files_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs, extra_pnginfo=EXTRA)
     for rel in files_under(local):
         assert (read_png16(local / rel) == read_png16(remote / rel)).all()
         assert png_text(local / rel) == png_text(remote / rel)
@@ -121,7 +106,7 @@ def test_parity_16_bit_png(daemon, comfy_dirs, monkeypatch):
 @pytest.mark.parametrize("depth", ["32-bit float", "16-bit half"])
 def test_parity_exr(daemon, comfy_dirs, monkeypatch, depth):
     inputs = {"image_1": noise(2, 20, 30, 4), "format_1": "exr", "exr_bit_depth": depth, "prompt": PROMPT}
-    local, remote = both_modes(daemon, comfy_dirs, monkeypatch, **inputs, extra_pnginfo=EXTRA)
+    local, remote = helpers.same_files_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs, extra_pnginfo=EXTRA)
     for rel in files_under(local):
         (ours, our_header), (theirs, their_header) = read_exr(local / rel), read_exr(remote / rel)
         assert sorted(ours) == sorted(theirs) == ["A", "B", "G", "R"]

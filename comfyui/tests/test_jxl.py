@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import helpers
-from conftest import folder_paths
 from helpers import comfy_frontend_exif, files_under, jxl_boxes, jxl_exif, noise, read_png16
 from luna_multi_saver import jxl, templates
 from luna_multi_saver.pixels import to_uint8, to_uint16
@@ -92,19 +91,10 @@ def test_a_bad_jxl_bit_depth_is_refused_locally_with_the_reason():
 
 
 def test_parity_jxl_same_samples_and_metadata(daemon, comfy_dirs, monkeypatch):
-    roots = comfy_dirs.output / "local", comfy_dirs.output / "daemon"
     # Two images wider than one 256-pixel group, with alpha.
     inputs = {"image_1": noise(2, 20, 300, 4), "format_1": "jxl", "prompt": PROMPT, "extra_pnginfo": EXTRA}
-    for daemon_save, root in zip((False, True), roots, strict=True):
-        monkeypatch.setattr(folder_paths, "output_directory", str(root))
-        saver, _ = helpers.run_node(daemon_save, **inputs)
-        if daemon_save:
-            assert saver.last_job is not None, "the daemon must take the job"
-            with daemon.client("test-waiter") as c:
-                status = c.wait(saver.last_job.job_id)
-            assert all(i["state"] == "written" for i in status["images"]), status
-    local, remote = roots
-    assert files_under(local) == files_under(remote) and len(files_under(local)) == 2
+    local, remote = helpers.same_files_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs)
+    assert len(files_under(local)) == 2
     for rel in files_under(local):
         assert rel.endswith(".jxl")
         assert (pixels(local / rel) == pixels(remote / rel)).all(), rel

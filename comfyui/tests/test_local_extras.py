@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import helpers
-from conftest import PACK, folder_paths
+from conftest import PACK
 from helpers import comfy_frontend_exif, decoded, files_under, flat, noise, smooth, user_comment, webp_exif
 from luna_multi_saver import local_extras, paths, templates
 
@@ -34,16 +34,10 @@ def fixed_time(monkeypatch):
 
 
 def both_modes(daemon, comfy_dirs, monkeypatch, **inputs) -> tuple[Path, Path, dict]:
-    """The node's execution saved locally into ``local/`` and by the daemon into ``daemon/``."""
-    local_root, daemon_root = comfy_dirs.output / "local", comfy_dirs.output / "daemon"
-    monkeypatch.setattr(folder_paths, "output_directory", str(local_root))
-    helpers.run_node(False, **inputs)
-    monkeypatch.setattr(folder_paths, "output_directory", str(daemon_root))
-    saver, _ = helpers.run_node(True, **inputs)
-    assert saver.last_job is not None, "the daemon must take the job"
-    with daemon.client("test-waiter") as c:
-        status = c.wait(saver.last_job.job_id)
-        if inputs.get("zip_archive"):
+    """The node's execution saved locally into ``local/`` and by the daemon into ``daemon/``, its archive settled."""
+    local_root, daemon_root, status = helpers.save_in_both_modes(daemon, comfy_dirs, monkeypatch, **inputs)
+    if inputs.get("zip_archive"):
+        with daemon.client("test-waiter") as c:
             while c.batch_status(inputs["batch_name"])["archive_pending"]:  # polled, as the client's wait does
                 time.sleep(0.01)
     return local_root, daemon_root, status
