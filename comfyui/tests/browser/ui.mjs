@@ -53,8 +53,14 @@ const report = await withComfyPage(url, ready, async (page) => {
       const node = window.app.graph.getNodeById(9);
       const job = node?.lunaJob;
       if (!job?.finished) return false;
+      // The node's own message (temp previews, job pending) must have come: when the job finished first, it
+      // replaces the saved files until the extension shows them again, so checking before it would race.
+      const executed = window.__luna.executed;
+      if (!executed.some((e) => e.output?.luna_multi_saver?.[0] && !e.output.luna_multi_saver[0].finished)) return false;
       // What the node previews: each file's thumbnail where the daemon wrote one, else the file.
       const shown = (job.images || []).map((i) => i.thumbnail || i.file).filter(Boolean);
+      // Files to show: the last message must be the extension's one with the finished job (it carries them).
+      if (shown.length && !executed.at(-1)?.output?.luna_multi_saver?.[0]?.finished) return false;
       const srcs = (node.imgs || []).map((img) => new URL(img.src).searchParams);
       return shown.every((f) => srcs.some((q) => q.get("filename") === f.filename && q.get("subfolder") === f.subfolder));
     }, null, { timeout: DEADLINE_MS, polling: 50 });
