@@ -152,6 +152,28 @@ def test_daemon_pixels_match_comfyuis_png(daemon, comfy_dirs, reference):
     assert (decoded(out / "img_UPSCALED_1.png") == decoded(reference / "golden_png_00002_.png")).all()
 
 
+def test_every_execution_saves_the_workflow_as_it_is_then_changed_in_place_or_not(daemon, comfy_dirs):
+    # The workflow is packed while the pixels are copied, never cached: one dict changed in place between runs
+    # (to values Python calls equal: 1, 2, 2.0, True) and a fresh dict each give their own text in the file.
+    workflow = {"nodes": [{"id": 7, "widgets_values": [1, "w" * 40_000]}], "version": 0.4}
+    prompt = {"3": {"class_type": "KSampler", "inputs": {"seed": 1}}}
+    runs = [1, 2, 2.0, True, "fresh"]
+    for run, seed in enumerate(runs):
+        if seed == "fresh":
+            workflow = {"nodes": [{"id": 8, "widgets_values": ["v" * 50_000]}]}
+            prompt = {"9": {"class_type": "SaveImage", "inputs": {}}}
+        else:
+            workflow["nodes"][0]["widgets_values"][0] = seed
+            prompt["3"]["inputs"]["seed"] = seed
+        saver, _ = run_node(
+            True, image_1=noise(seed=run), filename=f"run{run}", prompt=prompt, extra_pnginfo={"workflow": workflow}
+        )
+        assert saver.last_job is not None, "the daemon took it"
+        wait_for(daemon, saver.last_job.job_id)
+        text = dict(png_text(comfy_dirs.output / "ORIG" / f"run{run}_ORIG.png"))
+        assert (text["prompt"], text["workflow"]) == (json.dumps(prompt), json.dumps(workflow)), seed
+
+
 def test_a_second_run_of_the_same_size_reuses_the_warm_segment(daemon, comfy_dirs):
     first, _ = run_node(True, image_1=noise(2, 64, 64))
     wait_for(daemon, first.last_job.job_id)
