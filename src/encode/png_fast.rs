@@ -1,6 +1,7 @@
-//! The fast deflate for PNG levels 1..=4 (and the first candidate of 5..=9), in the style of fpnge: the filtered
-//! rows are cut into pieces of 64 KiB, each piece is turned into literals and matches, and blocks of pieces are
-//! sent with Huffman codes fitted to the block's own counts (or stored, when that is smaller, as for noise).
+//! The fast deflate for PNG levels 1..=4 (and the first candidate of 5..=9; also EXR's ZIP blocks, whose
+//! predicted bytes look like filtered rows), in the style of fpnge: the filtered rows are cut into pieces of
+//! 64 KiB, each piece is turned into literals and matches, and blocks of pieces are sent with Huffman codes
+//! fitted to the block's own counts (or stored, when that is smaller, as for noise).
 //!
 //! How a piece is matched depends on its byte entropy (sampled): noisy pieces get only long runs at distance 1,
 //! found eight bytes at a time; predictable ones also short runs, and the most predictable ones greedy LZ77

@@ -15,6 +15,25 @@ import { DEADLINE_MS, commandLine, withComfyPage } from "./comfy_page.mjs";
 
 const { url, request } = commandLine();
 const ready = () => window.app && window.app.graph && window.comfyAPI?.api?.api?.clientId;
+// Waits until `final` holds in the page; if it never does, the error says which run and what the page had got, so
+// a failure on a loaded CI machine can be read from its log alone.
+async function whenFinal(page, name, final) {
+  try {
+    await page.waitForFunction(final, null, { timeout: DEADLINE_MS, polling: 50 });
+  } catch (e) {
+    const state = await page.evaluate(() => {
+      const node = window.app.graph.getNodeById(9);
+      return {
+        executed: window.__luna.executed,
+        events: window.__luna.events,
+        job: node?.lunaJob ?? null,
+        imgs: (node?.imgs || []).map((img) => img.src),
+      };
+    });
+    throw new Error(`run "${name}" never became final: ${e.message}\npage state: ${JSON.stringify(state)}`);
+  }
+}
+
 const report = await withComfyPage(url, ready, async (page) => {
   await page.setViewportSize({ width: 1280, height: 900 });
   // Every message the page gets for node 9, recorded from the start.
@@ -22,9 +41,10 @@ const report = await withComfyPage(url, ready, async (page) => {
     const api = window.comfyAPI.api.api;
     window.__luna = { executed: [], events: [] };
     api.addEventListener("executed", ({ detail }) => {
-      if (String(detail.node) === "9") window.__luna.executed.push(detail);
+      // A copy as it arrived: the frontend keeps the message's output as the node's output and may change it later.
+      if (String(detail.node) === "9") window.__luna.executed.push(structuredClone(detail));
     });
-    api.addEventListener("luna-multi-saver.job", ({ detail }) => window.__luna.events.push(detail));
+    api.addEventListener("luna-multi-saver.job", ({ detail }) => window.__luna.events.push(structuredClone(detail)));
     await window.app.loadGraphData(structuredClone(workflow), true, false);
     return window.app.extensionManager?.extensions?.some?.((e) => e.name === "luna.multi_saver") ??
       Boolean(window.app.handleFile.lunaWrapped);
@@ -49,7 +69,7 @@ const report = await withComfyPage(url, ready, async (page) => {
       return reply.prompt_id;
     }, { prompt: run.prompt, workflow: request.workflow });
     // Final: the badge's job is finished and, when the daemon wrote files, the node draws those files.
-    await page.waitForFunction(() => {
+    await whenFinal(page, run.name, () => {
       const node = window.app.graph.getNodeById(9);
       const job = node?.lunaJob;
       if (!job?.finished) return false;
@@ -63,7 +83,7 @@ const report = await withComfyPage(url, ready, async (page) => {
       if (shown.length && !executed.at(-1)?.output?.luna_multi_saver?.[0]?.finished) return false;
       const srcs = (node.imgs || []).map((img) => new URL(img.src).searchParams);
       return shown.every((f) => srcs.some((q) => q.get("filename") === f.filename && q.get("subfolder") === f.subfolder));
-    }, null, { timeout: DEADLINE_MS, polling: 50 });
+    });
     if (run.toast) {
       // PrimeVue renders a toast on its next tick: wait for the text the run expects.
       await page.waitForFunction((text) => [...document.querySelectorAll(".p-toast-message")]
