@@ -166,6 +166,26 @@ function showFiles(event) {
   setTimeout(() => api.dispatchCustomEvent("executed", detail), 0);
 }
 
+// True when `elements` (images the frontend loaded for `node`) show /view files other than the node's current
+// outputs (node.images, which the frontend's draw handler sets before it starts loading them). Images that name
+// no file (a blob, a data URL) are never stale.
+export function staleImages(node, elements) {
+  const current = node.images;
+  if (!Array.isArray(elements) || !Array.isArray(current) || !current.length) return false;
+  const key = (filename, subfolder, type) => `${type || "output"}/${subfolder || ""}/${filename}`;
+  const wanted = new Set(current.map((i) => key(i.filename, i.subfolder, i.type)));
+  return elements.some((element) => {
+    let query;
+    try {
+      query = new URL(element?.src).searchParams;
+    } catch {
+      return false;
+    }
+    const filename = query.get("filename");
+    return filename !== null && !wanted.has(key(filename, query.get("subfolder"), query.get("type")));
+  });
+}
+
 // The server's newest event of a job (ui_bridge.JOB_ROUTE); a 404 means ComfyUI no longer follows it.
 async function askServer(sent) {
   let event;
@@ -416,6 +436,18 @@ app.registerExtension({
       this.setDirtyCanvas?.(true, true);
       return result;
     };
+    // The frontend loads a node's images anew for each output message and lets whichever load ends last set
+    // node.imgs: a slow load of the temp previews could end after the saved files' and show the previews again
+    // (seen under load). A list naming files that are not the node's current outputs is such a stale load.
+    Object.defineProperty(nodeType.prototype, "imgs", {
+      configurable: true,
+      get() {
+        return this.lunaImgs;
+      },
+      set(elements) {
+        if (!staleImages(this, elements)) this.lunaImgs = elements;
+      },
+    });
     const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
     nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
       const result = getExtraMenuOptions?.apply(this, arguments);

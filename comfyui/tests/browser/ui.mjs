@@ -147,6 +147,24 @@ const report = await withComfyPage(url, ready, async (page) => {
       await page.screenshot({ path: join(process.env.LUNA_UI_SCREENSHOTS, `${run.name}.png`) });
     }
   }
-  return { extension, runs };
+  // A late load of earlier images (what the frontend's own loads can deliver last) does not replace the node's
+  // current ones, and a load of the current outputs does.
+  const staleLoad = await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(9);
+    const before = (node.imgs || []).map((img) => img.src);
+    const stale = new Image();
+    stale.src = window.comfyAPI.api.api.apiURL("/view?filename=earlier.png&subfolder=&type=temp");
+    node.imgs = [stale];
+    const afterStale = (node.imgs || []).map((img) => img.src);
+    const current = (node.images || []).map((i) => {
+      const img = new Image();
+      const query = new URLSearchParams({ filename: i.filename, subfolder: i.subfolder || "", type: i.type });
+      img.src = window.comfyAPI.api.api.apiURL(`/view?${query}`);
+      return img;
+    });
+    node.imgs = current;
+    return { before, afterStale, afterCurrent: (node.imgs || []).map((img) => img.src) };
+  });
+  return { extension, runs, staleLoad };
 });
 process.stdout.write(JSON.stringify(report));

@@ -545,6 +545,12 @@ def test_the_ui_shows_the_saved_files_the_discarded_and_the_failed_images_and_th
     assert [view_file(u) for u in thumbs["menu"]["opened"]] == [("ui_thumbs/ORIG", "img_ORIG.png")] * 2
     assert thumbs["menu"]["copied"] == [64, 48], "Copy Image copies the full image, not the 32x24 thumbnail"
     assert decoded(server.output / "ui_thumbs/ORIG/_thumbnails/img_ORIG.png.webp").shape[:2] == (24, 32)
+    # The frontend lets whichever image load ends last set what the node draws: a late load of the temp previews is
+    # refused, a load of the current outputs taken.
+    stale = report["staleLoad"]
+    assert [view_file(src) for src in stale["before"]] == [view_file(src) for src in thumbs["imgs"]]
+    assert stale["afterStale"] == stale["before"], "a late load of other files must not replace the saved files"
+    assert [view_file(src) for src in stale["afterCurrent"]] == [view_file(src) for src in thumbs["imgs"]]
     wait_jobs(server, daemon_up)
 
 
