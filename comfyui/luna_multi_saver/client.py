@@ -15,7 +15,6 @@ in one segment at 64-byte-aligned offsets, and only descriptors go over the sock
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -244,11 +243,6 @@ class _Layout:
         return offset
 
 
-# Packs a job's metadata while the submitting thread copies the pixels (Client.submit). One thread for every
-# client: each packs into its own buffer, and a submit waits for its own packing before it goes on.
-_PACKING_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="luna-pack")
-
-
 class Client:
     """One connection to the daemon, with its own pool of warm segments. Not thread-safe: callers serialise."""
 
@@ -268,8 +262,6 @@ class Client:
         self._conn = None
         # Packs each job's metadata into one buffer that grows to the largest blob and stays (Client._pack).
         self._packer = msgpack.Packer(autoreset=False, use_bin_type=True)
-        # Room asked for the metadata blob when the segment is chosen, before packing is done: the last blob's size.
-        self._blob_room = 0
 
     @classmethod
     def connect(cls, socket_path: str | None = None, client_name: str = DEFAULT_CLIENT_NAME, **kwargs) -> Client:
@@ -440,14 +432,10 @@ class Client:
         """Copies every image of every slot (and large metadata) into one warm segment and submits one job.
         Returns once the daemon has accepted it; from then on the daemon owns the segment.
 
-        The metadata is packed into the client's own reusable buffer (no bytes object per job) on the packing
-        thread while this thread copies the pixels (the copy releases the GIL, so the two overlap and a big
-        workflow costs the caller little more than the copy); the buffer is copied into the segment after the
-        pixels. The values are packed during this call, never cached, so every job carries them as they are now.
-        The segment is chosen with room for the pixels and a blob the size of the last one sent; a larger blob
-        takes a larger segment and the pixels are copied again (the first job with metadata, or one whose
-        metadata grew past the segment's 1 MiB rounding). A value MessagePack cannot carry raises here
-        (TypeError, ValueError, ...), before anything is sent and with every segment still the client's."""
+        The metadata is packed first, on this thread, into the client's own reusable buffer (no bytes object per
+        job), so the segment is chosen knowing the blob's exact size and the buffer is copied into it once, after
+        the pixels. A value MessagePack cannot carry raises here (TypeError, ValueError, ...), before anything is
+        sent or any segment taken."""
         self.ensure_connected()
         layout = _Layout()
         for index, slot in enumerate(slots):
@@ -458,17 +446,12 @@ class Client:
         if not layout.placed:
             raise ValueError("the job has no images")
         job = {"type": "submit", **constants.wire_options(options)}
-        packing = _PACKING_THREAD.submit(self._pack, metadata) if metadata is not None else None
+        packed = self._pack(metadata) if metadata is not None else None
         try:
-            segment = self.pool.acquire(layout.total + self._blob_room)
-            job["slots"] = [s for s in self._copy_images(segment, slots, layout) if s["images"]]
-            packed = packing.result() if packing is not None else None
             blob = packed if packed is not None and len(packed) > INLINE_METADATA_MAX else None
+            segment = self.pool.acquire(layout.total + (len(blob) if blob is not None else 0))
+            job["slots"] = [s for s in self._copy_images(segment, slots, layout) if s["images"]]
             if blob is not None:
-                self._blob_room = len(blob)
-                if segment.capacity < layout.total + len(blob):
-                    segment = self.pool.acquire(layout.total + len(blob))
-                    job["slots"] = [s for s in self._copy_images(segment, slots, layout) if s["images"]]
                 blob_offset = shm.HEADER_LEN + layout.total
                 segment.write(blob_offset, blob)
                 job["metadata_blob"] = {
@@ -480,12 +463,8 @@ class Client:
             elif metadata is not None:
                 job["metadata"] = metadata
         finally:
-            if packing is not None:
-                # The packer's buffer may be reset for the next job only once packing is over and no view is left
-                # (also when the copy failed while the packing thread was still at work).
-                concurrent.futures.wait([packing])
-                if packing.exception() is None:
-                    packing.result().release()
+            if packed is not None:
+                packed.release()  # the packer's buffer may be reset for the next job only once no view is left
         # A repeated submission with the same id is answered with the original job, never saved twice.
         job["submit_id"] = uuid.uuid4().hex
         self._send(job)

@@ -207,54 +207,25 @@ def test_small_metadata_is_inline_and_large_metadata_goes_into_the_segment(fake)
     assert blob["offset"] >= image["offset"] + image["length"], "the blob does not overlap the pixels"
 
 
-def pixels_and_blob(d: FakeDaemon, accepted: client.Accepted) -> tuple[bytes, object]:
-    """The last job's first image's bytes and its unpacked metadata blob, read from the segment."""
-    job = d.requests[-1]
-    desc, blob = job["slots"][0]["images"][0], job["metadata_blob"]
-    assert desc["segment"] == blob["segment"] == accepted.segment, "pixels and blob share the job's segment"
-    raw = (d.spool / accepted.segment).read_bytes()
-    pixels = raw[desc["offset"] : desc["offset"] + desc["length"]]
-    return pixels, msgpack.unpackb(raw[blob["offset"] : blob["offset"] + blob["length"]])
-
-
-def test_the_segment_has_room_for_the_pixels_and_the_blob_and_the_next_job_copies_the_pixels_once(fake):
-    # The metadata is packed while the pixels are copied, so the segment is chosen before the blob's size is known:
-    # the first 1.5 MiB blob with a 36 KB image does not fit the 1 MiB segment and takes one with room for both
-    # (the pixels copied again); the next job of that size goes straight to that segment.
+def test_the_segment_has_room_for_the_pixels_and_the_blob_at_once_and_the_packer_buffer_is_reused(fake):
+    # The metadata is packed before the segment is chosen, so a 1.5 MiB blob with a 36 KB image takes one segment
+    # with room for both (the pixels are copied once), and the next job of that size reuses it.
     d = fake(on_submit=accept)
     image = noise()
     large = {"prompt": None, "extra_pnginfo": [["workflow", "w" * (3 << 19)]]}
     with client.Client.connect(d.socket) as c:
         first = c.submit(job_options(), [client.SlotImages(image)], metadata=large)
-        assert pixels_and_blob(d, first) == (image[0].astype("<f4").tobytes(), large)
-        segments = len(c.pool)
+        assert len(c.pool) == 1, "one segment with room for both"
         daemon_releases(d)
         changed = {"prompt": None, "extra_pnginfo": [["workflow", "v" * (3 << 19)]]}
         second = c.submit(job_options(), [client.SlotImages(image)], metadata=changed)
-        assert len(c.pool) == segments and second.segment == first.segment, "no new segment for the same size"
-        assert pixels_and_blob(d, second) == (image[0].astype("<f4").tobytes(), changed), "never the old blob"
-
-
-def test_a_copy_that_fails_while_the_metadata_is_packed_leaves_the_packer_usable(fake):
-    # The packing thread may still hold the packer's buffer when the copy fails: the submit waits for it, so the
-    # next job's metadata is packed whole and nothing of the failed job was sent.
-    d = fake(on_submit=accept)
-    meta = {"prompt": None, "extra_pnginfo": [["workflow", "x" * 300_000]]}
-    broken = np.zeros((1, 4, 4, 3), dtype=np.float32)
-    with client.Client.connect(d.socket) as c:
-        real_copy = c._copy_images
-
-        def failing_copy(*args):
-            raise OSError("the segment could not be written")
-
-        c._copy_images = failing_copy
-        with pytest.raises(OSError):
-            c.submit(job_options(), [client.SlotImages(broken)], metadata=meta)
-        assert [r["type"] for r in d.requests] == ["hello"]
-        c._copy_images = real_copy
-        image = noise()
-        accepted = c.submit(job_options(), [client.SlotImages(image)], metadata=meta)
-        assert pixels_and_blob(d, accepted) == (image[0].astype("<f4").tobytes(), meta)
+        assert len(c.pool) == 1 and second.segment == first.segment
+        raw = (d.spool / first.segment).read_bytes()
+    job = d.requests[-1]
+    desc, blob = job["slots"][0]["images"][0], job["metadata_blob"]
+    assert desc["segment"] == blob["segment"] == first.segment
+    assert raw[desc["offset"] : desc["offset"] + desc["length"]] == image[0].astype("<f4").tobytes()
+    assert msgpack.unpackb(raw[blob["offset"] : blob["offset"] + blob["length"]]) == changed, "never the old blob"
 
 
 def test_each_submit_sends_the_metadata_as_it_is_then_even_after_in_place_changes(fake):

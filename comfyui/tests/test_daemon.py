@@ -153,7 +153,7 @@ def test_daemon_pixels_match_comfyuis_png(daemon, comfy_dirs, reference):
 
 
 def test_every_execution_saves_the_workflow_as_it_is_then_changed_in_place_or_not(daemon, comfy_dirs):
-    # The workflow is packed while the pixels are copied, never cached: one dict changed in place between runs
+    # The workflow is packed on every execution, never cached: one dict changed in place between runs
     # (to values Python calls equal: 1, 2, 2.0, True) and a fresh dict each give their own text in the file.
     workflow = {"nodes": [{"id": 7, "widgets_values": [1, "w" * 40_000]}], "version": 0.4}
     prompt = {"3": {"class_type": "KSampler", "inputs": {"seed": 1}}}
